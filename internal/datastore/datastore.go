@@ -1,0 +1,107 @@
+// Package datastore defines the records treaty persists and the errors its
+// stores return. Engines live in subpackages (sqlite); consumers declare the
+// small interfaces they need next to their own code.
+package datastore
+
+import (
+	"errors"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Errors callers branch on. Stores wrap them; test with errors.Is.
+var (
+	// ErrNotFound means the record asked for does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrAlreadyExists means a record with the same key exists already.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrSequenceRegression means a write would move the local bundle's
+	// spiffe_sequence backwards or reuse it for different content.
+	ErrSequenceRegression = errors.New("bundle sequence would not increase")
+)
+
+// AuthorityKind tells X.509 authorities from JWT signing keys.
+type AuthorityKind string
+
+// Authority kinds.
+const (
+	KindX509 AuthorityKind = "x509"
+	KindJWT  AuthorityKind = "jwt"
+)
+
+// AuthorityState is a step of an authority's lifecycle.
+type AuthorityState string
+
+// Authority states. An authority is prepared (published, not signing), then
+// active (signing), then old (published, no longer signing) until it expires
+// or is revoked. External authorities were appended by an operator: they are
+// published but treaty holds no key for them.
+const (
+	StatePrepared AuthorityState = "prepared"
+	StateActive   AuthorityState = "active"
+	StateOld      AuthorityState = "old"
+	StateExternal AuthorityState = "external"
+)
+
+// Authority is one X.509 CA or JWT signing key of the local trust domain.
+type Authority struct {
+	Kind AuthorityKind
+	// ID is the hex subject key identifier (X.509) or the key ID (JWT).
+	ID      string
+	State   AuthorityState
+	Tainted bool
+	// KeyName names the private key in the keystore; empty for external
+	// authorities.
+	KeyName string
+	// CertificateChain holds concatenated DER certificates, the authority's
+	// own first, then any upstream intermediates. Empty for JWT keys.
+	CertificateChain []byte
+	// PublicKey is the PKIX DER public key.
+	PublicKey []byte
+	// UpstreamSKID is the hex subject key identifier of the upstream CA that
+	// signed this authority, if any.
+	UpstreamSKID string
+	NotBefore    time.Time
+	NotAfter     time.Time
+	PreparedAt   time.Time
+	ActivatedAt  time.Time
+	// DeactivatedAt is when the authority became old.
+	DeactivatedAt time.Time
+}
+
+// AuthorityRef names an authority.
+type AuthorityRef struct {
+	Kind AuthorityKind
+	ID   string
+}
+
+// Bundle is a stored SPIFFE bundle, local or federated.
+type Bundle struct {
+	TrustDomain spiffeid.TrustDomain
+	// Document is the SPIFFE bundle (JWK Set) as canonical JSON.
+	Document []byte
+	// Sequence is the bundle's spiffe_sequence.
+	Sequence  uint64
+	UpdatedAt time.Time
+}
+
+// JournalEvent records one change of the local authorities, for audit.
+type JournalEvent struct {
+	At          time.Time
+	Kind        AuthorityKind
+	AuthorityID string
+	Event       string
+	Detail      string
+}
+
+// AuthorityChange is a set of writes applied in one transaction: authorities
+// put and deleted, journal events, and optionally the new local bundle.
+type AuthorityChange struct {
+	Put     []Authority
+	Delete  []AuthorityRef
+	Journal []JournalEvent
+	// LocalBundle, when set, replaces the local bundle. Its sequence must be
+	// higher than the stored one (or equal with identical content).
+	LocalBundle *Bundle
+}
