@@ -1,0 +1,336 @@
+package bundle
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// MaxRefreshHint is the longest refresh hint Parse accepts without a
+// warning: with a longer one a partner misses rotations.
+const MaxRefreshHint = 24 * time.Hour
+
+// Options tune Parse.
+type Options struct {
+	// RequireKeys makes an empty key set an error. The standard allows an
+	// empty set (the trust domain revoked everything), but a bootstrap
+	// bundle without keys can authenticate nothing.
+	RequireKeys bool
+	// Now is the time used to report expired authorities; zero means
+	// time.Now().
+	Now time.Time
+}
+
+// Result is a parsed bundle with the warnings about what Parse skipped or
+// found odd.
+type Result struct {
+	Bundle   *spiffebundle.Bundle
+	Warnings []string
+}
+
+// Error lists every problem that made a document unusable.
+type Error struct {
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	if len(e.Problems) == 1 {
+		return "invalid bundle: " + e.Problems[0]
+	}
+	return fmt.Sprintf("invalid bundle, %d problems:\n  %s", len(e.Problems), strings.Join(e.Problems, "\n  "))
+}
+
+// parser collects problems and warnings while decoding one document.
+type parser struct {
+	td       spiffeid.TrustDomain
+	opts     Options
+	problems []string
+	warnings []string
+	bundle   *spiffebundle.Bundle
+}
+
+func (p *parser) problem(format string, args ...any) {
+	p.problems = append(p.problems, fmt.Sprintf(format, args...))
+}
+
+func (p *parser) warn(format string, args ...any) {
+	p.warnings = append(p.warnings, fmt.Sprintf(format, args...))
+}
+
+func (p *parser) result() (*Result, error) {
+	if len(p.problems) > 0 {
+		return nil, &Error{Problems: p.problems}
+	}
+	return &Result{Bundle: p.bundle, Warnings: p.warnings}, nil
+}
+
+// Parse decodes a SPIFFE bundle for trust domain td. Unknown members and
+// keys with an unknown use or key type are skipped with a warning, as the
+// SPIFFE Trust Domain and Bundle standard (section 4) requires of clients;
+// anything that makes a key unusable or unsafe is a problem, and all
+// problems are reported together in an *Error.
+func Parse(td spiffeid.TrustDomain, data []byte, opts Options) (*Result, error) {
+	p := &parser{td: td, opts: opts, bundle: spiffebundle.New(td)}
+	if p.opts.Now.IsZero() {
+		p.opts.Now = time.Now()
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(data, &members); err != nil {
+		p.problem("not a JSON object: %s%s", jsonError(data, err), htmlHint(data))
+		return p.result()
+	}
+	p.topLevel(members)
+	return p.result()
+}
+
+func (p *parser) topLevel(members map[string]json.RawMessage) {
+	for name := range members {
+		switch name {
+		case "keys", "spiffe_refresh_hint", "spiffe_sequence":
+		case "spiffe_sequence_number":
+			p.warn(`member "spiffe_sequence_number" is not part of the standard and is ignored; the sequence member is "spiffe_sequence"`)
+		default:
+			p.warn("unknown member %q ignored", name)
+		}
+	}
+	p.refreshHint(members["spiffe_refresh_hint"])
+	p.sequence(members["spiffe_sequence"])
+	raw, ok := members["keys"]
+	if !ok {
+		p.problem(`no "keys" member: a SPIFFE bundle is a JWK Set, {"keys": [...]}`)
+		return
+	}
+	var keys []json.RawMessage
+	if err := json.Unmarshal(raw, &keys); err != nil || keys == nil {
+		p.problem(`"keys" must be an array of JWKs`)
+		return
+	}
+	for i, key := range keys {
+		p.key(i, key)
+	}
+	if p.opts.RequireKeys && p.bundle.Empty() && len(p.problems) == 0 {
+		p.problem("the bundle has no usable keys: it needs at least one x509-svid or jwt-svid authority")
+	}
+}
+
+func (p *parser) refreshHint(raw json.RawMessage) {
+	if raw == nil {
+		return
+	}
+	var secs int64
+	if err := json.Unmarshal(raw, &secs); err != nil || secs < 0 {
+		p.warn("spiffe_refresh_hint %s is not a non-negative whole number of seconds; ignored", raw)
+		return
+	}
+	hint := time.Duration(secs) * time.Second
+	if hint > MaxRefreshHint {
+		p.warn("spiffe_refresh_hint is %s (%d seconds): partners polling that rarely will miss CA rotations; was it meant to be minutes?", hint, secs)
+	}
+	p.bundle.SetRefreshHint(hint)
+}
+
+func (p *parser) sequence(raw json.RawMessage) {
+	if raw == nil {
+		return
+	}
+	var seq uint64
+	if err := json.Unmarshal(raw, &seq); err != nil {
+		p.warn("spiffe_sequence %s is not a non-negative whole number; ignored", raw)
+		return
+	}
+	p.bundle.SetSequenceNumber(seq)
+}
+
+// keyHeader holds the members Parse looks at before handing a key to jose.
+type keyHeader struct {
+	Use string            `json:"use"`
+	Kty string            `json:"kty"`
+	Kid string            `json:"kid"`
+	X5c []json.RawMessage `json:"x5c"`
+	D   json.RawMessage   `json:"d"`
+}
+
+func (p *parser) key(i int, raw json.RawMessage) {
+	where := fmt.Sprintf("keys[%d]", i)
+	var h keyHeader
+	if err := json.Unmarshal(raw, &h); err != nil {
+		p.problem("%s: not a JWK object: %v", where, err)
+		return
+	}
+	if h.D != nil {
+		p.problem(`%s: contains private key material ("d"); a bundle must hold public keys only, and this private key should be considered compromised`, where)
+		return
+	}
+	switch h.Kty {
+	case "EC", "RSA", "OKP":
+	case "":
+		p.warn(`%s: no "kty"; key skipped`, where)
+		return
+	default:
+		p.warn("%s: unsupported key type %q; key skipped", where, h.Kty)
+		return
+	}
+	switch h.Use {
+	case UseX509SVID:
+		p.x509Key(where, raw, h)
+	case UseJWTSVID:
+		p.jwtKey(where, raw, h)
+	case "":
+		p.warn(`%s: no "use"; SPIFFE bundles need "x509-svid" or "jwt-svid"; key skipped`, where)
+	default:
+		p.warn("%s: unknown use %q; key skipped", where, h.Use)
+	}
+}
+
+func (p *parser) x509Key(where string, raw json.RawMessage, h keyHeader) {
+	if len(h.X5c) != 1 {
+		p.problem(`%s (x509-svid): "x5c" must hold exactly one certificate, found %d`, where, len(h.X5c))
+		return
+	}
+	var jwk jose.JSONWebKey
+	if err := jwk.UnmarshalJSON(raw); err != nil {
+		p.problem("%s (x509-svid): %s", where, joseError(err))
+		return
+	}
+	cert := jwk.Certificates[0]
+	if msg := p.checkAuthority(cert); msg != "" {
+		p.problem("%s (x509-svid): x5c[0] %s", where, msg)
+		return
+	}
+	for _, existing := range p.bundle.X509Authorities() {
+		if existing.Equal(cert) {
+			p.warn("%s (x509-svid): duplicate of an earlier certificate; skipped", where)
+			return
+		}
+	}
+	p.bundle.AddX509Authority(cert)
+}
+
+func (p *parser) jwtKey(where string, raw json.RawMessage, h keyHeader) {
+	if h.Kid == "" {
+		p.problem(`%s (jwt-svid): no "kid"; JWT authorities need a key ID so that tokens can name them`, where)
+		return
+	}
+	var jwk jose.JSONWebKey
+	if err := jwk.UnmarshalJSON(raw); err != nil {
+		p.problem("%s (jwt-svid, kid %q): %s", where, h.Kid, joseError(err))
+		return
+	}
+	if p.bundle.HasJWTAuthority(h.Kid) {
+		p.problem("%s (jwt-svid): duplicate kid %q; key IDs must be unique within a bundle", where, h.Kid)
+		return
+	}
+	if err := p.bundle.AddJWTAuthority(h.Kid, jwk.Key); err != nil {
+		p.problem("%s (jwt-svid, kid %q): %v", where, h.Kid, err)
+	}
+}
+
+// checkAuthority returns why cert cannot be an X.509 authority of the trust
+// domain, or "" if it can. An expired certificate is only a warning: it
+// stays harmlessly in the bundle until its owner removes it.
+func (p *parser) checkAuthority(cert *x509.Certificate) string {
+	if !cert.BasicConstraintsValid || !cert.IsCA {
+		return fmt.Sprintf("(subject %q) is not a CA certificate (basic constraints CA:TRUE missing); an x509-svid authority must be a CA", cert.Subject)
+	}
+	for _, uri := range cert.URIs {
+		id, err := spiffeid.FromURI(uri)
+		if err == nil && id.TrustDomain() != p.td {
+			return fmt.Sprintf("(subject %q) belongs to trust domain %q (URI SAN %s), not %q: is this the right partner's bundle?", cert.Subject, id.TrustDomain().Name(), uri, p.td.Name())
+		}
+	}
+	if p.opts.Now.After(cert.NotAfter) {
+		p.warn("certificate %q expired at %s", cert.Subject, cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return ""
+}
+
+// ParsePEM decodes PEM certificates as the X.509 authorities of trust
+// domain td. Every certificate must be a CA; private keys are refused.
+func ParsePEM(td spiffeid.TrustDomain, data []byte, opts Options) (*Result, error) {
+	p := &parser{td: td, opts: opts, bundle: spiffebundle.New(td)}
+	if p.opts.Now.IsZero() {
+		p.opts.Now = time.Now()
+	}
+	rest, n := data, 0
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		n++
+		p.pemBlock(n, block)
+	}
+	if n == 0 {
+		p.problem("no PEM block found: expected one or more -----BEGIN CERTIFICATE----- blocks%s", jsonHint(data))
+	} else if p.bundle.Empty() && len(p.problems) == 0 {
+		p.problem("no CERTIFICATE block found among %d PEM blocks", n)
+	}
+	return p.result()
+}
+
+func (p *parser) pemBlock(n int, block *pem.Block) {
+	where := fmt.Sprintf("PEM block %d", n)
+	switch {
+	case strings.Contains(block.Type, "PRIVATE KEY"):
+		p.problem("%s is a %s: a bundle must hold public certificates only, and this private key should be considered compromised", where, block.Type)
+	case block.Type != "CERTIFICATE":
+		p.warn("%s (%s) skipped: only CERTIFICATE blocks are used", where, block.Type)
+	default:
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			p.problem("%s: not a valid X.509 certificate: %v", where, err)
+			return
+		}
+		if msg := p.checkAuthority(cert); msg != "" {
+			p.problem("%s %s", where, msg)
+			return
+		}
+		p.bundle.AddX509Authority(cert)
+	}
+}
+
+func jsonError(data []byte, err error) string {
+	var syntax *json.SyntaxError
+	if errors.As(err, &syntax) {
+		line := 1 + bytes.Count(data[:min(int(syntax.Offset), len(data))], []byte("\n"))
+		return fmt.Sprintf("%v (line %d)", err, line)
+	}
+	return err.Error()
+}
+
+func htmlHint(data []byte) string {
+	trimmed := strings.ToLower(strings.TrimSpace(string(data[:min(len(data), 512)])))
+	switch {
+	case strings.HasPrefix(trimmed, "<!doctype html") || strings.HasPrefix(trimmed, "<html"):
+		return "; this looks like an HTML page, not a bundle (an error page or a login page?)"
+	case strings.HasPrefix(trimmed, "-----begin"):
+		return "; this looks like PEM: use -format pem"
+	}
+	return ""
+}
+
+func jsonHint(data []byte) string {
+	if strings.HasPrefix(strings.TrimSpace(string(data)), "{") {
+		return "; this looks like JSON: use -format spiffe"
+	}
+	return ""
+}
+
+// joseError turns go-jose's messages into something an operator can act on.
+func joseError(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "go-jose/go-jose: ")
+	if strings.Contains(msg, "x5c") || strings.Contains(msg, "certificate") {
+		return "bad certificate in x5c: " + msg
+	}
+	return "bad key: " + msg
+}
