@@ -1,0 +1,12 @@
+package ca
+
+// Log attribute keys.
+const (
+	attrKind        = "kind"
+	attrAuthorityID = "authority_id"
+	attrError       = "error"
+	attrKey         = "key"
+	attrSequence    = "sequence"
+	attrReason      = "reason"
+	attrExpiresAt   = "expires_at"
+)
