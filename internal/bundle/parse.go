@@ -238,19 +238,30 @@ func (p *parser) jwtKey(where string, raw json.RawMessage, h keyHeader) {
 // domain, or "" if it can. An expired certificate is only a warning: it
 // stays harmlessly in the bundle until its owner removes it.
 func (p *parser) checkAuthority(cert *x509.Certificate) string {
-	if !cert.BasicConstraintsValid || !cert.IsCA {
-		return fmt.Sprintf("(subject %q) is not a CA certificate (basic constraints CA:TRUE missing); an x509-svid authority must be a CA", cert.Subject)
-	}
-	for _, uri := range cert.URIs {
-		id, err := spiffeid.FromURI(uri)
-		if err == nil && id.TrustDomain() != p.td {
-			return fmt.Sprintf("(subject %q) belongs to trust domain %q (URI SAN %s), not %q: is this the right partner's bundle?", cert.Subject, id.TrustDomain().Name(), uri, p.td.Name())
-		}
+	if err := CheckX509Authority(p.td, cert); err != nil {
+		return err.Error()
 	}
 	if p.opts.Now.After(cert.NotAfter) {
 		p.warn("certificate %q expired at %s", cert.Subject, cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return ""
+}
+
+// CheckX509Authority returns an error saying why cert cannot be an X.509
+// authority of trust domain td: it must be a CA certificate (SPIFFE X509-SVID
+// standard, section 4.1), and a SPIFFE ID in its URI SAN, if any, must be in
+// td.
+func CheckX509Authority(td spiffeid.TrustDomain, cert *x509.Certificate) error {
+	if !cert.BasicConstraintsValid || !cert.IsCA {
+		return fmt.Errorf("(subject %q) is not a CA certificate (basic constraints CA:TRUE missing); an x509-svid authority must be a CA", cert.Subject)
+	}
+	for _, uri := range cert.URIs {
+		id, err := spiffeid.FromURI(uri)
+		if err == nil && id.TrustDomain() != td {
+			return fmt.Errorf("(subject %q) belongs to trust domain %q (URI SAN %s), not %q: is this the right partner's bundle?", cert.Subject, id.TrustDomain().Name(), uri, td.Name())
+		}
+	}
+	return nil
 }
 
 // ParsePEM decodes PEM certificates as the X.509 authorities of trust

@@ -1,0 +1,117 @@
+package adminapi
+
+import (
+	"crypto"
+	"crypto/x509"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+
+	"github.com/treatyhq/treaty/internal/bundle"
+)
+
+// taintChecker tells which local authorities are tainted.
+type taintChecker func(cert *x509.Certificate, kid string) bool
+
+// toProto converts b to the API type, keeping only the fields in mask (nil
+// keeps all). expiry, when set, gives JWT key expiry times by key ID.
+func toProto(b *spiffebundle.Bundle, mask *types.BundleMask, tainted taintChecker, expiry map[string]time.Time) *types.Bundle {
+	out := &types.Bundle{TrustDomain: b.TrustDomain().Name()}
+	if mask == nil || mask.X509Authorities {
+		out.X509Authorities = []*types.X509Certificate{}
+		for _, cert := range b.X509Authorities() {
+			out.X509Authorities = append(out.X509Authorities, &types.X509Certificate{
+				Asn1: cert.Raw, Tainted: tainted != nil && tainted(cert, ""),
+			})
+		}
+	}
+	if mask == nil || mask.JwtAuthorities {
+		out.JwtAuthorities = jwtToProto(b, tainted, expiry)
+	}
+	if hint, ok := b.RefreshHint(); ok && (mask == nil || mask.RefreshHint) {
+		out.RefreshHint = int64(hint / time.Second)
+	}
+	if seq, ok := b.SequenceNumber(); ok && (mask == nil || mask.SequenceNumber) {
+		out.SequenceNumber = seq
+	}
+	return out
+}
+
+func jwtToProto(b *spiffebundle.Bundle, tainted taintChecker, expiry map[string]time.Time) []*types.JWTKey {
+	out := []*types.JWTKey{}
+	keys := b.JWTAuthorities()
+	for _, kid := range slices.Sorted(maps.Keys(keys)) {
+		der, err := x509.MarshalPKIXPublicKey(keys[kid])
+		if err != nil {
+			continue // a key go-spiffe accepted always encodes; skip defensively
+		}
+		k := &types.JWTKey{PublicKey: der, KeyId: kid, Tainted: tainted != nil && tainted(nil, kid)}
+		if exp, ok := expiry[kid]; ok {
+			k.ExpiresAt = exp.Unix()
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// fromProto converts an API bundle for a federated trust domain, checking
+// every authority the way bundle.Parse checks documents. Problems name the
+// field, e.g. "x509_authorities[1]: ...".
+func fromProto(in *types.Bundle) (*spiffebundle.Bundle, error) {
+	td, err := spiffeid.TrustDomainFromString(in.GetTrustDomain())
+	if err != nil {
+		return nil, fmt.Errorf("trust_domain %q: %w", in.GetTrustDomain(), err)
+	}
+	b := spiffebundle.New(td)
+	for i, c := range in.GetX509Authorities() {
+		cert, err := x509.ParseCertificate(c.GetAsn1())
+		if err != nil {
+			return nil, fmt.Errorf("x509_authorities[%d]: not a valid X.509 certificate: %w", i, err)
+		}
+		if err := bundle.CheckX509Authority(td, cert); err != nil {
+			return nil, fmt.Errorf("x509_authorities[%d] %w", i, err)
+		}
+		b.AddX509Authority(cert)
+	}
+	if err := addJWTFromProto(b, in.GetJwtAuthorities()); err != nil {
+		return nil, err
+	}
+	if in.GetRefreshHint() < 0 {
+		return nil, fmt.Errorf("refresh_hint %d is negative", in.GetRefreshHint())
+	}
+	b.SetRefreshHint(time.Duration(in.GetRefreshHint()) * time.Second)
+	b.SetSequenceNumber(in.GetSequenceNumber())
+	return b, nil
+}
+
+func addJWTFromProto(b *spiffebundle.Bundle, keys []*types.JWTKey) error {
+	for i, k := range keys {
+		pub, err := parseJWTKey(i, k)
+		if err != nil {
+			return err
+		}
+		if b.HasJWTAuthority(k.GetKeyId()) {
+			return fmt.Errorf("jwt_authorities[%d]: duplicate key_id %q", i, k.GetKeyId())
+		}
+		if err := b.AddJWTAuthority(k.GetKeyId(), pub); err != nil {
+			return fmt.Errorf("jwt_authorities[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func parseJWTKey(i int, k *types.JWTKey) (crypto.PublicKey, error) {
+	if k.GetKeyId() == "" {
+		return nil, fmt.Errorf("jwt_authorities[%d]: key_id is required", i)
+	}
+	pub, err := x509.ParsePKIXPublicKey(k.GetPublicKey())
+	if err != nil {
+		return nil, fmt.Errorf("jwt_authorities[%d] (key_id %q): public_key is not a PKIX public key: %w", i, k.GetKeyId(), err)
+	}
+	return pub, nil
+}

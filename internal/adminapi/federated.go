@@ -1,0 +1,157 @@
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc/codes"
+
+	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/datastore"
+)
+
+// writeFunc stores one federated bundle.
+type writeFunc func(context.Context, datastore.Bundle) error
+
+// writeFederated validates in and stores it with write. The returned status
+// is OK or says precisely what was wrong; nothing is written on error.
+func (s *bundleService) writeFederated(ctx context.Context, in *types.Bundle, write writeFunc) (*spiffebundle.Bundle, *types.Status) {
+	if in.GetTrustDomain() == s.ca.TrustDomain().Name() {
+		return nil, apiStatus(codes.InvalidArgument, "%q is this server's own trust domain: its bundle is managed by the CA, not set", in.GetTrustDomain())
+	}
+	b, err := fromProto(in)
+	if err != nil {
+		return nil, apiStatus(codes.InvalidArgument, "invalid bundle for %q: %v", in.GetTrustDomain(), err)
+	}
+	if b.Empty() {
+		return nil, apiStatus(codes.InvalidArgument, "bundle for %q has no X.509 or JWT authorities: it could authenticate nothing", b.TrustDomain().Name())
+	}
+	doc, err := bundle.Marshal(b)
+	if err != nil {
+		return nil, apiStatus(codes.InvalidArgument, "encode bundle for %q: %v", b.TrustDomain().Name(), err)
+	}
+	seq, _ := b.SequenceNumber()
+	err = write(ctx, datastore.Bundle{TrustDomain: b.TrustDomain(), Document: doc, Sequence: seq, UpdatedAt: time.Now()})
+	switch {
+	case errors.Is(err, datastore.ErrAlreadyExists):
+		return nil, apiStatus(codes.AlreadyExists, "a bundle for %q already exists; update or set it instead", b.TrustDomain().Name())
+	case errors.Is(err, datastore.ErrNotFound):
+		return nil, apiStatus(codes.NotFound, "no bundle stored for %q; create or set it instead", b.TrustDomain().Name())
+	case err != nil:
+		return nil, apiStatus(codes.Internal, "store bundle for %q: %v", b.TrustDomain().Name(), err)
+	}
+	return b, apiStatus(codes.OK, "OK")
+}
+
+func apiStatus(code codes.Code, format string, args ...any) *types.Status {
+	return &types.Status{Code: int32(code), Message: fmt.Sprintf(format, args...)} //nolint:gosec // gRPC codes are small
+}
+
+func (s *bundleService) BatchCreateFederatedBundle(ctx context.Context, req *bundlev1.BatchCreateFederatedBundleRequest) (*bundlev1.BatchCreateFederatedBundleResponse, error) {
+	resp := &bundlev1.BatchCreateFederatedBundleResponse{}
+	for _, in := range req.GetBundle() {
+		b, st := s.writeFederated(ctx, in, s.store.CreateFederatedBundle)
+		resp.Results = append(resp.Results, &bundlev1.BatchCreateFederatedBundleResponse_Result{Status: st, Bundle: maybeProto(b, req.GetOutputMask())})
+	}
+	return resp, nil
+}
+
+func (s *bundleService) BatchSetFederatedBundle(ctx context.Context, req *bundlev1.BatchSetFederatedBundleRequest) (*bundlev1.BatchSetFederatedBundleResponse, error) {
+	resp := &bundlev1.BatchSetFederatedBundleResponse{}
+	for _, in := range req.GetBundle() {
+		b, st := s.writeFederated(ctx, in, s.store.SetFederatedBundle)
+		resp.Results = append(resp.Results, &bundlev1.BatchSetFederatedBundleResponse_Result{Status: st, Bundle: maybeProto(b, req.GetOutputMask())})
+	}
+	return resp, nil
+}
+
+func (s *bundleService) BatchUpdateFederatedBundle(ctx context.Context, req *bundlev1.BatchUpdateFederatedBundleRequest) (*bundlev1.BatchUpdateFederatedBundleResponse, error) {
+	resp := &bundlev1.BatchUpdateFederatedBundleResponse{}
+	for _, in := range req.GetBundle() {
+		merged, st := s.mergeUpdate(ctx, in, req.GetInputMask())
+		var b *spiffebundle.Bundle
+		if st == nil {
+			b, st = s.writeFederated(ctx, merged, s.store.UpdateFederatedBundle)
+		}
+		resp.Results = append(resp.Results, &bundlev1.BatchUpdateFederatedBundleResponse_Result{Status: st, Bundle: maybeProto(b, req.GetOutputMask())})
+	}
+	return resp, nil
+}
+
+// mergeUpdate applies the fields of in selected by mask (all when nil) to
+// the stored bundle, as SPIRE's BatchUpdateFederatedBundle does.
+func (s *bundleService) mergeUpdate(ctx context.Context, in *types.Bundle, mask *types.BundleMask) (*types.Bundle, *types.Status) {
+	if mask == nil {
+		return in, nil
+	}
+	td, err := spiffeid.TrustDomainFromString(in.GetTrustDomain())
+	if err != nil {
+		return nil, apiStatus(codes.InvalidArgument, "trust_domain %q: %v", in.GetTrustDomain(), err)
+	}
+	rec, err := s.store.FederatedBundle(ctx, td)
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil, apiStatus(codes.NotFound, "no bundle stored for %q; create or set it instead", td.Name())
+	}
+	if err != nil {
+		return nil, apiStatus(codes.Internal, "%v", err)
+	}
+	stored, err := decodeStored(rec)
+	if err != nil {
+		return nil, apiStatus(codes.Internal, "%v", err)
+	}
+	out := toProto(stored, nil, nil, nil)
+	if mask.X509Authorities {
+		out.X509Authorities = in.GetX509Authorities()
+	}
+	if mask.JwtAuthorities {
+		out.JwtAuthorities = in.GetJwtAuthorities()
+	}
+	if mask.RefreshHint {
+		out.RefreshHint = in.GetRefreshHint()
+	}
+	if mask.SequenceNumber {
+		out.SequenceNumber = in.GetSequenceNumber()
+	}
+	return out, nil
+}
+
+func maybeProto(b *spiffebundle.Bundle, mask *types.BundleMask) *types.Bundle {
+	if b == nil {
+		return nil
+	}
+	return toProto(b, mask, nil, nil)
+}
+
+func (s *bundleService) BatchDeleteFederatedBundle(ctx context.Context, req *bundlev1.BatchDeleteFederatedBundleRequest) (*bundlev1.BatchDeleteFederatedBundleResponse, error) {
+	resp := &bundlev1.BatchDeleteFederatedBundleResponse{}
+	for _, name := range req.GetTrustDomains() {
+		resp.Results = append(resp.Results, &bundlev1.BatchDeleteFederatedBundleResponse_Result{
+			Status: s.deleteFederated(ctx, name), TrustDomain: name,
+		})
+	}
+	return resp, nil
+}
+
+func (s *bundleService) deleteFederated(ctx context.Context, name string) *types.Status {
+	td, err := spiffeid.TrustDomainFromString(name)
+	if err != nil {
+		return apiStatus(codes.InvalidArgument, "trust domain %q: %v", name, err)
+	}
+	if td == s.ca.TrustDomain() {
+		return apiStatus(codes.InvalidArgument, "%q is this server's own trust domain; its bundle cannot be deleted", name)
+	}
+	err = s.store.DeleteFederatedBundle(ctx, td)
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+		return apiStatus(codes.NotFound, "no bundle stored for %q", name)
+	case err != nil:
+		return apiStatus(codes.Internal, "delete bundle for %q: %v", name, err)
+	}
+	return apiStatus(codes.OK, "OK")
+}

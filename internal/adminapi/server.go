@@ -1,0 +1,165 @@
+// Package adminapi serves SPIRE's server API (from spire-api-sdk) on treaty's
+// admin unix socket, so that the spire-server CLI, spire-controller-manager
+// and treaty's own CLI manage treaty the same way. It maps every error to a
+// gRPC status once, with a message an operator can act on.
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/treatyhq/treaty/internal/ca"
+)
+
+// shutdownTimeout bounds how long Run waits for in-flight calls on exit.
+const shutdownTimeout = 5 * time.Second
+
+// Config configures the admin API server.
+type Config struct {
+	// SocketPath is the unix socket to listen on. Its directory is created
+	// with mode 0700 if missing; the socket gets SocketMode.
+	SocketPath string
+	// SocketMode is the socket's file mode; default 0600.
+	SocketMode fs.FileMode
+	CA         *ca.CA
+	Store      BundleStore
+	// Logger receives request failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// Server is the admin API server.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// New builds a server; Run starts it.
+func New(cfg Config) (*Server, error) {
+	if cfg.SocketPath == "" || cfg.CA == nil || cfg.Store == nil {
+		return nil, errors.New("adminapi: socket path, CA and store are required")
+	}
+	if cfg.SocketMode == 0 {
+		cfg.SocketMode = 0o600
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{cfg: cfg, log: log, health: health.NewServer()}
+	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.logErrors))
+	bundlev1.RegisterBundleServer(s.grpc, &bundleService{ca: cfg.CA, store: cfg.Store})
+	localauthorityv1.RegisterLocalAuthorityServer(s.grpc, &localAuthorityService{ca: cfg.CA})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	return s, nil
+}
+
+// Listen creates the socket. Run calls it if it has not been called; the
+// server composes it separately so that a socket problem stops start-up
+// before anything else runs.
+func (s *Server) Listen() (net.Listener, error) {
+	path := s.cfg.SocketPath
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create admin socket directory: %w", err)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on admin socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, s.cfg.SocketMode); err != nil {
+		_ = l.Close()
+		return nil, fmt.Errorf("set admin socket mode: %w", err)
+	}
+	return l, nil
+}
+
+// removeStaleSocket deletes a socket file left by a process that died, and
+// refuses to touch one that a live process still serves.
+func removeStaleSocket(path string) error {
+	info, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check admin socket %s: %w", path, err)
+	}
+	if info.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("admin socket path %s exists and is not a socket: remove it or choose another admin_socket", path)
+	}
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		_ = conn.Close()
+		return fmt.Errorf("admin socket %s is in use: is another treaty server running? Stop it or choose another admin_socket", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale admin socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// Serve serves on l until ctx is done, then stops gracefully within a
+// bounded time.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(l) }()
+	s.health.Resume()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("admin API: %w", err)
+	case <-ctx.Done():
+	}
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownTimeout):
+		s.grpc.Stop()
+	}
+	_ = os.Remove(s.cfg.SocketPath)
+	return nil
+}
+
+// Run listens and serves until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	l, err := s.Listen()
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, l)
+}
+
+func (s *Server) logErrors(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	if err != nil {
+		st := status.Convert(err)
+		s.log.Info("admin request failed", attrMethod, info.FullMethod, attrCode, st.Code().String(), attrError, st.Message())
+	}
+	return resp, err
+}
+
+// Log attribute keys.
+const (
+	attrMethod = "method"
+	attrCode   = "code"
+	attrError  = "error"
+)
