@@ -1,0 +1,158 @@
+// Package cli is treaty's command line: `treaty <noun> <verb>` with
+// spire-server's single-dash camelCase flags (-socketPath, -format, -id,
+// -output), results on stdout and diagnostics on stderr. Every command but
+// `server run` is a client of the admin API.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// command is one leaf of the command tree.
+type command struct {
+	name     string // words after "treaty", e.g. "bundle show"
+	synopsis string
+	run      func(ctx context.Context, e *env, args []string) error
+}
+
+// env carries a command's output streams.
+type env struct {
+	stdout io.Writer
+	stderr io.Writer
+	stdin  io.Reader
+}
+
+func (e *env) printf(format string, args ...any) { fmt.Fprintf(e.stdout, format, args...) }
+
+func (e *env) warnf(format string, args ...any) {
+	fmt.Fprintf(e.stderr, "warning: "+format+"\n", args...)
+}
+
+// usageError is a command-line mistake: Main prints the usage with it.
+type usageError struct{ msg string }
+
+func (u *usageError) Error() string { return u.msg }
+
+func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
+
+func commands() []command {
+	cmds := []command{
+		{"server run", "run a trust domain server", runServer},
+		{"healthcheck", "check that the server answers on its admin socket", runHealthcheck},
+		{"version", "print treaty's version", runVersion},
+	}
+	cmds = append(cmds, bundleCommands()...)
+	return append(cmds, localAuthorityCommands()...)
+}
+
+// Main runs the command named by args (without the program name) and
+// returns the process exit code: 0 on success, 1 when the command failed,
+// 2 for a usage mistake.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr, stdin: stdin}
+	cmds := commands()
+	cmd, rest := find(cmds, args)
+	if cmd == nil {
+		printUsage(e.stderr, cmds, args)
+		if len(args) == 0 || isHelp(args[0]) {
+			return 0
+		}
+		return 2
+	}
+	err := cmd.run(ctx, e, rest)
+	var usage *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &usage):
+		fmt.Fprintf(e.stderr, "treaty %s: %s\nRun 'treaty %s -h' for its flags.\n", cmd.name, usage.msg, cmd.name)
+		return 2
+	default:
+		fmt.Fprintf(e.stderr, "error: %s\n", err)
+		return 1
+	}
+}
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// find returns the command whose name is the longest prefix of args.
+func find(cmds []command, args []string) (*command, []string) {
+	for n := min(len(args), 3); n > 0; n-- {
+		name := strings.Join(args[:n], " ")
+		for i := range cmds {
+			if cmds[i].name == name {
+				return &cmds[i], args[n:]
+			}
+		}
+	}
+	return nil, nil
+}
+
+func printUsage(w io.Writer, cmds []command, args []string) {
+	prefix := ""
+	if len(args) > 0 && !isHelp(args[0]) {
+		prefix = args[0]
+		fmt.Fprintf(w, "treaty: unknown command %q\n\n", strings.Join(args, " "))
+	}
+	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
+	fmt.Fprintln(w, "Usage: treaty <command> [flags]")
+	fmt.Fprintln(w, "\nCommands:")
+	for _, c := range cmds {
+		if prefix == "" || strings.HasPrefix(c.name, prefix) {
+			fmt.Fprintf(w, "  %-28s %s\n", c.name, c.synopsis)
+		}
+	}
+	fmt.Fprintln(w, "\nRun 'treaty <command> -h' for a command's flags.")
+}
+
+// newFlags returns a flag set that reports errors instead of exiting.
+func newFlags(e *env, name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("treaty "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	return fs
+}
+
+// parse parses args and rejects positional arguments.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q (flags start with a single dash, e.g. -socketPath)", fs.Arg(0))
+	}
+	return nil
+}
+
+// Version is treaty's version, set at build time with
+// -ldflags "-X github.com/treatyhq/treaty/internal/cli.Version=v1.2.3".
+var Version = "dev"
+
+func runVersion(_ context.Context, e *env, args []string) error {
+	if err := parse(newFlags(e, "version"), args); err != nil {
+		return err
+	}
+	e.printf("treaty %s\n", Version)
+	return nil
+}
+
+func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+func lower(s string) string {
+	if s == "X.509" || s == "JWT" {
+		return s
+	}
+	return strings.ToLower(s)
+}

@@ -1,0 +1,33 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/treatyhq/treaty/internal/config"
+	"github.com/treatyhq/treaty/internal/server"
+)
+
+func runServer(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "server run")
+	path := fs.String("config", "", "path to the configuration file (YAML); without it, flags and defaults are used")
+	var o config.Overrides
+	fs.StringVar(&o.TrustDomain, "trustDomain", "", "trust domain name, e.g. example.org (overrides trust_domain)")
+	fs.StringVar(&o.DataDir, "dataDir", "", "directory for the database and keys (overrides data_dir)")
+	fs.StringVar(&o.AdminSocket, "socketPath", "", "admin socket path (overrides admin_socket)")
+	fs.StringVar(&o.LogLevel, "logLevel", "", "debug, info, warn or error (overrides log_level)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Build(*path, o)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		return fmt.Errorf("start server: %w", err)
+	}
+	return srv.Run(ctx)
+}

@@ -1,0 +1,252 @@
+// Package config owns treaty's configuration file: it turns the YAML file
+// into a typed Config, fills in defaults and checks every value, reporting
+// all problems at once with the file's line numbers.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/ca"
+)
+
+// Defaults for the fields of Config. A zero field means "use the default".
+const (
+	DefaultDataDir        = "./data"
+	DefaultAdminSocket    = "/tmp/treaty/private/admin.sock"
+	DefaultWorkloadSocket = "/tmp/treaty/public/workload.sock"
+	DefaultCATTL          = ca.DefaultCATTL // 30 days
+	DefaultX509SVIDTTL    = ca.DefaultX509SVIDTTL
+	DefaultJWTSVIDTTL     = ca.DefaultJWTSVIDTTL
+	DefaultRefreshHint    = ca.DefaultRefreshHint
+	DefaultProfile        = ProfileHTTPSSPIFFE
+	// DefaultEndpointPath is the path of the default bundle endpoint SPIFFE
+	// ID, the same one SPIRE servers use.
+	DefaultEndpointPath = "/spire/server"
+	DefaultDriver       = DriverSQLite
+)
+
+// The datastore drivers Datastore.Driver may name.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
+
+// Config is treaty's validated configuration. Parse and Load return it with
+// defaults applied; a zero field means "use the default" to ApplyDefaults.
+type Config struct {
+	// TrustDomain is the trust domain this server is the authority for
+	// (YAML trust_domain). It is required.
+	TrustDomain spiffeid.TrustDomain
+	// DataDir holds the keys and the database (data_dir, default
+	// DefaultDataDir). Parse keeps a relative path as written; Load makes it
+	// absolute against the working directory.
+	DataDir string
+	// AdminSocket is the unix socket of the admin API (admin_socket,
+	// default DefaultAdminSocket).
+	AdminSocket string
+	// WorkloadSocket is the unix socket of the SPIFFE Workload API
+	// (workload_socket, default DefaultWorkloadSocket).
+	WorkloadSocket string
+	// LogLevel is the least severe level logged (log_level: debug, info,
+	// warn or error, any case; default info, the zero slog.Level).
+	LogLevel slog.Level
+	// CA configures the certificate authority (ca).
+	CA CA
+	// BundleEndpoint configures the SPIFFE bundle endpoint (bundle_endpoint).
+	BundleEndpoint BundleEndpoint
+	// Federation configures federation with other trust domains (federation).
+	Federation Federation
+	// Telemetry configures the metrics endpoint (telemetry).
+	Telemetry Telemetry
+	// Datastore configures the database (datastore).
+	Datastore Datastore
+
+	// src remembers the file this Config came from, so that Validate can
+	// point at its lines; nil for a Config built in code.
+	src *source
+	// defaultedEndpointID is the EndpointSPIFFEID ApplyDefaults filled in,
+	// so that a later change of TrustDomain moves it along.
+	defaultedEndpointID spiffeid.ID
+}
+
+// CA configures the certificate authority.
+type CA struct {
+	// KeyType is the algorithm of authority keys (key_type, default
+	// ca.ECP256).
+	KeyType ca.KeyType
+	// CATTL is the lifetime of an authority (ca_ttl, default DefaultCATTL).
+	CATTL time.Duration
+	// X509SVIDTTL is the lifetime of an X509-SVID (x509_svid_ttl, default
+	// DefaultX509SVIDTTL). It must be shorter than CATTL.
+	X509SVIDTTL time.Duration
+	// JWTSVIDTTL is the lifetime of a JWT-SVID (jwt_svid_ttl, default
+	// DefaultJWTSVIDTTL). It must be shorter than CATTL.
+	JWTSVIDTTL time.Duration
+	// Upstream, when set, makes the authority an intermediate signed by an
+	// upstream CA (upstream); nil means a self-signed root.
+	Upstream *Upstream
+}
+
+// Upstream names the files of an upstream CA.
+type Upstream struct {
+	// CertFile is the PEM certificate of the upstream CA (cert_file, required).
+	CertFile string
+	// KeyFile is the PEM private key of the upstream CA (key_file, required).
+	KeyFile string
+	// BundleFile holds extra PEM roots to publish (bundle_file, optional).
+	BundleFile string
+}
+
+// Profile is a SPIFFE bundle endpoint profile (SPIFFE Federation, section 5.2).
+type Profile string
+
+// The bundle endpoint profiles of SPIFFE Federation, sections 5.2.1 and 5.2.2.
+const (
+	ProfileHTTPSWeb    Profile = "https_web"
+	ProfileHTTPSSPIFFE Profile = "https_spiffe"
+)
+
+// BundleEndpoint configures the SPIFFE bundle endpoint.
+type BundleEndpoint struct {
+	// Address is the host:port to listen on (address); empty disables the
+	// endpoint, and is the default.
+	Address string
+	// RefreshHint is the spiffe_refresh_hint published in the bundle
+	// (refresh_hint, default DefaultRefreshHint, from 1s to 7 days).
+	RefreshHint time.Duration
+	// Profile is the endpoint profile (profile, default DefaultProfile).
+	Profile Profile
+	// EndpointSPIFFEID is the SPIFFE ID the https_spiffe profile serves
+	// (endpoint_spiffe_id, default spiffe://<trust domain>/spire/server).
+	EndpointSPIFFEID spiffeid.ID
+	// Web holds the certificate the https_web profile serves (web).
+	Web Web
+	// RateLimit is the number of requests per second allowed from one
+	// client IP address (rate_limit); 0, the default, turns it off.
+	RateLimit float64
+}
+
+// Web names the Web PKI certificate files of the https_web profile.
+type Web struct {
+	// CertFile is the PEM certificate chain (cert_file).
+	CertFile string
+	// KeyFile is the PEM private key (key_file).
+	KeyFile string
+}
+
+// Federation configures federation with other trust domains.
+type Federation struct {
+	// OnboardingDir is the directory of onboarding files (onboarding_dir).
+	OnboardingDir string
+	// ClassName names this server's class of federation (class_name).
+	ClassName string
+}
+
+// Telemetry configures the metrics endpoint.
+type Telemetry struct {
+	// Address is the host:port to serve metrics on (address); empty, the
+	// default, turns metrics off.
+	Address string
+}
+
+// Datastore configures the database.
+type Datastore struct {
+	// Driver is DriverSQLite, the default, or DriverPostgres (driver).
+	Driver string
+	// DSN is the connection string of the postgres driver (dsn).
+	DSN string
+}
+
+// Default returns a Config for td and dataDir with every other field set to
+// its default. An empty dataDir means DefaultDataDir.
+func Default(td spiffeid.TrustDomain, dataDir string) *Config {
+	c := &Config{TrustDomain: td, DataDir: dataDir}
+	c.ApplyDefaults()
+	return c
+}
+
+// Load reads the file at path and parses it like Parse, then makes DataDir
+// absolute against the working directory.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(data, path)
+	if c != nil {
+		if abs, absErr := filepath.Abs(c.DataDir); absErr == nil {
+			c.DataDir = abs
+		}
+	}
+	return c, err
+}
+
+// Parse decodes the YAML configuration data, applies defaults and validates
+// the result. name is the file name used in messages. Unknown keys,
+// duplicate keys and values of the wrong type are errors.
+//
+// Problems are returned as a *ProblemsError listing all of them. When the
+// file is YAML with a top-level mapping, Parse also returns the Config it
+// decoded despite the problems, so that a caller can override fields (such
+// as the trust domain from a flag), then call ApplyDefaults and Validate
+// again; problems of the file itself, such as unknown keys, stay reported.
+// When the file is empty or not YAML, the Config is nil.
+func Parse(data []byte, name string) (*Config, error) {
+	root, problems := readDocument(data)
+	if root == nil {
+		return nil, &ProblemsError{File: name, Problems: problems}
+	}
+	c := decode(root, name)
+	c.src.problems = append(problems, c.src.problems...)
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// ApplyDefaults sets every zero field of c to its default. The default
+// endpoint SPIFFE ID follows the trust domain, so call it again after
+// changing TrustDomain.
+func (c *Config) ApplyDefaults() {
+	setDefault(&c.DataDir, DefaultDataDir)
+	setDefault(&c.AdminSocket, DefaultAdminSocket)
+	setDefault(&c.WorkloadSocket, DefaultWorkloadSocket)
+	setDefault(&c.CA.KeyType, ca.ECP256)
+	setDefault(&c.CA.CATTL, DefaultCATTL)
+	setDefault(&c.CA.X509SVIDTTL, DefaultX509SVIDTTL)
+	setDefault(&c.CA.JWTSVIDTTL, DefaultJWTSVIDTTL)
+	setDefault(&c.BundleEndpoint.RefreshHint, DefaultRefreshHint)
+	setDefault(&c.BundleEndpoint.Profile, DefaultProfile)
+	setDefault(&c.Datastore.Driver, DefaultDriver)
+	c.defaultEndpointID()
+}
+
+// defaultEndpointID sets the endpoint SPIFFE ID when it is unset, or when it
+// is a default made for a trust domain that has since changed.
+func (c *Config) defaultEndpointID() {
+	id := c.BundleEndpoint.EndpointSPIFFEID
+	if !id.IsZero() && id != c.defaultedEndpointID {
+		return
+	}
+	id, err := spiffeid.FromPath(c.TrustDomain, DefaultEndpointPath)
+	if err != nil {
+		return // no trust domain yet; Validate reports it
+	}
+	c.BundleEndpoint.EndpointSPIFFEID = id
+	c.defaultedEndpointID = id
+}
+
+// setDefault sets *v to def when *v is the zero value.
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}

@@ -1,0 +1,209 @@
+// Package server is treaty's composition root: New wires the datastore, key
+// store, CA and admin API from a validated configuration, failing before
+// anything is served if any part cannot start; Run runs them until the
+// context ends.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/treatyhq/treaty/internal/adminapi"
+	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/config"
+	"github.com/treatyhq/treaty/internal/datastore/sqlite"
+	"github.com/treatyhq/treaty/internal/keystore"
+)
+
+// File names inside the data directory.
+const (
+	DatabaseFile = "treaty.db"
+	KeysDir      = "keys"
+	LockFile     = "treaty.lock"
+)
+
+// Server is a running trust domain.
+type Server struct {
+	cfg           *config.Config
+	log           *slog.Logger
+	lock          *os.File
+	store         *sqlite.Store
+	ca            *ca.CA
+	admin         *adminapi.Server
+	adminListener net.Listener
+}
+
+// New prepares every part of the server. On error everything already opened
+// is closed again, so a bad configuration never leaves a half-started
+// server behind.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, err error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s = &Server{cfg: cfg, log: log.With(attrTrustDomain, cfg.TrustDomain.Name())}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if err := s.openDataDir(); err != nil {
+		return nil, err
+	}
+	if err := s.openStore(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.startCA(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.listenAdmin(); err != nil {
+		return nil, err
+	}
+	s.warnUnserved()
+	return s, nil
+}
+
+// openDataDir creates the data directory, warns if others can read it, and
+// takes an exclusive lock so two servers never share one store.
+func (s *Server) openDataDir() error {
+	dir := s.cfg.DataDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	info, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		s.log.Warn("DATA DIRECTORY IS READABLE BY OTHER USERS: it holds the CA's private keys; run chmod 700 on it",
+			attrPath, dir, attrMode, perm.String())
+	}
+	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("data directory %s is in use by another treaty server; stop it or use another data_dir", dir)
+		}
+		return fmt.Errorf("lock data directory: %w", err)
+	}
+	s.lock = f
+	return nil
+}
+
+func (s *Server) openStore(ctx context.Context) error {
+	store, err := sqlite.Open(ctx, filepath.Join(s.cfg.DataDir, DatabaseFile))
+	if err != nil {
+		return err
+	}
+	s.store = store
+	return store.CheckIntegrity(ctx)
+}
+
+func (s *Server) startCA(ctx context.Context) error {
+	keys, err := keystore.Open(filepath.Join(s.cfg.DataDir, KeysDir))
+	if err != nil {
+		return err
+	}
+	var up *ca.Upstream
+	if u := s.cfg.CA.Upstream; u != nil {
+		if up, err = ca.LoadUpstream(u.CertFile, u.KeyFile, u.BundleFile); err != nil {
+			return fmt.Errorf("ca.upstream: %w", err)
+		}
+	}
+	s.ca, err = ca.New(ctx, ca.Config{
+		TrustDomain: s.cfg.TrustDomain,
+		Store:       s.store,
+		Keys:        keys,
+		KeyType:     s.cfg.CA.KeyType,
+		CATTL:       s.cfg.CA.CATTL,
+		RefreshHint: s.cfg.BundleEndpoint.RefreshHint,
+		X509SVIDTTL: s.cfg.CA.X509SVIDTTL,
+		JWTSVIDTTL:  s.cfg.CA.JWTSVIDTTL,
+		Upstream:    up,
+		Logger:      s.log.With(attrComponent, "ca"),
+	})
+	return err
+}
+
+func (s *Server) listenAdmin() error {
+	admin, err := adminapi.New(adminapi.Config{
+		SocketPath: s.cfg.AdminSocket,
+		CA:         s.ca,
+		Store:      s.store,
+		Logger:     s.log.With(attrComponent, "adminapi"),
+	})
+	if err != nil {
+		return err
+	}
+	l, err := admin.Listen()
+	if err != nil {
+		return err
+	}
+	s.admin, s.adminListener = admin, l
+	return nil
+}
+
+// warnUnserved says which configured parts this version does not run yet,
+// so that nobody mistakes an accepted setting for a working one.
+func (s *Server) warnUnserved() {
+	c := s.cfg
+	if c.BundleEndpoint.Address != "" {
+		s.log.Warn("bundle_endpoint is configured but this version does not serve it yet", attrAddress, c.BundleEndpoint.Address)
+	}
+	if c.Federation.OnboardingDir != "" {
+		s.log.Warn("federation.onboarding_dir is configured but this version does not reconcile it yet", attrPath, c.Federation.OnboardingDir)
+	}
+	if c.Telemetry.Address != "" {
+		s.log.Warn("telemetry is configured but this version does not serve it yet", attrAddress, c.Telemetry.Address)
+	}
+}
+
+// CA returns the server's certificate authority.
+func (s *Server) CA() *ca.CA { return s.ca }
+
+// Run serves until ctx is done or a part fails, then stops every part and
+// closes the store.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.close()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.ca.Run(ctx) })
+	g.Go(func() error { return s.admin.Serve(ctx, s.adminListener) })
+	s.log.Info("treaty server running", attrAdminSocket, s.cfg.AdminSocket, attrDataDir, s.cfg.DataDir)
+	err := g.Wait()
+	s.log.Info("treaty server stopped")
+	return err
+}
+
+func (s *Server) close() {
+	if s.adminListener != nil && s.admin == nil {
+		_ = s.adminListener.Close()
+	}
+	if s.store != nil {
+		_ = s.store.Close()
+	}
+	if s.lock != nil {
+		_ = s.lock.Close()
+	}
+}
+
+// Log attribute keys.
+const (
+	attrTrustDomain = "trust_domain"
+	attrComponent   = "component"
+	attrPath        = "path"
+	attrMode        = "mode"
+	attrAddress     = "address"
+	attrAdminSocket = "admin_socket"
+	attrDataDir     = "data_dir"
+)

@@ -1,0 +1,165 @@
+// Package e2e runs the treaty binary as a user would: real processes, real
+// unix sockets, a real SQLite file, and the real spire-server CLI. It builds
+// the binary once and is skipped under -short.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// treatyBin is the binary built by TestMain.
+var treatyBin string
+
+// strict is set when TREATY_E2E=1: a missing external program is then a
+// failure instead of a skip.
+var strict = os.Getenv("TREATY_E2E") == "1"
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("e2e: skipped under -short")
+		return 0
+	}
+	dir, err := os.MkdirTemp("", "treaty-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	treatyBin = filepath.Join(dir, "treaty")
+	build := exec.Command("go", "build", "-o", treatyBin, "./cmd/treaty")
+	build.Dir = repoRoot()
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: build treaty:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// server is one treaty server process.
+type server struct {
+	t       *testing.T
+	td      string
+	dataDir string
+	socket  string
+	config  string
+	args    []string // server command line; default: server run -config <config>
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+	exited  chan struct{}
+}
+
+// newServer prepares a server for trust domain td with a config file in a
+// fresh directory. Socket paths live under a short /tmp directory because
+// unix socket paths are limited to about 100 bytes.
+func newServer(t *testing.T, td string, extraYAML string) *server {
+	t.Helper()
+	dir := t.TempDir()
+	sockDir, err := os.MkdirTemp("", "treaty-e2e")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	s := &server{t: t, td: td, dataDir: filepath.Join(dir, "data"), socket: filepath.Join(sockDir, "admin.sock"), config: filepath.Join(dir, "treaty.yaml")}
+	yaml := fmt.Sprintf("trust_domain: %s\ndata_dir: %s\nadmin_socket: %s\nworkload_socket: %s\nlog_level: debug\n%s",
+		td, s.dataDir, s.socket, filepath.Join(sockDir, "workload.sock"), extraYAML)
+	require.NoError(t, os.WriteFile(s.config, []byte(yaml), 0o600))
+	return s
+}
+
+// start launches the server and waits until its admin socket answers.
+func (s *server) start() {
+	s.t.Helper()
+	args := s.args
+	if args == nil {
+		args = []string{"server", "run", "-config", s.config}
+	}
+	s.cmd = exec.Command(treatyBin, args...)
+	s.log = &bytes.Buffer{}
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	require.NoError(s.t, s.cmd.Start())
+	s.exited = make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(s.exited) }()
+	s.t.Cleanup(s.kill)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, _, err := s.treatyErr("healthcheck")
+		if err == nil {
+			return
+		}
+		select {
+		case <-s.exited:
+			s.t.Fatalf("server exited during start-up:\n%s", s.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("server not healthy after 30s: %v\n%s", err, s.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (s *server) stop() {
+	s.t.Helper()
+	require.NoError(s.t, s.cmd.Process.Signal(os.Interrupt))
+	select {
+	case <-s.exited:
+	case <-time.After(15 * time.Second):
+		s.t.Fatalf("server did not stop within 15s:\n%s", s.log)
+	}
+	require.True(s.t, s.cmd.ProcessState.Success(), "server exit: %v\n%s", s.cmd.ProcessState, s.log)
+}
+
+// kill sends SIGKILL, as a crash would.
+func (s *server) kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+}
+
+// treaty runs a CLI command against this server and requires success.
+func (s *server) treaty(args ...string) string {
+	s.t.Helper()
+	out, stderr, err := s.treatyErr(args...)
+	require.NoError(s.t, err, "treaty %s\nstdout: %s\nstderr: %s", strings.Join(args, " "), out, stderr)
+	return out
+}
+
+// treatyErr runs a CLI command against this server (adding -socketPath).
+func (s *server) treatyErr(args ...string) (string, string, error) {
+	args = append(args, "-socketPath", s.socket)
+	return runCmd(treatyBin, args...)
+}
+
+func runCmd(bin string, args ...string) (string, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}

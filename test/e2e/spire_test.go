@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// spireServer returns the path of the spire-server binary built by
+// tools/spire/build.sh, or skips (fails under TREATY_E2E=1) without it.
+func spireServer(t *testing.T) string {
+	t.Helper()
+	candidates := []string{os.Getenv("TREATY_SPIRE_SERVER")}
+	if dir := os.Getenv("TREATY_SPIRE_DIR"); dir != "" {
+		candidates = append(candidates, filepath.Join(dir, "spire-server"))
+	}
+	if cache, err := os.UserCacheDir(); err == nil {
+		candidates = append(candidates, filepath.Join(cache, "treaty", "spire-v1.15.3", "spire-server"))
+	}
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if _, err := os.Stat(c); err == nil {
+			return c
+		}
+	}
+	if p, err := exec.LookPath("spire-server"); err == nil {
+		return p
+	}
+	msg := "spire-server not found: build it with tools/spire/build.sh (or set TREATY_SPIRE_SERVER)"
+	if strict {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+var countRe = regexp.MustCompile(`\d+`)
+
+// TestSPIRECLIAgainstTreaty drives treaty's admin socket with the real
+// spire-server CLI and checks it agrees with treaty's own CLI.
+func TestSPIRECLIAgainstTreaty(t *testing.T) {
+	spire := spireServer(t)
+	s := newServer(t, "alpha.test", "")
+	s.start()
+	spireCLI := func(args ...string) string {
+		t.Helper()
+		out, stderr, err := runCmd(spire, append(args, "-socketPath", s.socket)...)
+		require.NoError(t, err, "spire-server %v\nstdout: %s\nstderr: %s", args, out, stderr)
+		return out
+	}
+
+	t.Run("bundle show", func(t *testing.T) {
+		ours := parseSPIFFE(t, "alpha.test", s.treaty("bundle", "show", "-format", "spiffe"))
+		theirs := parseSPIFFE(t, "alpha.test", spireCLI("bundle", "show", "-format", "spiffe"))
+		require.True(t, ours.Equal(theirs), "spire-server and treaty print different bundles")
+		require.Equal(t, s.treaty("bundle", "show", "-format", "pem"), spireCLI("bundle", "show", "-format", "pem"))
+	})
+
+	partner := newServer(t, "beta.test", "")
+	partner.start()
+	partnerFile := filepath.Join(t.TempDir(), "beta.json")
+	require.NoError(t, os.WriteFile(partnerFile, []byte(partner.treaty("bundle", "show", "-format", "spiffe")), 0o600))
+
+	t.Run("bundle set and list", func(t *testing.T) {
+		spireCLI("bundle", "set", "-id", "spiffe://beta.test", "-path", partnerFile, "-format", "spiffe")
+		ours := parseSPIFFE(t, "beta.test", s.treaty("bundle", "list", "-id", "spiffe://beta.test", "-format", "spiffe"))
+		theirs := parseSPIFFE(t, "beta.test", spireCLI("bundle", "list", "-id", "spiffe://beta.test", "-format", "spiffe"))
+		require.True(t, ours.Equal(theirs))
+		partnerBundle := parseSPIFFE(t, "beta.test", partner.treaty("bundle", "show", "-format", "spiffe"))
+		require.True(t, ours.Equal(partnerBundle), "the stored bundle differs from the partner's")
+		require.Contains(t, spireCLI("bundle", "list", "-format", "spiffe"), "beta.test")
+	})
+
+	t.Run("bundle count", func(t *testing.T) {
+		require.Equal(t, countRe.FindString(s.treaty("bundle", "count")), countRe.FindString(spireCLI("bundle", "count")))
+		require.Equal(t, "2", countRe.FindString(spireCLI("bundle", "count")))
+	})
+
+	t.Run("localauthority x509 show", func(t *testing.T) {
+		s.treaty("localauthority", "x509", "prepare")
+		ours := s.treaty("localauthority", "x509", "show")
+		theirs := spireCLI("localauthority", "x509", "show")
+		for _, re := range []*regexp.Regexp{activeIDRe, preparedIDRe} {
+			m := re.FindStringSubmatch(ours)
+			require.NotNil(t, m, ours)
+			require.Contains(t, theirs, m[1])
+		}
+	})
+
+	t.Run("healthcheck", func(t *testing.T) {
+		require.Contains(t, spireCLI("healthcheck"), "healthy")
+	})
+}
