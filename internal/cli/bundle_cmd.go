@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"crypto/x509"
 	"encoding/pem"
 	"flag"
@@ -140,12 +142,22 @@ func apiToSPIFFE(b *types.Bundle) (*spiffebundle.Bundle, error) {
 	return sb, nil
 }
 
+// printJSON writes m as indented protobuf JSON. protojson varies its
+// whitespace on purpose; re-indenting makes the output stable for scripts.
 func printJSON(w io.Writer, m proto.Message) error {
-	out, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}.Marshal(m)
+	raw, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(m)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "%s\n", out)
+	var compact, out bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return err
+	}
+	if err := json.Indent(&out, compact.Bytes(), "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err = out.WriteTo(w)
 	return err
 }
 

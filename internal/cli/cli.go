@@ -102,7 +102,14 @@ func printUsage(w io.Writer, cmds []command, args []string) {
 	prefix := ""
 	if len(args) > 0 && !isHelp(args[0]) {
 		prefix = args[0]
-		fmt.Fprintf(w, "treaty: unknown command %q\n\n", strings.Join(args, " "))
+		words := args
+		for i, a := range args {
+			if strings.HasPrefix(a, "-") {
+				words = args[:i]
+				break
+			}
+		}
+		fmt.Fprintf(w, "treaty: unknown command %q\n\n", strings.Join(words, " "))
 	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	fmt.Fprintln(w, "Usage: treaty <command> [flags]")

@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/config"
+	"github.com/treatyhq/treaty/internal/server"
+)
+
+// startServer runs a real server in-process and returns its admin socket.
+func startServer(t *testing.T, td string) string {
+	t.Helper()
+	sockDir, err := os.MkdirTemp("", "treaty-cli")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	socket := filepath.Join(sockDir, "admin.sock")
+	cfg, err := config.Build("", config.Overrides{TrustDomain: td, DataDir: t.TempDir(), AdminSocket: socket})
+	require.NoError(t, err)
+	srv, err := server.New(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return socket
+}
+
+func run(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := Main(t.Context(), args, strings.NewReader(stdin), &stdout, &stderr)
+	return stdout.String(), stderr.String(), code
+}
+
+func TestCommands(t *testing.T) {
+	socket := startServer(t, "alpha.test")
+	partner := startServer(t, "beta.test")
+	partnerDoc, _, code := run(t, "", "bundle", "show", "-format", "spiffe", "-socketPath", partner)
+	require.Zero(t, code)
+
+	tests := []struct {
+		name   string
+		stdin  string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{name: "ok/health", args: []string{"healthcheck"}, stdout: "Server is healthy.\n"},
+		{name: "ok/count", args: []string{"bundle", "count"}, stdout: "1 bundle\n"},
+		{name: "ok/count json", args: []string{"bundle", "count", "-output", "json"}, stdout: `"count": 1`},
+		{name: "ok/show pem", args: []string{"bundle", "show"}, stdout: "-----BEGIN CERTIFICATE-----"},
+		{name: "ok/show json", args: []string{"bundle", "show", "-output", "json"}, stdout: `"trustDomain": "alpha.test"`},
+		{name: "ok/set from stdin", stdin: partnerDoc, args: []string{"bundle", "set", "-id", "spiffe://beta.test", "-format", "spiffe"}, stdout: "bundle set.\n"},
+		{name: "ok/list", args: []string{"bundle", "list", "-format", "spiffe"}, stdout: "* beta.test\n"},
+		{name: "ok/x509 show", args: []string{"localauthority", "x509", "show"}, stdout: "Prepared X.509 authority:\n  No prepared X.509 authority found\n"},
+		{name: "ok/jwt show json", args: []string{"localauthority", "jwt", "show", "-output", "json"}, stdout: `"authorityId"`},
+		{name: "fail/unknown command", args: []string{"bundle", "frobnicate"}, code: 2, stderr: `unknown command "bundle frobnicate"`},
+		{name: "fail/set without id", args: []string{"bundle", "set"}, code: 2, stderr: "-id is required"},
+		{name: "fail/bad format", args: []string{"bundle", "show", "-format", "der"}, code: 2, stderr: `-format "der": use pem or spiffe`},
+		{name: "fail/activate without id", args: []string{"localauthority", "x509", "activate"}, code: 2, stderr: "-authorityID is required"},
+		{name: "fail/stray argument", args: []string{"bundle", "show", "pem"}, code: 2, stderr: `unexpected argument "pem"`},
+		{name: "fail/activate nothing prepared", args: []string{"localauthority", "jwt", "activate", "-authorityID", "x"}, code: 1, stderr: "no JWT authority is prepared"},
+		{name: "fail/set garbage", stdin: "<html>", args: []string{"bundle", "set", "-id", "spiffe://beta.test", "-format", "spiffe"}, code: 1, stderr: "looks like an HTML page"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if len(args) > 0 && args[0] != "version" {
+				args = append(args, "-socketPath", socket)
+			}
+			stdout, stderr, code := run(t, tt.stdin, args...)
+			require.Equal(t, tt.code, code, "stdout: %s\nstderr: %s", stdout, stderr)
+			require.Contains(t, stdout, tt.stdout)
+			require.Contains(t, stderr, tt.stderr)
+		})
+	}
+
+	stored, _, code := run(t, "", "bundle", "list", "-id", "spiffe://beta.test", "-format", "spiffe", "-socketPath", socket)
+	require.Zero(t, code)
+	td := spiffeid.RequireTrustDomainFromString("beta.test")
+	a, err := spiffebundle.Parse(td, []byte(stored))
+	require.NoError(t, err)
+	b, err := spiffebundle.Parse(td, []byte(partnerDoc))
+	require.NoError(t, err)
+	require.True(t, a.Equal(b))
+}
+
+func TestUnreachableServer(t *testing.T) {
+	_, stderr, code := run(t, "", "bundle", "show", "-socketPath", filepath.Join(t.TempDir(), "none.sock"))
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "cannot reach a treaty server")
+	require.Contains(t, stderr, "treaty server run")
+}
+
+func TestHelp(t *testing.T) {
+	_, stderr, code := run(t, "")
+	require.Zero(t, code)
+	require.Contains(t, stderr, "localauthority x509 prepare")
+	_, stderr, code = run(t, "", "bundle", "show", "-h")
+	require.Zero(t, code)
+	require.Contains(t, stderr, "-socketPath")
+	stdout, _, code := run(t, "", "version")
+	require.Zero(t, code)
+	require.Equal(t, "treaty dev\n", stdout)
+}
