@@ -47,84 +47,76 @@ func (s *localAuthorityService) GetJWTAuthorityState(context.Context, *localauth
 	return &localauthorityv1.GetJWTAuthorityStateResponse{Active: stateProto(st.Active), Prepared: stateProto(st.Prepared), Old: stateProto(st.Old)}, nil
 }
 
-func (s *localAuthorityService) PrepareX509Authority(ctx context.Context, _ *localauthorityv1.PrepareX509AuthorityRequest) (*localauthorityv1.PrepareX509AuthorityResponse, error) {
-	info, err := s.ca.Prepare(ctx, datastore.KindX509)
+// change runs one lifecycle action and converts its result; id, when
+// required, must be set.
+func change(needID bool, id string, action func() (ca.AuthorityInfo, error)) (*localauthorityv1.AuthorityState, error) {
+	if needID {
+		if err := requireID(id); err != nil {
+			return nil, err
+		}
+	}
+	info, err := action()
 	if err != nil {
 		return nil, caStatus(err)
 	}
-	return &localauthorityv1.PrepareX509AuthorityResponse{PreparedAuthority: stateProto(&info)}, nil
+	return stateProto(&info), nil
+}
+
+func (s *localAuthorityService) prepare(ctx context.Context, kind datastore.AuthorityKind) (*localauthorityv1.AuthorityState, error) {
+	return change(false, "", func() (ca.AuthorityInfo, error) { return s.ca.Prepare(ctx, kind) })
+}
+
+func (s *localAuthorityService) activate(ctx context.Context, kind datastore.AuthorityKind, id string) (*localauthorityv1.AuthorityState, error) {
+	return change(true, id, func() (ca.AuthorityInfo, error) {
+		info, _, err := s.ca.Activate(ctx, kind, id)
+		return info, err
+	})
+}
+
+func (s *localAuthorityService) taint(ctx context.Context, kind datastore.AuthorityKind, id string) (*localauthorityv1.AuthorityState, error) {
+	return change(true, id, func() (ca.AuthorityInfo, error) { return s.ca.Taint(ctx, kind, id) })
+}
+
+func (s *localAuthorityService) revoke(ctx context.Context, kind datastore.AuthorityKind, id string) (*localauthorityv1.AuthorityState, error) {
+	return change(true, id, func() (ca.AuthorityInfo, error) { return s.ca.Revoke(ctx, kind, id) })
+}
+
+func (s *localAuthorityService) PrepareX509Authority(ctx context.Context, _ *localauthorityv1.PrepareX509AuthorityRequest) (*localauthorityv1.PrepareX509AuthorityResponse, error) {
+	st, err := s.prepare(ctx, datastore.KindX509)
+	return &localauthorityv1.PrepareX509AuthorityResponse{PreparedAuthority: st}, err
 }
 
 func (s *localAuthorityService) PrepareJWTAuthority(ctx context.Context, _ *localauthorityv1.PrepareJWTAuthorityRequest) (*localauthorityv1.PrepareJWTAuthorityResponse, error) {
-	info, err := s.ca.Prepare(ctx, datastore.KindJWT)
-	if err != nil {
-		return nil, caStatus(err)
-	}
-	return &localauthorityv1.PrepareJWTAuthorityResponse{PreparedAuthority: stateProto(&info)}, nil
+	st, err := s.prepare(ctx, datastore.KindJWT)
+	return &localauthorityv1.PrepareJWTAuthorityResponse{PreparedAuthority: st}, err
 }
 
 func (s *localAuthorityService) ActivateX509Authority(ctx context.Context, req *localauthorityv1.ActivateX509AuthorityRequest) (*localauthorityv1.ActivateX509AuthorityResponse, error) {
-	if err := requireID(req.GetAuthorityId()); err != nil {
-		return nil, err
-	}
-	info, _, err := s.ca.Activate(ctx, datastore.KindX509, req.GetAuthorityId())
-	if err != nil {
-		return nil, caStatus(err)
-	}
-	return &localauthorityv1.ActivateX509AuthorityResponse{ActivatedAuthority: stateProto(&info)}, nil
+	st, err := s.activate(ctx, datastore.KindX509, req.GetAuthorityId())
+	return &localauthorityv1.ActivateX509AuthorityResponse{ActivatedAuthority: st}, err
 }
 
 func (s *localAuthorityService) ActivateJWTAuthority(ctx context.Context, req *localauthorityv1.ActivateJWTAuthorityRequest) (*localauthorityv1.ActivateJWTAuthorityResponse, error) {
-	if err := requireID(req.GetAuthorityId()); err != nil {
-		return nil, err
-	}
-	info, _, err := s.ca.Activate(ctx, datastore.KindJWT, req.GetAuthorityId())
-	if err != nil {
-		return nil, caStatus(err)
-	}
-	return &localauthorityv1.ActivateJWTAuthorityResponse{ActivatedAuthority: stateProto(&info)}, nil
+	st, err := s.activate(ctx, datastore.KindJWT, req.GetAuthorityId())
+	return &localauthorityv1.ActivateJWTAuthorityResponse{ActivatedAuthority: st}, err
 }
 
 func (s *localAuthorityService) TaintX509Authority(ctx context.Context, req *localauthorityv1.TaintX509AuthorityRequest) (*localauthorityv1.TaintX509AuthorityResponse, error) {
-	if err := requireID(req.GetAuthorityId()); err != nil {
-		return nil, err
-	}
-	info, err := s.ca.Taint(ctx, datastore.KindX509, req.GetAuthorityId())
-	if err != nil {
-		return nil, caStatus(err)
-	}
-	return &localauthorityv1.TaintX509AuthorityResponse{TaintedAuthority: stateProto(&info)}, nil
+	st, err := s.taint(ctx, datastore.KindX509, req.GetAuthorityId())
+	return &localauthorityv1.TaintX509AuthorityResponse{TaintedAuthority: st}, err
 }
 
 func (s *localAuthorityService) TaintJWTAuthority(ctx context.Context, req *localauthorityv1.TaintJWTAuthorityRequest) (*localauthorityv1.TaintJWTAuthorityResponse, error) {
-	if err := requireID(req.GetAuthorityId()); err != nil {
-		return nil, err
-	}
-	info, err := s.ca.Taint(ctx, datastore.KindJWT, req.GetAuthorityId())
-	if err != nil {
-		return nil, caStatus(err)
-	}
-	return &localauthorityv1.TaintJWTAuthorityResponse{TaintedAuthority: stateProto(&info)}, nil
+	st, err := s.taint(ctx, datastore.KindJWT, req.GetAuthorityId())
+	return &localauthorityv1.TaintJWTAuthorityResponse{TaintedAuthority: st}, err
 }
 
 func (s *localAuthorityService) RevokeX509Authority(ctx context.Context, req *localauthorityv1.RevokeX509AuthorityRequest) (*localauthorityv1.RevokeX509AuthorityResponse, error) {
-	if err := requireID(req.GetAuthorityId()); err != nil {
-		return nil, err
-	}
-	info, err := s.ca.Revoke(ctx, datastore.KindX509, req.GetAuthorityId())
-	if err != nil {
-		return nil, caStatus(err)
-	}
-	return &localauthorityv1.RevokeX509AuthorityResponse{RevokedAuthority: stateProto(&info)}, nil
+	st, err := s.revoke(ctx, datastore.KindX509, req.GetAuthorityId())
+	return &localauthorityv1.RevokeX509AuthorityResponse{RevokedAuthority: st}, err
 }
 
 func (s *localAuthorityService) RevokeJWTAuthority(ctx context.Context, req *localauthorityv1.RevokeJWTAuthorityRequest) (*localauthorityv1.RevokeJWTAuthorityResponse, error) {
-	if err := requireID(req.GetAuthorityId()); err != nil {
-		return nil, err
-	}
-	info, err := s.ca.Revoke(ctx, datastore.KindJWT, req.GetAuthorityId())
-	if err != nil {
-		return nil, caStatus(err)
-	}
-	return &localauthorityv1.RevokeJWTAuthorityResponse{RevokedAuthority: stateProto(&info)}, nil
+	st, err := s.revoke(ctx, datastore.KindJWT, req.GetAuthorityId())
+	return &localauthorityv1.RevokeJWTAuthorityResponse{RevokedAuthority: st}, err
 }
