@@ -45,7 +45,7 @@ func start(t *testing.T) *grpc.ClientConn {
 	require.NoError(t, err)
 
 	// Socket paths must stay short: use a fresh directory under /tmp.
-	sockDir, err := os.MkdirTemp("", "treaty-admin")
+	sockDir, err := os.MkdirTemp("", "treaty-admin") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
 	socket := filepath.Join(sockDir, "private", "admin.sock")
@@ -248,19 +248,19 @@ func TestLocalAuthorityService(t *testing.T) {
 }
 
 func TestSecondServerOnSameSocketIsRefused(t *testing.T) {
-	sockDir, err := os.MkdirTemp("", "treaty-admin")
+	sockDir, err := os.MkdirTemp("", "treaty-admin") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
 	require.NoError(t, err)
 	defer os.RemoveAll(sockDir)
 	socket := filepath.Join(sockDir, "admin.sock")
 	s := &Server{cfg: Config{SocketPath: socket, SocketMode: 0o600}}
-	l, err := s.Listen()
+	l, err := s.Listen(t.Context())
 	require.NoError(t, err)
 	defer l.Close()
-	_, err = s.Listen()
+	_, err = s.Listen(t.Context())
 	require.ErrorContains(t, err, "is in use")
 
 	require.NoError(t, os.WriteFile(filepath.Join(sockDir, "file"), nil, 0o600))
 	s.cfg.SocketPath = filepath.Join(sockDir, "file")
-	_, err = s.Listen()
+	_, err = s.Listen(t.Context())
 	require.ErrorContains(t, err, "is not a socket")
 }

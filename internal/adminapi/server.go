@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -60,7 +59,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log, health: health.NewServer()}
 	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.logErrors))
@@ -73,15 +72,16 @@ func New(cfg Config) (*Server, error) {
 // Listen creates the socket. Run calls it if it has not been called; the
 // server composes it separately so that a socket problem stops start-up
 // before anything else runs.
-func (s *Server) Listen() (net.Listener, error) {
+func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
 	path := s.cfg.SocketPath
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create admin socket directory: %w", err)
 	}
-	if err := removeStaleSocket(path); err != nil {
+	if err := removeStaleSocket(ctx, path); err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("unix", path)
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("listen on admin socket %s: %w", path, err)
 	}
@@ -94,7 +94,7 @@ func (s *Server) Listen() (net.Listener, error) {
 
 // removeStaleSocket deletes a socket file left by a process that died, and
 // refuses to touch one that a live process still serves.
-func removeStaleSocket(path string) error {
+func removeStaleSocket(ctx context.Context, path string) error {
 	info, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -105,7 +105,8 @@ func removeStaleSocket(path string) error {
 	if info.Mode()&fs.ModeSocket == 0 {
 		return fmt.Errorf("admin socket path %s exists and is not a socket: remove it or choose another admin_socket", path)
 	}
-	conn, err := net.DialTimeout("unix", path, time.Second)
+	d := net.Dialer{Timeout: time.Second}
+	conn, err := d.DialContext(ctx, "unix", path)
 	if err == nil {
 		_ = conn.Close()
 		return fmt.Errorf("admin socket %s is in use: is another treaty server running? Stop it or choose another admin_socket", path)
@@ -141,7 +142,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 
 // Run listens and serves until ctx is done.
 func (s *Server) Run(ctx context.Context) error {
-	l, err := s.Listen()
+	l, err := s.Listen(ctx)
 	if err != nil {
 		return err
 	}

@@ -106,11 +106,11 @@ func TestFingerprintIgnoresSequenceAndHint(t *testing.T) {
 }
 
 func x5cKey(t testing.TB, cert *x509.Certificate) string {
-	pub := cert.PublicKey.(*ecdsa.PublicKey)
+	point, err := cert.PublicKey.(*ecdsa.PublicKey).Bytes() // 0x04 || X || Y
+	require.NoError(t, err)
 	enc := base64.RawURLEncoding
 	return fmt.Sprintf(`{"use":"x509-svid","kty":"EC","crv":"P-256","x":%q,"y":%q,"x5c":[%q]}`,
-		enc.EncodeToString(pub.X.FillBytes(make([]byte, 32))), enc.EncodeToString(pub.Y.FillBytes(make([]byte, 32))),
-		base64.StdEncoding.EncodeToString(cert.Raw))
+		enc.EncodeToString(point[1:33]), enc.EncodeToString(point[33:]), base64.StdEncoding.EncodeToString(cert.Raw))
 }
 
 func TestParse(t *testing.T) {
@@ -237,7 +237,7 @@ func FuzzParse(f *testing.F) {
 func FuzzParsePEM(f *testing.F) {
 	f.Add(pemOf(&pem.Block{Type: "CERTIFICATE", Bytes: newCert(f, true, "").Raw}))
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(_ *testing.T, data []byte) {
 		_, _ = ParsePEM(td, data, Options{})
 	})
 }

@@ -311,8 +311,7 @@ func (p *parser) pemBlock(n int, block *pem.Block) {
 }
 
 func jsonError(data []byte, err error) string {
-	var syntax *json.SyntaxError
-	if errors.As(err, &syntax) {
+	if syntax, ok := errors.AsType[*json.SyntaxError](err); ok {
 		line := 1 + bytes.Count(data[:min(int(syntax.Offset), len(data))], []byte("\n"))
 		return fmt.Sprintf("%v (line %d)", err, line)
 	}

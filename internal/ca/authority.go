@@ -121,9 +121,9 @@ const keyIDAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 // newKeyID returns 32 random alphanumeric characters (about 190 bits).
 func newKeyID() (string, error) {
 	buf := make([]byte, 32)
-	max := big.NewInt(int64(len(keyIDAlphabet)))
+	limit := big.NewInt(int64(len(keyIDAlphabet)))
 	for i := range buf {
-		n, err := rand.Int(rand.Reader, max)
+		n, err := rand.Int(rand.Reader, limit)
 		if err != nil {
 			return "", fmt.Errorf("generate key ID: %w", err)
 		}
@@ -138,8 +138,11 @@ func decode(rec datastore.Authority) (*authority, error) {
 	a := &authority{Authority: rec}
 	if rec.Kind == datastore.KindX509 {
 		chain, err := x509.ParseCertificates(rec.CertificateChain)
-		if err != nil || len(chain) == 0 {
-			return nil, fmt.Errorf("stored X.509 authority %s: bad certificate chain: %v", rec.ID, err)
+		if err != nil {
+			return nil, fmt.Errorf("stored X.509 authority %s: bad certificate chain: %w", rec.ID, err)
+		}
+		if len(chain) == 0 {
+			return nil, fmt.Errorf("stored X.509 authority %s has no certificate", rec.ID)
 		}
 		a.cert, a.chain, a.public = chain[0], chain, chain[0].PublicKey
 		return a, nil

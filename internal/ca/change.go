@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -41,17 +42,13 @@ func (ch *change) record(a *authority, event, detail string) {
 	ch.journal = append(ch.journal, datastore.JournalEvent{
 		At: ch.now, Kind: a.Kind, AuthorityID: a.ID, Event: event, Detail: detail,
 	})
-	ch.c.log.Info("authority "+event, attrKind, a.Kind, attrAuthorityID, a.ID, attrReason, detail)
+	ch.c.log.Info("authority lifecycle event", attrEvent, event, attrKind, a.Kind, attrAuthorityID, a.ID, attrReason, detail)
 }
 
 func (ch *change) touch(a *authority, event, detail string) {
-	for _, p := range ch.put {
-		if p == a {
-			ch.record(a, event, detail)
-			return
-		}
+	if !slices.Contains(ch.put, a) {
+		ch.put = append(ch.put, a)
 	}
-	ch.put = append(ch.put, a)
 	ch.record(a, event, detail)
 }
 

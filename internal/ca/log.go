@@ -8,5 +8,6 @@ const (
 	attrKey         = "key"
 	attrSequence    = "sequence"
 	attrReason      = "reason"
+	attrEvent       = "event"
 	attrExpiresAt   = "expires_at"
 )

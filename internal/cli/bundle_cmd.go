@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,10 +57,8 @@ func outputFlag(fs *flag.FlagSet) *string {
 }
 
 func checkChoice(flagName, value string, choices ...string) error {
-	for _, c := range choices {
-		if value == c {
-			return nil
-		}
+	if slices.Contains(choices, value) {
+		return nil
 	}
 	return usagef("-%s %q: use %s", flagName, value, strings.Join(choices, " or "))
 }

@@ -19,7 +19,7 @@ import (
 // startServer runs a real server in-process and returns its admin socket.
 func startServer(t *testing.T, td string) string {
 	t.Helper()
-	sockDir, err := os.MkdirTemp("", "treaty-cli")
+	sockDir, err := os.MkdirTemp("", "treaty-cli") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
 	socket := filepath.Join(sockDir, "admin.sock")

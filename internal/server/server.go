@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -47,7 +46,7 @@ type Server struct {
 // server behind.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, err error) {
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	s = &Server{cfg: cfg, log: log.With(attrTrustDomain, cfg.TrustDomain.Name())}
 	defer func() {
@@ -64,7 +63,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, 
 	if err := s.startCA(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.listenAdmin(); err != nil {
+	if err := s.listenAdmin(ctx); err != nil {
 		return nil, err
 	}
 	s.warnUnserved()
@@ -136,7 +135,7 @@ func (s *Server) startCA(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) listenAdmin() error {
+func (s *Server) listenAdmin(ctx context.Context) error {
 	admin, err := adminapi.New(adminapi.Config{
 		SocketPath: s.cfg.AdminSocket,
 		CA:         s.ca,
@@ -146,7 +145,7 @@ func (s *Server) listenAdmin() error {
 	if err != nil {
 		return err
 	}
-	l, err := admin.Listen()
+	l, err := admin.Listen(ctx)
 	if err != nil {
 		return err
 	}

@@ -116,7 +116,7 @@ func TestBundleSetExplainsBadInput(t *testing.T) {
 }
 
 func TestServerRunsWithoutConfigFile(t *testing.T) {
-	sockDir, err := os.MkdirTemp("", "treaty-e2e")
+	sockDir, err := os.MkdirTemp("", "treaty-e2e") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
 	require.NoError(t, err)
 	defer os.RemoveAll(sockDir)
 	s := &server{t: t, td: "example.org", dataDir: filepath.Join(t.TempDir(), "data"), socket: filepath.Join(sockDir, "admin.sock")}

@@ -43,7 +43,9 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	treatyBin = filepath.Join(dir, "treaty")
-	build := exec.Command("go", "build", "-o", treatyBin, "./cmd/treaty")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, "go", "build", "-o", treatyBin, "./cmd/treaty")
 	build.Dir = repoRoot()
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
@@ -77,7 +79,7 @@ type server struct {
 func newServer(t *testing.T, td string, extraYAML string) *server {
 	t.Helper()
 	dir := t.TempDir()
-	sockDir, err := os.MkdirTemp("", "treaty-e2e")
+	sockDir, err := os.MkdirTemp("", "treaty-e2e") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
 	s := &server{t: t, td: td, dataDir: filepath.Join(dir, "data"), socket: filepath.Join(sockDir, "admin.sock"), config: filepath.Join(dir, "treaty.yaml")}
@@ -94,7 +96,9 @@ func (s *server) start() {
 	if args == nil {
 		args = []string{"server", "run", "-config", s.config}
 	}
-	s.cmd = exec.Command(treatyBin, args...)
+	// The process outlives this call; stop and kill end it, and Cleanup
+	// kills it when the test ends.
+	s.cmd = exec.CommandContext(context.Background(), treatyBin, args...)
 	s.log = &bytes.Buffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	require.NoError(s.t, s.cmd.Start())
