@@ -31,8 +31,9 @@ const (
 
 // MinPublishedHints is how many refresh hints a prepared authority is
 // published before automatic rotation activates it, so that every partner
-// polling at the hint has fetched it before anything it signs is seen
-// (SPIFFE Federation standard, section 4.3, "several refresh hints").
+// polling at the hint has fetched it before anything it signs is seen (SPIFFE
+// Trust Domain and Bundle standard, section 6.2 and Appendix A: publish the
+// replacement well ahead, since the refresh hint bounds how fast keys rotate).
 const MinPublishedHints = 3
 
 // Errors that callers map to API status codes.

@@ -271,8 +271,7 @@ func (v *validator) telemetry() {
 func (v *validator) hostPort(path, addr, example string) {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		var ae *net.AddrError
-		if errors.As(err, &ae) {
+		if ae, ok := errors.AsType[*net.AddrError](err); ok {
 			err = errors.New(ae.Err)
 		}
 		v.add(path, "%s is not host:port (%v); write it like %s", quote(addr), err, example)

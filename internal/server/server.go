@@ -44,27 +44,22 @@ type Server struct {
 // New prepares every part of the server. On error everything already opened
 // is closed again, so a bad configuration never leaves a half-started
 // server behind.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, err error) {
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s = &Server{cfg: cfg, log: log.With(attrTrustDomain, cfg.TrustDomain.Name())}
-	defer func() {
-		if err != nil {
+	s := &Server{cfg: cfg, log: log.With(attrTrustDomain, cfg.TrustDomain.Name())}
+	steps := []func() error{
+		s.openDataDir,
+		func() error { return s.openStore(ctx) },
+		func() error { return s.startCA(ctx) },
+		func() error { return s.listenAdmin(ctx) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
 			s.close()
+			return nil, err
 		}
-	}()
-	if err := s.openDataDir(); err != nil {
-		return nil, err
-	}
-	if err := s.openStore(ctx); err != nil {
-		return nil, err
-	}
-	if err := s.startCA(ctx); err != nil {
-		return nil, err
-	}
-	if err := s.listenAdmin(ctx); err != nil {
-		return nil, err
 	}
 	s.warnUnserved()
 	return s, nil
@@ -184,10 +179,9 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// close releases what New acquired. After Run it only closes the store
+// and the lock: Serve has closed the listener.
 func (s *Server) close() {
-	if s.adminListener != nil && s.admin == nil {
-		_ = s.adminListener.Close()
-	}
 	if s.store != nil {
 		_ = s.store.Close()
 	}

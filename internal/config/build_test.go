@@ -1,0 +1,55 @@
+package config
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestBuild(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+		return p
+	}
+	noTD := write("no-td.yaml", "data_dir: ./d\n")
+	unknown := write("unknown.yaml", "data_dir: ./d\ncolour: blue\n")
+
+	t.Run("ok/flags only", func(t *testing.T) {
+		c, err := Build("", Overrides{TrustDomain: "example.org", DataDir: "rel", LogLevel: "debug"})
+		require.NoError(t, err)
+		require.Equal(t, "example.org", c.TrustDomain.Name())
+		require.True(t, filepath.IsAbs(c.DataDir))
+		require.Equal(t, slog.LevelDebug, c.LogLevel)
+		require.Equal(t, "spiffe://example.org/spire/server", c.BundleEndpoint.EndpointSPIFFEID.String())
+	})
+	t.Run("ok/flag supplies the trust domain the file lacks", func(t *testing.T) {
+		c, err := Build(noTD, Overrides{TrustDomain: "example.org", AdminSocket: "/tmp/x.sock"})
+		require.NoError(t, err)
+		require.Equal(t, "example.org", c.TrustDomain.Name())
+		require.Equal(t, "/tmp/x.sock", c.AdminSocket)
+	})
+	t.Run("fail/no trust domain anywhere", func(t *testing.T) {
+		_, err := Build(noTD, Overrides{})
+		require.ErrorContains(t, err, "trust_domain is required")
+	})
+	t.Run("fail/file problems survive overrides", func(t *testing.T) {
+		_, err := Build(unknown, Overrides{TrustDomain: "example.org"})
+		require.ErrorContains(t, err, "line 2")
+		require.ErrorContains(t, err, "colour")
+	})
+	t.Run("fail/bad flag values", func(t *testing.T) {
+		_, err := Build("", Overrides{TrustDomain: "Not Valid"})
+		require.ErrorContains(t, err, "-trustDomain")
+		_, err = Build("", Overrides{TrustDomain: "example.org", LogLevel: "loud"})
+		require.ErrorContains(t, err, "-logLevel")
+	})
+	t.Run("fail/missing file", func(t *testing.T) {
+		_, err := Build(filepath.Join(dir, "none.yaml"), Overrides{TrustDomain: "example.org"})
+		require.ErrorContains(t, err, "read config")
+	})
+}

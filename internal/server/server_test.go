@@ -1,0 +1,81 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/config"
+)
+
+func testConfig(t *testing.T) *config.Config {
+	t.Helper()
+	sockDir, err := os.MkdirTemp("", "treaty-server") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	cfg, err := config.Build("", config.Overrides{
+		TrustDomain: "alpha.test", DataDir: filepath.Join(t.TempDir(), "data"), AdminSocket: filepath.Join(sockDir, "admin.sock"),
+	})
+	require.NoError(t, err)
+	return cfg
+}
+
+func TestNewFailsCleanly(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.CA.Upstream = &config.Upstream{CertFile: filepath.Join(t.TempDir(), "missing.pem"), KeyFile: "missing.key"}
+	_, err := New(t.Context(), cfg, nil)
+	require.ErrorContains(t, err, "ca.upstream")
+	_, err = os.Stat(cfg.AdminSocket)
+	require.True(t, os.IsNotExist(err), "no admin socket after a failed start")
+
+	// The lock was released: a correct configuration starts on the same
+	// data directory.
+	cfg.CA.Upstream = nil
+	s, err := New(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	s.close()
+}
+
+func TestDataDirectoryIsExclusive(t *testing.T) {
+	cfg := testConfig(t)
+	s, err := New(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+
+	other := *cfg
+	other.AdminSocket = cfg.AdminSocket + ".2"
+	_, err = New(t.Context(), &other, nil)
+	require.ErrorContains(t, err, "in use by another treaty server")
+}
+
+func TestWarnsAboutReadableDataDirectory(t *testing.T) {
+	cfg := testConfig(t)
+	require.NoError(t, os.MkdirAll(cfg.DataDir, 0o755))
+	require.NoError(t, os.Chmod(cfg.DataDir, 0o755))
+	var logs bytes.Buffer
+	s, err := New(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	require.NoError(t, err)
+	s.close()
+	require.Contains(t, logs.String(), "DATA DIRECTORY IS READABLE BY OTHER USERS")
+}
+
+func TestWarnsAboutUnservedSettings(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.BundleEndpoint.Address = "127.0.0.1:0"
+	var logs bytes.Buffer
+	s, err := New(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	require.NoError(t, err)
+	s.close()
+	require.Contains(t, logs.String(), "bundle_endpoint is configured but this version does not serve it yet")
+}
