@@ -362,12 +362,9 @@ func runBundleDelete(ctx context.Context, e *env, args []string) error {
 func runBundleCount(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "bundle count")
 	socketPath, output := socketFlag(fs), outputFlag(fs)
-	if err := parse(fs, args); err != nil {
+	if err := parseOutput(fs, args, output); err != nil {
 		return err
-	}
-	if err := checkChoice("output", *output, outputPretty, outputJSON); err != nil {
-		return err
-	}
+		}
 	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := bundlev1.NewBundleClient(conn).CountBundles(ctx, &bundlev1.CountBundlesRequest{})
 		if err != nil {

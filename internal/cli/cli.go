@@ -163,3 +163,12 @@ func lower(s string) string {
 	}
 	return strings.ToLower(s)
 }
+
+// parseOutput parses args like parse, then checks the -output value, which
+// is only known after parsing.
+func parseOutput(fs *flag.FlagSet, args []string, output *string) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return checkChoice("output", *output, outputPretty, outputJSON)
+}

@@ -109,12 +109,9 @@ func showAuthorities(k authorityKind) func(context.Context, *env, []string) erro
 	return func(ctx context.Context, e *env, args []string) error {
 		fs := newFlags(e, "localauthority "+k.word+" show")
 		socketPath, output := socketFlag(fs), outputFlag(fs)
-		if err := parse(fs, args); err != nil {
+		if err := parseOutput(fs, args, output); err != nil {
 			return err
-		}
-		if err := checkChoice("output", *output, outputPretty, outputJSON); err != nil {
-			return err
-		}
+			}
 		return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
 			resp, err := k.show(ctx, localauthorityv1.NewLocalAuthorityClient(conn))
 			if err != nil {
@@ -156,12 +153,9 @@ func actOnAuthority(k authorityKind, verb, done string, needsID bool) func(conte
 		if needsID {
 			id = fs.String("authorityID", "", "ID of the authority (see `treaty localauthority "+k.word+" show`)")
 		}
-		if err := parse(fs, args); err != nil {
+		if err := parseOutput(fs, args, output); err != nil {
 			return err
-		}
-		if err := checkChoice("output", *output, outputPretty, outputJSON); err != nil {
-			return err
-		}
+			}
 		if needsID && *id == "" {
 			return usagef("-authorityID is required; find it with `treaty localauthority %s show`", k.word)
 		}
