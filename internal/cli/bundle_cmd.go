@@ -364,7 +364,7 @@ func runBundleCount(ctx context.Context, e *env, args []string) error {
 	socketPath, output := socketFlag(fs), outputFlag(fs)
 	if err := parseOutput(fs, args, output); err != nil {
 		return err
-		}
+	}
 	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := bundlev1.NewBundleClient(conn).CountBundles(ctx, &bundlev1.CountBundlesRequest{})
 		if err != nil {

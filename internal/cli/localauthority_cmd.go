@@ -111,7 +111,7 @@ func showAuthorities(k authorityKind) func(context.Context, *env, []string) erro
 		socketPath, output := socketFlag(fs), outputFlag(fs)
 		if err := parseOutput(fs, args, output); err != nil {
 			return err
-			}
+		}
 		return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
 			resp, err := k.show(ctx, localauthorityv1.NewLocalAuthorityClient(conn))
 			if err != nil {
@@ -155,7 +155,7 @@ func actOnAuthority(k authorityKind, verb, done string, needsID bool) func(conte
 		}
 		if err := parseOutput(fs, args, output); err != nil {
 			return err
-			}
+		}
 		if needsID && *id == "" {
 			return usagef("-authorityID is required; find it with `treaty localauthority %s show`", k.word)
 		}
