@@ -1,0 +1,60 @@
+package ca
+
+import (
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/datastore"
+)
+
+func TestSignX509SVID(t *testing.T) {
+	for _, upstream := range []bool{false, true} {
+		name := "ok/self-signed"
+		if upstream {
+			name = "ok/upstream"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			e.now = time.Now()
+			if upstream {
+				certFile, keyFile, _ := writeRoot(t, t.TempDir(), e.now.Add(48*time.Hour))
+				up, err := LoadUpstream(certFile, keyFile, "")
+				require.NoError(t, err)
+				e.cfg.Upstream = up
+			}
+			c := e.open()
+			key, err := ECP256.GenerateKey()
+			require.NoError(t, err)
+			id := spiffeid.RequireFromString("spiffe://alpha.test/spire/server")
+			chain, err := c.SignX509SVID(X509SVIDParams{ID: id, PublicKey: key.Public()})
+			require.NoError(t, err)
+
+			// go-spiffe verifies it against our published bundle.
+			bundle := x509bundle.FromX509Authorities(td, c.Bundle().X509Authorities())
+			gotID, _, err := x509svid.Verify(chain, bundle)
+			require.NoError(t, err)
+			require.Equal(t, id, gotID)
+			require.False(t, chain[0].IsCA)
+			require.Equal(t, time.Hour, chain[0].NotAfter.Sub(chain[0].NotBefore)-backdate)
+		})
+	}
+}
+
+func TestSignX509SVIDRefusesForeignIDAndCapsLifetime(t *testing.T) {
+	e := newEnv(t)
+	c := e.open()
+	key, err := ECP256.GenerateKey()
+	require.NoError(t, err)
+	_, err = c.SignX509SVID(X509SVIDParams{ID: spiffeid.RequireFromString("spiffe://other.test/x"), PublicKey: key.Public()})
+	require.ErrorContains(t, err, "not in trust domain")
+
+	chain, err := c.SignX509SVID(X509SVIDParams{ID: spiffeid.RequireFromString("spiffe://alpha.test/x"), PublicKey: key.Public(), TTL: 1000 * time.Hour})
+	require.NoError(t, err)
+	active := c.State(datastore.KindX509).Active
+	require.False(t, chain[0].NotAfter.After(active.ExpiresAt), "SVID outlives its authority")
+}
