@@ -141,18 +141,16 @@ func apiToSPIFFE(b *types.Bundle) (*spiffebundle.Bundle, error) {
 	return sb, nil
 }
 
-// printJSON writes m as indented protobuf JSON. protojson varies its
-// whitespace on purpose; re-indenting makes the output stable for scripts.
+// printJSON writes m as compact protobuf JSON with the proto field names,
+// as spire-server's -output json does. protojson varies its whitespace on
+// purpose; compacting makes the output stable for scripts.
 func printJSON(w io.Writer, m proto.Message) error {
-	raw, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(m)
+	raw, err := protojson.MarshalOptions{EmitDefaultValues: true, UseProtoNames: true}.Marshal(m)
 	if err != nil {
 		return err
 	}
-	var compact, out bytes.Buffer
-	if err := json.Compact(&compact, raw); err != nil {
-		return err
-	}
-	if err := json.Indent(&out, compact.Bytes(), "", "  "); err != nil {
+	var out bytes.Buffer
+	if err := json.Compact(&out, raw); err != nil {
 		return err
 	}
 	out.WriteByte('\n')

@@ -157,13 +157,6 @@ func runVersion(_ context.Context, e *env, args []string) error {
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
 
-func lower(s string) string {
-	if s == "X.509" || s == "JWT" {
-		return s
-	}
-	return strings.ToLower(s)
-}
-
 // parseOutput parses args like parse, then checks the -output value, which
 // is only known after parsing.
 func parseOutput(fs *flag.FlagSet, args []string, output *string) error {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
@@ -120,29 +121,39 @@ func showAuthorities(k authorityKind) func(context.Context, *env, []string) erro
 			if *output == outputJSON {
 				return printJSON(e.stdout, resp)
 			}
-			printState(e, "Active", k.title, resp.GetActive())
-			printState(e, "Prepared", k.title, resp.GetPrepared())
-			printState(e, "Old", k.title, resp.GetOld())
+			printState(e, "Active", k, resp.GetActive(), false)
+			printState(e, "Prepared", k, resp.GetPrepared(), false)
+			printState(e, "Old", k, resp.GetOld(), true)
 			return nil
 		})
 	}
 }
 
-func printState(e *env, label, title string, st *laState) {
-	e.printf("%s %s authority:\n", label, title)
+// printState prints one slot as spire-server does, so scripts written
+// against its output keep working.
+func printState(e *env, label string, k authorityKind, st *laState, last bool) {
+	e.printf("%s %s authority:\n", label, k.title)
 	if st == nil {
-		e.printf("  No %s %s authority found\n", lower(label), title)
-		return
+		e.printf("  No %s %s authority found\n", strings.ToLower(label), k.title)
+	} else {
+		printAuthority(e, k, st)
 	}
-	printAuthority(e, st)
+	if !last {
+		e.printf("\n")
+	}
 }
 
-func printAuthority(e *env, st *laState) {
+func printAuthority(e *env, k authorityKind, st *laState) {
 	e.printf("  Authority ID: %s\n", st.GetAuthorityId())
-	e.printf("  Expires at: %s\n", time.Unix(st.GetExpiresAt(), 0).UTC().Format(time.RFC3339))
-	if st.GetUpstreamAuthoritySubjectKeyId() != "" {
-		e.printf("  Upstream authority Subject Key ID: %s\n", st.GetUpstreamAuthoritySubjectKeyId())
+	e.printf("  Expires at: %s\n", time.Unix(st.GetExpiresAt(), 0).UTC())
+	if k.word != "x509" {
+		return
 	}
+	upstream := st.GetUpstreamAuthoritySubjectKeyId()
+	if upstream == "" {
+		upstream = "No upstream authority"
+	}
+	e.printf("  Upstream authority ID: %s\n", upstream)
 }
 
 func actOnAuthority(k authorityKind, verb, done string, needsID bool) func(context.Context, *env, []string) error {
@@ -167,8 +178,8 @@ func actOnAuthority(k authorityKind, verb, done string, needsID bool) func(conte
 			if *output == outputJSON {
 				return printJSON(e.stdout, resp)
 			}
-			e.printf("%s %s authority:\n", done, lower(k.title))
-			printAuthority(e, st)
+			e.printf("%s %s authority:\n", done, k.title)
+			printAuthority(e, k, st)
 			return nil
 		})
 	}
