@@ -119,6 +119,7 @@ func TestBundleService(t *testing.T) {
 	}{
 		{"ok/partner", good, codes.OK, ""},
 		{"fail/own trust domain", &types.Bundle{TrustDomain: "alpha.test", X509Authorities: good.X509Authorities}, codes.InvalidArgument, "own trust domain"},
+		{"fail/own trust domain as SPIFFE ID", &types.Bundle{TrustDomain: "spiffe://alpha.test", X509Authorities: good.X509Authorities}, codes.InvalidArgument, "own trust domain"},
 		{"fail/not a ca", &types.Bundle{TrustDomain: "gamma.test", X509Authorities: []*types.X509Certificate{{Asn1: caCert(t, false, "")}}}, codes.InvalidArgument, "x509_authorities[0] (subject"},
 		{"fail/trust domain mismatch", &types.Bundle{TrustDomain: "gamma.test", X509Authorities: good.X509Authorities}, codes.InvalidArgument, `belongs to trust domain "beta.test"`},
 		{"fail/garbage certificate", &types.Bundle{TrustDomain: "gamma.test", X509Authorities: []*types.X509Certificate{{Asn1: []byte{1}}}}, codes.InvalidArgument, "not a valid X.509 certificate"},

@@ -22,8 +22,9 @@ type writeFunc func(context.Context, datastore.Bundle) error
 // writeFederated validates in and stores it with write. The returned status
 // is OK or says precisely what was wrong; nothing is written on error.
 func (s *bundleService) writeFederated(ctx context.Context, in *types.Bundle, write writeFunc) (*spiffebundle.Bundle, *types.Status) {
-	if in.GetTrustDomain() == s.ca.TrustDomain().Name() {
-		return nil, apiStatus(codes.InvalidArgument, "%q is this server's own trust domain: its bundle is managed by the CA, not set", in.GetTrustDomain())
+	// Compare parsed names: spire-server sends "spiffe://td" for PEM bundles.
+	if td, err := spiffeid.TrustDomainFromString(in.GetTrustDomain()); err == nil && td == s.ca.TrustDomain() {
+		return nil, apiStatus(codes.InvalidArgument, "%q is this server's own trust domain: its bundle is managed by the CA, not set", td.Name())
 	}
 	b, err := fromProto(in)
 	if err != nil {

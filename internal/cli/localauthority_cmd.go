@@ -149,11 +149,11 @@ func printAuthority(e *env, k authorityKind, st *laState) {
 	if k.word != "x509" {
 		return
 	}
-	upstream := st.GetUpstreamAuthoritySubjectKeyId()
-	if upstream == "" {
-		upstream = "No upstream authority"
+	if upstream := st.GetUpstreamAuthoritySubjectKeyId(); upstream != "" {
+		e.printf("  Upstream authority Subject Key ID: %s\n", upstream)
+		return
 	}
-	e.printf("  Upstream authority ID: %s\n", upstream)
+	e.printf("  Upstream authority ID: No upstream authority\n")
 }
 
 func actOnAuthority(k authorityKind, verb, done string, needsID bool) func(context.Context, *env, []string) error {

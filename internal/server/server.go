@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/treatyhq/treaty/internal/adminapi"
+	"github.com/treatyhq/treaty/internal/bundleendpoint"
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/config"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
@@ -39,6 +40,9 @@ type Server struct {
 	ca            *ca.CA
 	admin         *adminapi.Server
 	adminListener net.Listener
+	// endpoint is nil when bundle_endpoint.address is not set.
+	endpoint         *bundleendpoint.Server
+	endpointListener net.Listener
 }
 
 // New prepares every part of the server. On error everything already opened
@@ -54,6 +58,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		func() error { return s.openStore(ctx) },
 		func() error { return s.startCA(ctx) },
 		func() error { return s.listenAdmin(ctx) },
+		func() error { return s.listenEndpoint(ctx) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -148,13 +153,39 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 	return nil
 }
 
+// listenEndpoint prepares the bundle endpoint, if configured: its
+// certificate and its port, so that a problem with either stops start-up.
+func (s *Server) listenEndpoint(ctx context.Context) error {
+	be := s.cfg.BundleEndpoint
+	if be.Address == "" {
+		return nil
+	}
+	endpoint, err := bundleendpoint.New(bundleendpoint.Config{
+		Address:          be.Address,
+		Profile:          string(be.Profile),
+		EndpointSPIFFEID: be.EndpointSPIFFEID,
+		Signer:           s.ca,
+		CertFile:         be.Web.CertFile,
+		KeyFile:          be.Web.KeyFile,
+		RateLimit:        be.RateLimit,
+		Source:           s.ca,
+		Logger:           s.log.With(attrComponent, "bundleendpoint"),
+	})
+	if err != nil {
+		return err
+	}
+	l, err := endpoint.Listen(ctx)
+	if err != nil {
+		return err
+	}
+	s.endpoint, s.endpointListener = endpoint, l
+	return nil
+}
+
 // warnUnserved says which configured parts this version does not run yet,
 // so that nobody mistakes an accepted setting for a working one.
 func (s *Server) warnUnserved() {
 	c := s.cfg
-	if c.BundleEndpoint.Address != "" {
-		s.log.Warn("bundle_endpoint is configured but this version does not serve it yet", attrAddress, c.BundleEndpoint.Address)
-	}
 	if c.Federation.OnboardingDir != "" {
 		s.log.Warn("federation.onboarding_dir is configured but this version does not reconcile it yet", attrPath, c.Federation.OnboardingDir)
 	}
@@ -173,6 +204,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.ca.Run(ctx) })
 	g.Go(func() error { return s.admin.Serve(ctx, s.adminListener) })
+	if s.endpoint != nil {
+		g.Go(func() error { return s.endpoint.Serve(ctx, s.endpointListener) })
+	}
 	s.log.Info("treaty server running", attrAdminSocket, s.cfg.AdminSocket, attrDataDir, s.cfg.DataDir)
 	err := g.Wait()
 	s.log.Info("treaty server stopped")
@@ -182,6 +216,11 @@ func (s *Server) Run(ctx context.Context) error {
 // close releases what New acquired. After Run it only closes the store
 // and the lock: Serve has closed the listener.
 func (s *Server) close() {
+	for _, l := range []net.Listener{s.adminListener, s.endpointListener} {
+		if l != nil {
+			_ = l.Close() // already closed after Serve; closing again is harmless
+		}
+	}
 	if s.store != nil {
 		_ = s.store.Close()
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -72,10 +73,23 @@ func TestWarnsAboutReadableDataDirectory(t *testing.T) {
 
 func TestWarnsAboutUnservedSettings(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.BundleEndpoint.Address = "127.0.0.1:0"
+	cfg.Telemetry.Address = "127.0.0.1:0"
 	var logs bytes.Buffer
 	s, err := New(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	require.NoError(t, err)
 	s.close()
-	require.Contains(t, logs.String(), "bundle_endpoint is configured but this version does not serve it yet")
+	require.Contains(t, logs.String(), "telemetry is configured but this version does not serve it yet")
+}
+
+func TestEndpointPortInUseStopsStartUp(t *testing.T) {
+	var lc net.ListenConfig
+	busy, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	cfg := testConfig(t)
+	cfg.BundleEndpoint.Address = busy.Addr().String()
+	_, err = New(t.Context(), cfg, nil)
+	require.ErrorContains(t, err, "bundle endpoint: listen on")
+	_, err = os.Stat(cfg.AdminSocket)
+	require.True(t, os.IsNotExist(err), "the admin socket is closed again")
 }

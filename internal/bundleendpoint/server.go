@@ -1,0 +1,224 @@
+// Package bundleendpoint serves the local trust domain's SPIFFE bundle over
+// HTTPS (SPIFFE Trust Domain and Bundle standard, section 5) in either
+// profile: https_spiffe, presenting an X509-SVID from our own CA, or
+// https_web, presenting a web certificate from files. Responses are
+// pre-serialised once per bundle change and the server is hardened for the
+// internet: header and idle timeouts, bounded headers, TLS 1.2 or later,
+// conditional GET and an optional per-client rate limit.
+package bundleendpoint
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Profiles, as named by the SPIFFE Federation standard and SPIRE.
+const (
+	ProfileHTTPSWeb    = "https_web"
+	ProfileHTTPSSPIFFE = "https_spiffe"
+)
+
+// Timeouts and limits of the HTTP server.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 16 << 10
+	shutdownTimeout   = 5 * time.Second
+)
+
+// Source provides the bundle to serve.
+type Source interface {
+	// Document returns the bundle bytes and their sequence number.
+	Document() ([]byte, uint64)
+	// Changed returns a channel closed at the next change.
+	Changed() <-chan struct{}
+}
+
+// Config configures the endpoint. Address, Profile and Source are required;
+// https_spiffe needs EndpointSPIFFEID and Signer, https_web CertFile and
+// KeyFile.
+type Config struct {
+	Address          string
+	Profile          string
+	EndpointSPIFFEID spiffeid.ID
+	Signer           Signer
+	CertFile         string
+	KeyFile          string
+	// RateLimit is the requests per second allowed per client IP; 0 is off.
+	RateLimit float64
+	Source    Source
+	// Now returns the current time; default time.Now.
+	Now func() time.Time
+	// Logger receives certificate renewals and failures; nil discards.
+	Logger *slog.Logger
+}
+
+// Server is the bundle endpoint.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	handler *handler
+	svid    *svidCert // https_spiffe
+	web     *webCert  // https_web
+	http    *http.Server
+}
+
+// New prepares the endpoint: it loads or issues the serving certificate and
+// the first response, so that a problem stops start-up.
+func New(cfg Config) (*Server, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log, handler: &handler{}}
+	if cfg.RateLimit > 0 {
+		s.handler.limiter = newLimiter(cfg.RateLimit, cfg.Now)
+	}
+	doc, seq := cfg.Source.Document()
+	s.handler.current.Store(newResponse(doc, seq))
+	tlsConfig, err := s.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	s.http = &http.Server{
+		Handler:           s.handler,
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+func (s *Server) tlsConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.NoClientCert, NextProtos: []string{"h2", "http/1.1"}}
+	switch s.cfg.Profile {
+	case ProfileHTTPSSPIFFE:
+		s.svid = &svidCert{id: s.cfg.EndpointSPIFFEID, signer: s.cfg.Signer, now: s.cfg.Now}
+		if err := s.svid.renew(); err != nil {
+			return nil, err
+		}
+		cfg.GetCertificate = s.svid.getCertificate
+	case ProfileHTTPSWeb:
+		s.web = &webCert{certFile: s.cfg.CertFile, keyFile: s.cfg.KeyFile}
+		if _, err := s.web.load(); err != nil {
+			return nil, err
+		}
+		cfg.GetCertificate = s.web.getCertificate
+	default:
+		return nil, fmt.Errorf("unknown bundle endpoint profile %q: use https_web or https_spiffe", s.cfg.Profile)
+	}
+	return cfg, nil
+}
+
+// Listen opens the TCP listener.
+func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", s.cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("bundle endpoint: listen on %s: %w", s.cfg.Address, err)
+	}
+	return l, nil
+}
+
+// Serve serves TLS on l until ctx is done, keeping the response and the
+// certificate current, then shuts down within a bounded time.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.ServeTLS(l, "", "") }()
+	watchDone := make(chan struct{})
+	go func() { s.watch(ctx); close(watchDone) }()
+	s.log.Info("bundle endpoint serving", attrAddress, l.Addr().String(), attrProfile, s.cfg.Profile)
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		err = s.http.Shutdown(shutdownCtx)
+	}
+	<-watchDone
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("bundle endpoint: %w", err)
+	}
+	return nil
+}
+
+// Addr is the address the endpoint listens on, for logs and tests.
+func (s *Server) Addr() string { return s.cfg.Address }
+
+// watch rebuilds the response when the bundle changes and renews or reloads
+// the certificate, with one reusable timer.
+func (s *Server) watch(ctx context.Context) {
+	timer := time.NewTimer(s.nextCheck())
+	defer timer.Stop()
+	for {
+		changed := s.cfg.Source.Changed()
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+			s.refresh(true)
+		case <-timer.C:
+			s.refresh(false)
+		}
+		timer.Reset(s.nextCheck())
+	}
+}
+
+func (s *Server) nextCheck() time.Duration {
+	if s.svid != nil {
+		return s.svid.nextCheck()
+	}
+	return webReloadInterval
+}
+
+// refresh updates what is served. authoritiesChanged forces a new SVID, so
+// that the endpoint is signed by the authority now active.
+func (s *Server) refresh(authoritiesChanged bool) {
+	doc, seq := s.cfg.Source.Document()
+	if cur := s.handler.current.Load(); string(cur.body) != string(doc) {
+		s.handler.current.Store(newResponse(doc, seq))
+		s.log.Info("bundle endpoint serving new bundle", attrSequence, seq)
+	}
+	switch {
+	case s.svid != nil && (authoritiesChanged || s.svid.due()):
+		if err := s.svid.renew(); err != nil {
+			s.log.Error("could not renew the endpoint SVID; serving the previous one", attrError, err)
+		}
+	case s.web != nil:
+		if reloaded, err := s.web.load(); err != nil {
+			s.log.Warn("could not reload the web certificate; serving the previous one", attrError, err)
+		} else if reloaded {
+			s.log.Info("web certificate reloaded", attrExpiresAt, s.web.current.Load().Leaf.NotAfter)
+		}
+	}
+}
+
+// Log attribute keys.
+const (
+	attrAddress   = "address"
+	attrProfile   = "profile"
+	attrSequence  = "sequence"
+	attrError     = "error"
+	attrExpiresAt = "expires_at"
+)
