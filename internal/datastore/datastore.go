@@ -105,3 +105,18 @@ type AuthorityChange struct {
 	// higher than the stored one (or equal with identical content).
 	LocalBundle *Bundle
 }
+
+// Relationship is a stored federation relationship.
+type Relationship struct {
+	TrustDomain spiffeid.TrustDomain
+	// EndpointURLs are the partner's bundle endpoints, primary first.
+	EndpointURLs []string
+	// Profile is "https_web" or "https_spiffe".
+	Profile          string
+	EndpointSPIFFEID string
+	// ManagedBy is empty for API-created relationships and
+	// "onboarding:<file>" for reconciled ones.
+	ManagedBy string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}

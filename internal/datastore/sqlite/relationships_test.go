@@ -1,0 +1,65 @@
+package sqlite
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/datastore"
+)
+
+func TestRelationships(t *testing.T) {
+	s, _ := openStore(t)
+	ctx := t.Context()
+	r := datastore.Relationship{
+		TrustDomain: partnerTD, EndpointURLs: []string{"https://a.example", "https://b.example"},
+		Profile: "https_spiffe", EndpointSPIFFEID: "spiffe://beta.test/spire/server",
+		CreatedAt: time.Unix(10, 0), UpdatedAt: time.Unix(10, 0),
+	}
+	boot := &datastore.Bundle{TrustDomain: partnerTD, Document: []byte("boot-5"), Sequence: 5}
+	stored, err := s.CreateRelationship(ctx, r, boot)
+	require.NoError(t, err)
+	require.True(t, stored, "no bundle yet: the bootstrap bundle is stored")
+	_, err = s.CreateRelationship(ctx, r, nil)
+	require.ErrorIs(t, err, datastore.ErrAlreadyExists)
+
+	got, err := s.Relationship(ctx, partnerTD)
+	require.NoError(t, err)
+	require.Equal(t, r.EndpointURLs, got.EndpointURLs)
+	require.Equal(t, "spiffe://beta.test/spire/server", got.EndpointSPIFFEID)
+
+	// A fetched bundle with sequence 9 arrives; an older bootstrap bundle
+	// must not replace it, a newer one may.
+	require.NoError(t, s.SetFederatedBundle(ctx, datastore.Bundle{TrustDomain: partnerTD, Document: []byte("fetched-9"), Sequence: 9}))
+	r.UpdatedAt = time.Unix(20, 0)
+	r.ManagedBy = "onboarding:beta.yaml"
+	stored, err = s.UpdateRelationship(ctx, r, &datastore.Bundle{TrustDomain: partnerTD, Document: []byte("boot-7"), Sequence: 7})
+	require.NoError(t, err)
+	require.False(t, stored)
+	stored, err = s.PutBootstrapBundle(ctx, datastore.Bundle{TrustDomain: partnerTD, Document: []byte("boot-9"), Sequence: 9})
+	require.NoError(t, err)
+	require.False(t, stored, "an equal sequence does not replace a fetched bundle")
+	b, err := s.FederatedBundle(ctx, partnerTD)
+	require.NoError(t, err)
+	require.Equal(t, "fetched-9", string(b.Document))
+	stored, err = s.PutBootstrapBundle(ctx, datastore.Bundle{TrustDomain: partnerTD, Document: []byte("boot-10"), Sequence: 10})
+	require.NoError(t, err)
+	require.True(t, stored)
+
+	got, err = s.Relationship(ctx, partnerTD)
+	require.NoError(t, err)
+	require.Equal(t, time.Unix(10, 0).UTC(), got.CreatedAt, "update keeps the creation time")
+	require.Equal(t, "onboarding:beta.yaml", got.ManagedBy)
+
+	list, err := s.ListRelationships(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+
+	_, err = s.UpdateRelationship(ctx, datastore.Relationship{TrustDomain: localTD, EndpointURLs: []string{"https://x"}, Profile: "https_web"}, nil)
+	require.ErrorIs(t, err, datastore.ErrNotFound)
+	require.NoError(t, s.DeleteRelationship(ctx, partnerTD))
+	require.ErrorIs(t, s.DeleteRelationship(ctx, partnerTD), datastore.ErrNotFound)
+	_, err = s.FederatedBundle(ctx, partnerTD)
+	require.NoError(t, err, "deleting a relationship keeps the partner's bundle")
+}
