@@ -1,0 +1,305 @@
+package federation
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/datastore"
+)
+
+// Defaults for zero RefresherConfig fields.
+const (
+	DefaultMinRefresh = 30 * time.Second
+	DefaultMaxRefresh = time.Hour
+	DefaultInterval   = 5 * time.Minute // when a partner gives no hint
+	DefaultWorkers    = 8
+	firstBackoff      = 5 * time.Second
+)
+
+// BundleFetcher retrieves one partner bundle; *Fetcher implements it.
+type BundleFetcher interface {
+	Fetch(ctx context.Context, rel Relationship, endpoint *url.URL, trust *spiffebundle.Bundle) (*bundle.Result, error)
+}
+
+// RefresherStore is the persistence the refresher needs.
+type RefresherStore interface {
+	ListRelationships(ctx context.Context) ([]datastore.Relationship, error)
+	FederatedBundle(ctx context.Context, td spiffeid.TrustDomain) (datastore.Bundle, error)
+	SetFederatedBundle(ctx context.Context, b datastore.Bundle) error
+}
+
+// RefresherConfig configures a Refresher; zero fields take the defaults.
+type RefresherConfig struct {
+	Store   RefresherStore
+	Fetcher BundleFetcher
+	// LocalTrustDomain and LocalBundle authenticate endpoints whose SPIFFE
+	// ID is in our own trust domain (rare, but allowed).
+	LocalTrustDomain spiffeid.TrustDomain
+	LocalBundle      func() *spiffebundle.Bundle
+	// MinRefresh and MaxRefresh clamp the partners' refresh hints.
+	MinRefresh time.Duration
+	MaxRefresh time.Duration
+	// Workers bounds how many partners are polled at once.
+	Workers int
+	Now     func() time.Time
+	Logger  *slog.Logger
+}
+
+// Refresher polls every partner's bundle endpoint on one scheduler (a timer
+// heap feeding a bounded worker pool, not a goroutine per partner), stores
+// bundles that really changed, refuses rollbacks, and keeps the last good
+// bundle whatever a partner serves.
+type Refresher struct {
+	cfg RefresherConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	entries map[spiffeid.TrustDomain]*entry
+	queue   entryHeap
+	wake    chan struct{}
+	changed chan struct{}
+}
+
+// entry is the scheduling and status state of one relationship.
+type entry struct {
+	rel    Relationship
+	next   time.Time
+	index  int // in the heap; -1 when not queued
+	busy   bool
+	status Status
+	poll   sync.Mutex // serialises polls of this relationship
+}
+
+// NewRefresher returns a refresher; Reload loads the relationships.
+func NewRefresher(cfg RefresherConfig) *Refresher {
+	if cfg.MinRefresh == 0 {
+		cfg.MinRefresh = DefaultMinRefresh
+	}
+	if cfg.MaxRefresh == 0 {
+		cfg.MaxRefresh = DefaultMaxRefresh
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = DefaultWorkers
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Refresher{cfg: cfg, log: log, entries: map[spiffeid.TrustDomain]*entry{},
+		wake: make(chan struct{}, 1), changed: make(chan struct{})}
+}
+
+// Changed returns a channel closed the next time a federated bundle is
+// stored.
+func (r *Refresher) Changed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
+// Reload re-reads the relationships from the store: new and changed ones
+// are polled at once, removed ones are forgotten.
+func (r *Refresher) Reload(ctx context.Context) error {
+	recs, err := r.cfg.Store.ListRelationships(ctx)
+	if err != nil {
+		return err
+	}
+	seen := map[spiffeid.TrustDomain]bool{}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.cfg.Now()
+	for _, rec := range recs {
+		rel, err := FromRecord(rec)
+		if err != nil {
+			r.log.Error("skipping a stored relationship that does not parse", attrTrustDomain, rec.TrustDomain.Name(), attrError, err)
+			continue
+		}
+		seen[rel.TrustDomain] = true
+		r.upsert(rel, now)
+	}
+	for td, e := range r.entries {
+		if !seen[td] {
+			if e.index >= 0 {
+				heap.Remove(&r.queue, e.index)
+			}
+			delete(r.entries, td)
+		}
+	}
+	r.poke()
+	return nil
+}
+
+// upsert adds or updates an entry; the caller holds r.mu.
+func (r *Refresher) upsert(rel Relationship, now time.Time) {
+	e, ok := r.entries[rel.TrustDomain]
+	if ok && e.rel.Equal(&rel) {
+		return
+	}
+	if !ok {
+		e = &entry{index: -1, status: Status{TrustDomain: rel.TrustDomain.Name(), State: StateNeverFetched}}
+		r.entries[rel.TrustDomain] = e
+	}
+	e.rel = rel
+	r.schedule(e, now)
+}
+
+// schedule (re)queues e at t; the caller holds r.mu.
+func (r *Refresher) schedule(e *entry, t time.Time) {
+	e.next = t
+	e.status.NextAttempt = t
+	if e.busy {
+		return // the worker requeues it when it is done
+	}
+	if e.index >= 0 {
+		heap.Fix(&r.queue, e.index)
+		return
+	}
+	heap.Push(&r.queue, e)
+}
+
+func (r *Refresher) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run polls due relationships until ctx is done.
+func (r *Refresher) Run(ctx context.Context) error {
+	jobs := make(chan *entry)
+	var wg sync.WaitGroup
+	for range r.cfg.Workers {
+		wg.Go(func() {
+			for e := range jobs {
+				r.pollEntry(ctx, e)
+			}
+		})
+	}
+	defer func() {
+		close(jobs)
+		wg.Wait()
+	}()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		due, wait := r.nextDue()
+		if due != nil {
+			select {
+			case jobs <- due:
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// nextDue pops a due entry and marks it busy, or says how long to wait.
+func (r *Refresher) nextDue() (*entry, time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.queue.Len() == 0 {
+		return nil, time.Hour
+	}
+	e := r.queue[0]
+	if wait := e.next.Sub(r.cfg.Now()); wait > 0 {
+		return nil, wait
+	}
+	heap.Pop(&r.queue)
+	e.busy = true
+	return e, 0
+}
+
+// Refresh polls the relationship with td now and returns the result of
+// that poll (federation refresh, SPIRE's RefreshBundle).
+func (r *Refresher) Refresh(ctx context.Context, td spiffeid.TrustDomain) error {
+	r.mu.Lock()
+	e, ok := r.entries[td]
+	r.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("no federation relationship with %q: %w", td.Name(), datastore.ErrNotFound)
+	}
+	return r.poll(ctx, e)
+}
+
+// pollEntry is a worker's poll; it requeues the entry afterwards.
+func (r *Refresher) pollEntry(ctx context.Context, e *entry) {
+	_ = r.poll(ctx, e) // the outcome is in the status and the log
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e.busy = false
+	if r.entries[e.rel.TrustDomain] == e {
+		r.schedule(e, e.next)
+	}
+}
+
+// Status returns the status of every relationship, ordered by trust domain.
+func (r *Refresher) Status() []Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.cfg.Now()
+	out := make([]Status, 0, len(r.entries))
+	for _, e := range r.entries {
+		st := e.status
+		st.State = st.state(now, r.interval(st.RefreshHint))
+		st.Warnings = append([]string(nil), st.Warnings...)
+		out = append(out, st)
+	}
+	sortStatus(out)
+	return out
+}
+
+// interval is the poll period for a partner hint.
+func (r *Refresher) interval(hint time.Duration) time.Duration {
+	if hint <= 0 {
+		hint = DefaultInterval
+	}
+	return min(max(hint, r.cfg.MinRefresh), r.cfg.MaxRefresh)
+}
+
+// jitter spreads polls by up to a tenth of d either way.
+func jitter(d time.Duration) time.Duration {
+	spread := int64(d / 10)
+	if spread <= 0 {
+		return d
+	}
+	return d - time.Duration(spread) + time.Duration(rand.Int64N(2*spread)) //nolint:gosec // scheduling jitter, not security
+}
+
+// backoff is the wait after the n-th consecutive failure: exponential from
+// a few seconds, capped at the poll interval, with jitter.
+func backoff(n int, interval time.Duration) time.Duration {
+	d := firstBackoff << min(n-1, 20)
+	return jitter(min(d, interval))
+}
+
+// earliestExpiry returns when the first X.509 authority of b expires.
+func earliestExpiry(b *spiffebundle.Bundle) time.Time {
+	var first time.Time
+	for _, c := range b.X509Authorities() {
+		if first.IsZero() || c.NotAfter.Before(first) {
+			first = c.NotAfter
+		}
+	}
+	return first
+}

@@ -1,0 +1,68 @@
+package federation
+
+import (
+	"time"
+)
+
+// State summarises a relationship's freshness.
+type State string
+
+// States, from best to worst.
+const (
+	// StateHealthy: the last poll succeeded.
+	StateHealthy State = "healthy"
+	// StateFailing: the last poll failed, but a success is recent (within
+	// three poll intervals); the last good bundle is in use.
+	StateFailing State = "failing"
+	// StateStale: polls have failed for three poll intervals or more, or
+	// never succeeded while a bootstrap bundle is in use.
+	StateStale State = "stale"
+	// StateNeverFetched: no successful poll and no bundle yet.
+	StateNeverFetched State = "never_fetched"
+)
+
+// Status is what is known about one relationship's freshness.
+type Status struct {
+	TrustDomain         string
+	State               State
+	LastAttempt         time.Time
+	LastSuccess         time.Time
+	ConsecutiveFailures int
+	// LastError is the last failure's message (with its fix), empty after
+	// a success.
+	LastError string
+	// LastReason is the last failure's classification, if the fetcher gave
+	// one.
+	LastReason string
+	// Warnings are what the last successful fetch skipped or found odd.
+	Warnings []string
+	// HasBundle tells whether a bundle of the trust domain is stored.
+	HasBundle bool
+	// Sequence, BundleUpdated and EarliestExpiry describe the stored bundle.
+	Sequence       uint64
+	BundleUpdated  time.Time
+	EarliestExpiry time.Time
+	// RefreshHint is the partner's hint; NextAttempt when we poll again.
+	RefreshHint time.Duration
+	NextAttempt time.Time
+	Endpoint    string
+}
+
+// state derives the State from the counters.
+func (s *Status) state(now time.Time, interval time.Duration) State {
+	switch {
+	case s.ConsecutiveFailures == 0 && !s.LastSuccess.IsZero():
+		return StateHealthy
+	case s.LastSuccess.IsZero() && !s.HasBundle:
+		return StateNeverFetched
+	case s.LastSuccess.IsZero():
+		if s.LastAttempt.IsZero() {
+			return StateNeverFetched
+		}
+		return StateStale
+	case now.Sub(s.LastSuccess) >= 3*interval:
+		return StateStale
+	default:
+		return StateFailing
+	}
+}
