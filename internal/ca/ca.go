@@ -31,9 +31,9 @@ const (
 
 // MinPublishedHints is how many refresh hints a prepared authority is
 // published before automatic rotation activates it, so that every partner
-// polling at the hint has fetched it before anything it signs is seen (SPIFFE
-// Trust Domain and Bundle standard, section 6.2 and Appendix A: publish the
-// replacement well ahead, since the refresh hint bounds how fast keys rotate).
+// polling at the hint has fetched it before anything it signs is seen. The
+// SPIFFE Federation standard, section 4.1, recommends 3 to 5 times the
+// refresh hint.
 const MinPublishedHints = 3
 
 // Errors that callers map to API status codes.

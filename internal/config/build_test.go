@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -52,4 +53,14 @@ func TestBuild(t *testing.T) {
 		_, err := Build(filepath.Join(dir, "none.yaml"), Overrides{TrustDomain: "example.org"})
 		require.ErrorContains(t, err, "read config")
 	})
+}
+
+func TestFederationRefreshClamp(t *testing.T) {
+	c, err := Parse([]byte("trust_domain: a.test\nfederation:\n  min_refresh: 1s\n  max_refresh: 10m\n  ca_file: /etc/ca.pem\n"), "f.yaml")
+	require.NoError(t, err)
+	require.Equal(t, time.Second, c.Federation.MinRefresh)
+	require.Equal(t, 10*time.Minute, c.Federation.MaxRefresh)
+	require.Equal(t, "/etc/ca.pem", c.Federation.CAFile)
+	_, err = Parse([]byte("trust_domain: a.test\nfederation:\n  min_refresh: 2h\n  max_refresh: 1h\n"), "f.yaml")
+	require.ErrorContains(t, err, "line 3: federation.min_refresh")
 }

@@ -146,6 +146,13 @@ type Federation struct {
 	OnboardingDir string
 	// ClassName names this server's class of federation (class_name).
 	ClassName string
+	// MinRefresh and MaxRefresh clamp partners' refresh hints when
+	// polling (min_refresh, default 30s; max_refresh, default 1h).
+	MinRefresh time.Duration
+	MaxRefresh time.Duration
+	// CAFile holds extra PEM roots for https_web partners, for endpoints
+	// with certificates from an enterprise CA (ca_file).
+	CAFile string
 }
 
 // Telemetry configures the metrics endpoint.

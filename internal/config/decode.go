@@ -86,6 +86,9 @@ func (d *decoder) federation(n *yaml.Node, path string) {
 	m := d.mapping(n, path)
 	text(d, m["onboarding_dir"], path+".onboarding_dir", &d.c.Federation.OnboardingDir)
 	text(d, m["class_name"], path+".class_name", &d.c.Federation.ClassName)
+	d.duration(m["min_refresh"], path+".min_refresh", &d.c.Federation.MinRefresh)
+	d.duration(m["max_refresh"], path+".max_refresh", &d.c.Federation.MaxRefresh)
+	text(d, m["ca_file"], path+".ca_file", &d.c.Federation.CAFile)
 }
 
 func (d *decoder) telemetry(n *yaml.Node, path string) {

@@ -15,7 +15,7 @@ var sections = map[string][]string{
 	"ca.upstream":         {"cert_file", "key_file", "bundle_file"},
 	"bundle_endpoint":     {"address", "refresh_hint", "profile", "endpoint_spiffe_id", "web", "rate_limit"},
 	"bundle_endpoint.web": {"cert_file", "key_file"},
-	"federation":          {"onboarding_dir", "class_name"},
+	"federation":          {"onboarding_dir", "class_name", "min_refresh", "max_refresh", "ca_file"},
 	"telemetry":           {"address"},
 	"datastore":           {"driver", "dsn"},
 }

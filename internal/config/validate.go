@@ -38,6 +38,7 @@ func (c *Config) Validate() error {
 	v.sockets()
 	v.ca()
 	v.bundleEndpoint()
+	v.federation()
 	v.telemetry()
 	v.datastore()
 	v.logLevel()
@@ -306,5 +307,13 @@ func (v *validator) logLevel() {
 	case slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError:
 	default:
 		v.add("log_level", "%v is not a log level; use debug, info, warn or error", v.c.LogLevel)
+	}
+}
+
+// federation checks the refresh clamp.
+func (v *validator) federation() {
+	f := v.c.Federation
+	if f.MinRefresh > 0 && f.MaxRefresh > 0 && f.MinRefresh > f.MaxRefresh {
+		v.add("federation.min_refresh", "%s is longer than max_refresh %s", formatDuration(f.MinRefresh), formatDuration(f.MaxRefresh))
 	}
 }
