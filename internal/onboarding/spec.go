@@ -1,0 +1,210 @@
+package onboarding
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/federation"
+)
+
+// builder turns a rawSpec into a relationship, recording a problem for
+// every value that cannot be used and a warning for what works but is
+// worth knowing.
+type builder struct {
+	ps       *problems
+	rel      federation.Relationship
+	warnings []string
+}
+
+func (b *builder) build(s *rawSpec) {
+	b.trustDomain(s.trustDomain, s.line)
+	b.endpointURLs(s)
+	b.profile(s)
+	b.endpointSPIFFEID(s)
+	b.bundle(s.trustDomainBundle)
+}
+
+func (b *builder) trustDomain(v value, line int) {
+	switch {
+	case v.bad:
+		return
+	case v.text == "":
+		b.ps.add(v.lineOr(line), "trustDomain is required, e.g. trustDomain: partner.example")
+		return
+	}
+	td, err := parseTrustDomain(v.text)
+	if err != nil {
+		b.ps.add(v.line, "trustDomain: %v", err)
+		return
+	}
+	b.rel.TrustDomain = td
+}
+
+// parseTrustDomain parses a trust domain name. Like go-spiffe it accepts
+// the SPIFFE ID of the trust domain, spiffe://example.org, but not one with
+// a path.
+func parseTrustDomain(s string) (spiffeid.TrustDomain, error) {
+	td, err := spiffeid.TrustDomainFromString(s)
+	if err != nil {
+		return td, fmt.Errorf("%s is not a valid trust domain: %w; "+
+			"use lowercase letters, digits, dots, dashes and underscores, e.g. partner.example", quote(s), err)
+	}
+	if id, err := spiffeid.FromString(s); err == nil && id.Path() != "" {
+		return td, fmt.Errorf("%s is a SPIFFE ID with a path; write only the trust domain name, %s", quote(s), td.Name())
+	}
+	return td, nil
+}
+
+// endpointURLs sets the endpoint URLs: bundleEndpointURL first, then
+// bundleEndpointURLs in order, each once.
+func (b *builder) endpointURLs(s *rawSpec) {
+	all := s.bundleEndpointURLs
+	if s.bundleEndpointURL.text != "" || s.bundleEndpointURL.bad {
+		all = append([]value{s.bundleEndpointURL}, all...)
+	}
+	if len(all) == 0 {
+		line := s.line
+		if s.urlsLine > 0 {
+			line = s.urlsLine
+		}
+		b.ps.add(s.bundleEndpointURL.lineOr(line), "bundleEndpointURL is required, e.g. bundleEndpointURL: https://spire.partner.example:8443")
+		return
+	}
+	seen := make(map[string]bool, len(all))
+	for _, v := range all {
+		if v.bad {
+			continue
+		}
+		u, err := parseEndpointURL(v.text)
+		switch {
+		case err != nil:
+			b.ps.add(v.line, "%s: %v", v.name, err)
+		case !seen[u.String()]:
+			seen[u.String()] = true
+			b.rel.BundleEndpointURLs = append(b.rel.BundleEndpointURLs, u)
+		}
+	}
+}
+
+// parseEndpointURL parses a bundle endpoint URL. The SPIFFE Federation
+// standard (section 5) serves bundles over TLS only, and like
+// spire-controller-manager treaty refuses credentials in the URL.
+func parseEndpointURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, errors.New("the URL is empty")
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s is not a URL: %w", quote(s), err)
+	case u.Scheme == "http":
+		return nil, fmt.Errorf("%s uses http://, but the SPIFFE Federation standard requires TLS: use https://", quote(s))
+	case u.Scheme != "https" || u.Opaque != "":
+		return nil, fmt.Errorf("%s is not an https:// URL", quote(s))
+	case u.Hostname() == "":
+		return nil, fmt.Errorf("%s has no host; write it like https://spire.partner.example:8443", quote(s))
+	case u.User != nil:
+		return nil, fmt.Errorf("%s holds a user name or password; bundle endpoints are public, remove it", quote(s))
+	}
+	return u, nil
+}
+
+func (b *builder) profile(s *rawSpec) {
+	v := s.profileType
+	switch {
+	case s.profile.bad || v.bad:
+		return
+	case s.profile.line == 0:
+		b.ps.add(s.line, "bundleEndpointProfile is required, e.g. bundleEndpointProfile: {type: https_web}")
+		return
+	case v.text == "":
+		b.ps.add(v.lineOr(s.profile.line), "bundleEndpointProfile.type is required: https_web or https_spiffe")
+		return
+	}
+	p, err := federation.ParseProfile(v.text)
+	if err != nil {
+		b.ps.add(v.line, "bundleEndpointProfile.type: %v", err)
+		return
+	}
+	b.rel.Profile = p
+}
+
+// endpointSPIFFEID sets the SPIFFE ID an https_spiffe endpoint presents.
+// SPIRE lets it be in another trust domain than the one the endpoint
+// serves (an endpoint run by a third party); treaty requires the same
+// trust domain, so that a partner's bundle is only ever authenticated by
+// the partner itself.
+func (b *builder) endpointSPIFFEID(s *rawSpec) {
+	v := s.endpointSPIFFEID
+	switch {
+	case v.bad:
+		return
+	case b.rel.Profile == federation.ProfileHTTPSWeb && v.text != "":
+		b.ps.add(v.line, "bundleEndpointProfile.endpointSPIFFEID is only used with type https_spiffe; "+
+			"remove it, or set type: https_spiffe if the endpoint presents an X509-SVID")
+		return
+	case b.rel.Profile != federation.ProfileHTTPSSPIFFE:
+		return
+	case v.text == "":
+		b.ps.add(v.lineOr(s.profile.line), "bundleEndpointProfile.endpointSPIFFEID is required with type https_spiffe, e.g. endpointSPIFFEID: spiffe://%s/spire/server", b.tdName())
+		return
+	}
+	id, err := spiffeid.FromString(v.text)
+	switch {
+	case err != nil:
+		b.ps.add(v.line, "bundleEndpointProfile.endpointSPIFFEID %s is not a SPIFFE ID: %v; write it like spiffe://%s/spire/server", quote(v.text), err, b.tdName())
+	case !b.rel.TrustDomain.IsZero() && id.TrustDomain() != b.rel.TrustDomain:
+		b.ps.add(v.line, "bundleEndpointProfile.endpointSPIFFEID %s is not in trust domain %s; "+
+			"treaty requires the bundle endpoint to belong to the trust domain it serves, e.g. spiffe://%s/spire/server", id, b.tdName(), b.tdName())
+	default:
+		b.rel.EndpointSPIFFEID = id
+	}
+}
+
+// bundle sets the bootstrap bundle from trustDomainBundle, a SPIFFE bundle
+// (JWK Set) as text.
+func (b *builder) bundle(v value) {
+	td := b.rel.TrustDomain
+	switch {
+	case v.bad || td.IsZero():
+		return // without a trust domain the bundle cannot be checked
+	case strings.TrimSpace(v.text) == "":
+		if b.rel.Profile == federation.ProfileHTTPSSPIFFE {
+			b.warnings = append(b.warnings, fmt.Sprintf("the relationship cannot authenticate the endpoint until a bundle for %s is stored (treaty bundle set)", td.Name()))
+		}
+		return
+	}
+	res, err := bundle.Parse(td, []byte(v.text), bundle.Options{RequireKeys: true})
+	if err != nil {
+		b.bundleProblems(v.line, err)
+		return
+	}
+	for _, w := range res.Warnings {
+		b.warnings = append(b.warnings, "trustDomainBundle: "+w)
+	}
+	b.rel.TrustDomainBundle = res.Bundle
+}
+
+func (b *builder) bundleProblems(line int, err error) {
+	be, ok := errors.AsType[*bundle.Error](err)
+	if !ok {
+		b.ps.add(line, "trustDomainBundle: %v", err)
+		return
+	}
+	for _, p := range be.Problems {
+		b.ps.add(line, "trustDomainBundle: %s", p)
+	}
+}
+
+// tdName names the trust domain in examples, or a placeholder.
+func (b *builder) tdName() string {
+	if b.rel.TrustDomain.IsZero() {
+		return "<trustDomain>"
+	}
+	return b.rel.TrustDomain.Name()
+}
