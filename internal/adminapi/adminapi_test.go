@@ -27,6 +27,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
+	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/keystore"
 )
 
@@ -49,7 +50,8 @@ func start(t *testing.T) *grpc.ClientConn {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
 	socket := filepath.Join(sockDir, "private", "admin.sock")
-	srv, err := New(Config{SocketPath: socket, CA: c, Store: store})
+	refresher := federation.NewRefresher(federation.RefresherConfig{Store: store, Fetcher: federation.NewFetcher(federation.FetcherConfig{})})
+	srv, err := New(Config{SocketPath: socket, CA: c, Store: store, Relationships: store, Refresher: refresher})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -17,6 +17,7 @@ import (
 
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
+	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -37,6 +38,10 @@ type Config struct {
 	SocketMode fs.FileMode
 	CA         *ca.CA
 	Store      BundleStore
+	// Relationships and Refresher serve the TrustDomain API and the
+	// federation status.
+	Relationships RelationshipStore
+	Refresher     Refresher
 	// Logger receives request failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -51,8 +56,8 @@ type Server struct {
 
 // New builds a server; Run starts it.
 func New(cfg Config) (*Server, error) {
-	if cfg.SocketPath == "" || cfg.CA == nil || cfg.Store == nil {
-		return nil, errors.New("adminapi: socket path, CA and store are required")
+	if cfg.SocketPath == "" || cfg.CA == nil || cfg.Store == nil || cfg.Relationships == nil || cfg.Refresher == nil {
+		return nil, errors.New("adminapi: socket path, CA, stores and refresher are required")
 	}
 	if cfg.SocketMode == 0 {
 		cfg.SocketMode = 0o600
@@ -65,6 +70,10 @@ func New(cfg Config) (*Server, error) {
 	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.logErrors))
 	bundlev1.RegisterBundleServer(s.grpc, &bundleService{ca: cfg.CA, store: cfg.Store})
 	localauthorityv1.RegisterLocalAuthorityServer(s.grpc, &localAuthorityService{ca: cfg.CA})
+	trustdomainv1.RegisterTrustDomainServer(s.grpc, &trustDomainService{
+		local: cfg.CA.TrustDomain(), store: cfg.Relationships, refresher: cfg.Refresher, now: time.Now,
+	})
+	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
 }

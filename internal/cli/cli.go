@@ -48,6 +48,7 @@ func commands() []command {
 		{"version", "print treaty's version", runVersion},
 	}
 	cmds = append(cmds, bundleCommands()...)
+	cmds = append(cmds, federationCommands()...)
 	return append(cmds, localAuthorityCommands()...)
 }
 

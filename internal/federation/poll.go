@@ -48,11 +48,12 @@ func (r *Refresher) poll(ctx context.Context, e *entry) error {
 	return err
 }
 
-// load returns the bundle stored for td, or nil.
+// load returns the bundle stored for td, or nil when there is none yet
+// (a normal state for a new relationship, not an error).
 func (r *Refresher) load(ctx context.Context, td spiffeid.TrustDomain) (*stored, error) {
 	rec, err := r.cfg.Store.FederatedBundle(ctx, td)
 	if errors.Is(err, datastore.ErrNotFound) {
-		return nil, nil
+		return nil, nil //nolint:nilnil // no bundle yet is a state, see above
 	}
 	if err != nil {
 		return nil, err
@@ -199,7 +200,7 @@ func reasonOf(err error) string {
 
 // Log attribute keys.
 const (
-	attrTrustDomain = "trust_domain"
+	attrTrustDomain = "partner"
 	attrError       = "error"
 	attrSequence    = "sequence"
 	attrFailures    = "consecutive_failures"

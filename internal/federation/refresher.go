@@ -239,7 +239,14 @@ func (r *Refresher) Refresh(ctx context.Context, td spiffeid.TrustDomain) error 
 	if !ok {
 		return fmt.Errorf("no federation relationship with %q: %w", td.Name(), datastore.ErrNotFound)
 	}
-	return r.poll(ctx, e)
+	err := r.poll(ctx, e)
+	r.mu.Lock()
+	if r.entries[td] == e {
+		r.schedule(e, e.next) // record moved the next poll; keep the heap in order
+	}
+	r.mu.Unlock()
+	r.poke()
+	return err
 }
 
 // pollEntry is a worker's poll; it requeues the entry afterwards.
@@ -251,6 +258,7 @@ func (r *Refresher) pollEntry(ctx context.Context, e *entry) {
 	if r.entries[e.rel.TrustDomain] == e {
 		r.schedule(e, e.next)
 	}
+	r.poke() // Run may be sleeping on an empty queue
 }
 
 // Status returns the status of every relationship, ordered by trust domain.

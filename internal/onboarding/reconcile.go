@@ -260,7 +260,7 @@ func sortedKeys(m map[spiffeid.TrustDomain]File) []spiffeid.TrustDomain {
 
 // Log attribute keys.
 const (
-	attrTrustDomain = "trust_domain"
+	attrTrustDomain = "partner"
 	attrFile        = "file"
 	attrProblem     = "problem"
 	attrError       = "error"

@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,7 +22,9 @@ import (
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/config"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
+	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/keystore"
+	"github.com/treatyhq/treaty/internal/onboarding"
 )
 
 // File names inside the data directory.
@@ -43,6 +46,9 @@ type Server struct {
 	// endpoint is nil when bundle_endpoint.address is not set.
 	endpoint         *bundleendpoint.Server
 	endpointListener net.Listener
+	fetcher          *federation.Fetcher
+	refresher        *federation.Refresher
+	reconciler       *onboarding.Reconciler // nil without onboarding_dir
 }
 
 // New prepares every part of the server. On error everything already opened
@@ -57,6 +63,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		s.openDataDir,
 		func() error { return s.openStore(ctx) },
 		func() error { return s.startCA(ctx) },
+		func() error { return s.startRefresher(ctx) },
 		func() error { return s.listenAdmin(ctx) },
 		func() error { return s.listenEndpoint(ctx) },
 	}
@@ -135,12 +142,62 @@ func (s *Server) startCA(ctx context.Context) error {
 	return err
 }
 
+// startRefresher loads the federation relationships; polling starts in Run.
+func (s *Server) startRefresher(ctx context.Context) error {
+	var roots *x509.CertPool // nil: system roots
+	if caFile := s.cfg.Federation.CAFile; caFile != "" {
+		var err error
+		if roots, err = webRoots(caFile); err != nil {
+			return err
+		}
+	}
+	s.fetcher = federation.NewFetcher(federation.FetcherConfig{RootCAs: roots, Logger: s.log.With(attrComponent, "fetcher")})
+	s.refresher = federation.NewRefresher(federation.RefresherConfig{
+		Store:            s.store,
+		Fetcher:          s.fetcher,
+		LocalTrustDomain: s.cfg.TrustDomain,
+		LocalBundle:      s.ca.Bundle,
+		MinRefresh:       s.cfg.Federation.MinRefresh,
+		MaxRefresh:       s.cfg.Federation.MaxRefresh,
+		Logger:           s.log.With(attrComponent, "federation"),
+	})
+	if err := s.refresher.Reload(ctx); err != nil {
+		return err
+	}
+	if dir := s.cfg.Federation.OnboardingDir; dir != "" {
+		s.reconciler = onboarding.NewReconciler(onboarding.ReconcilerConfig{
+			Dir: dir, ClassName: s.cfg.Federation.ClassName, Local: s.cfg.TrustDomain,
+			Store: s.store, Reloader: s.refresher, Logger: s.log.With(attrComponent, "onboarding"),
+		})
+	}
+	return nil
+}
+
+// webRoots returns the system roots plus the certificates in caFile, for
+// https_web partners.
+func webRoots(caFile string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("federation.ca_file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("federation.ca_file %s: no PEM certificate found", caFile)
+	}
+	return pool, nil
+}
+
 func (s *Server) listenAdmin(ctx context.Context) error {
 	admin, err := adminapi.New(adminapi.Config{
-		SocketPath: s.cfg.AdminSocket,
-		CA:         s.ca,
-		Store:      s.store,
-		Logger:     s.log.With(attrComponent, "adminapi"),
+		SocketPath:    s.cfg.AdminSocket,
+		CA:            s.ca,
+		Store:         s.store,
+		Relationships: s.store,
+		Refresher:     s.refresher,
+		Logger:        s.log.With(attrComponent, "adminapi"),
 	})
 	if err != nil {
 		return err
@@ -186,9 +243,6 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 // so that nobody mistakes an accepted setting for a working one.
 func (s *Server) warnUnserved() {
 	c := s.cfg
-	if c.Federation.OnboardingDir != "" {
-		s.log.Warn("federation.onboarding_dir is configured but this version does not reconcile it yet", attrPath, c.Federation.OnboardingDir)
-	}
 	if c.Telemetry.Address != "" {
 		s.log.Warn("telemetry is configured but this version does not serve it yet", attrAddress, c.Telemetry.Address)
 	}
@@ -203,6 +257,10 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.ca.Run(ctx) })
+	g.Go(func() error { return s.refresher.Run(ctx) })
+	if s.reconciler != nil {
+		g.Go(func() error { return s.reconciler.Run(ctx) })
+	}
 	g.Go(func() error { return s.admin.Serve(ctx, s.adminListener) })
 	if s.endpoint != nil {
 		g.Go(func() error { return s.endpoint.Serve(ctx, s.endpointListener) })
@@ -220,6 +278,9 @@ func (s *Server) close() {
 		if l != nil {
 			_ = l.Close() // already closed after Serve; closing again is harmless
 		}
+	}
+	if s.fetcher != nil {
+		s.fetcher.Close()
 	}
 	if s.store != nil {
 		_ = s.store.Close()

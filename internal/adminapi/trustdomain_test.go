@@ -1,0 +1,98 @@
+package adminapi
+
+import (
+	"net"
+	"testing"
+
+	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+func spiffeProfile(id string) *types.FederationRelationship_HttpsSpiffe {
+	return &types.FederationRelationship_HttpsSpiffe{HttpsSpiffe: &types.HTTPSSPIFFEProfile{EndpointSpiffeId: id}}
+}
+
+func TestTrustDomainService(t *testing.T) {
+	conn := start(t)
+	ctx := t.Context()
+	client := trustdomainv1.NewTrustDomainClient(conn)
+
+	// A port nothing listens on, so that refreshes fail fast.
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadURL := "https://" + l.Addr().String()
+	require.NoError(t, l.Close())
+
+	boot := &types.Bundle{TrustDomain: "beta.test", X509Authorities: []*types.X509Certificate{{Asn1: caCert(t, true, "spiffe://beta.test")}}, SequenceNumber: 3}
+	good := &types.FederationRelationship{TrustDomain: "beta.test", BundleEndpointUrl: deadURL,
+		BundleEndpointProfile: spiffeProfile("spiffe://beta.test/spire/server"), TrustDomainBundle: boot}
+	tests := []struct {
+		name string
+		in   *types.FederationRelationship
+		code codes.Code
+		msg  string
+	}{
+		{"ok/https_spiffe with bootstrap", good, codes.OK, ""},
+		{"fail/exists", good, codes.AlreadyExists, "already exists"},
+		{"fail/own trust domain", &types.FederationRelationship{TrustDomain: "alpha.test", BundleEndpointUrl: deadURL, BundleEndpointProfile: spiffeProfile("spiffe://alpha.test/x")}, codes.InvalidArgument, "own trust domain"},
+		{"fail/http url", &types.FederationRelationship{TrustDomain: "gamma.test", BundleEndpointUrl: "http://x", BundleEndpointProfile: &types.FederationRelationship_HttpsWeb{HttpsWeb: &types.HTTPSWebProfile{}}}, codes.InvalidArgument, "must be an https:// URL"},
+		{"fail/no profile", &types.FederationRelationship{TrustDomain: "gamma.test", BundleEndpointUrl: deadURL}, codes.InvalidArgument, "bundle_endpoint_profile is required"},
+		{"fail/bad endpoint id", &types.FederationRelationship{TrustDomain: "gamma.test", BundleEndpointUrl: deadURL, BundleEndpointProfile: spiffeProfile("not-an-id")}, codes.InvalidArgument, "endpoint_spiffe_id"},
+		{"fail/bootstrap for another trust domain", &types.FederationRelationship{TrustDomain: "gamma.test", BundleEndpointUrl: deadURL, BundleEndpointProfile: spiffeProfile("spiffe://gamma.test/s"), TrustDomainBundle: boot}, codes.InvalidArgument, "trust_domain_bundle"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := client.BatchCreateFederationRelationship(ctx, &trustdomainv1.BatchCreateFederationRelationshipRequest{FederationRelationships: []*types.FederationRelationship{tt.in}})
+			require.NoError(t, err)
+			st := resp.GetResults()[0].GetStatus()
+			require.Equal(t, int32(tt.code), st.GetCode(), st.GetMessage())
+			require.Contains(t, st.GetMessage(), tt.msg)
+		})
+	}
+
+	got, err := client.GetFederationRelationship(ctx, &trustdomainv1.GetFederationRelationshipRequest{TrustDomain: "beta.test"})
+	require.NoError(t, err)
+	require.Equal(t, deadURL, got.GetBundleEndpointUrl())
+	require.Equal(t, "spiffe://beta.test/spire/server", got.GetHttpsSpiffe().GetEndpointSpiffeId())
+	require.Equal(t, uint64(3), got.GetTrustDomainBundle().GetSequenceNumber(), "the bootstrap bundle was stored")
+
+	list, err := client.ListFederationRelationships(ctx, &trustdomainv1.ListFederationRelationshipsRequest{})
+	require.NoError(t, err)
+	require.Len(t, list.GetFederationRelationships(), 1)
+
+	upd, err := client.BatchUpdateFederationRelationship(ctx, &trustdomainv1.BatchUpdateFederationRelationshipRequest{
+		FederationRelationships: []*types.FederationRelationship{{TrustDomain: "beta.test", BundleEndpointUrl: deadURL + "/bundle"}},
+		InputMask:               &types.FederationRelationshipMask{BundleEndpointUrl: true},
+	})
+	require.NoError(t, err)
+	require.Equal(t, int32(codes.OK), upd.GetResults()[0].GetStatus().GetCode(), upd.GetResults()[0].GetStatus().GetMessage())
+	require.Equal(t, deadURL+"/bundle", upd.GetResults()[0].GetFederationRelationship().GetBundleEndpointUrl())
+	require.Equal(t, "spiffe://beta.test/spire/server", upd.GetResults()[0].GetFederationRelationship().GetHttpsSpiffe().GetEndpointSpiffeId(), "masked update keeps the profile")
+
+	// Refreshing a partner that is down explains itself.
+	_, err = client.RefreshBundle(ctx, &trustdomainv1.RefreshBundleRequest{TrustDomain: "beta.test"})
+	require.Equal(t, codes.Unavailable, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "refused")
+	_, err = client.RefreshBundle(ctx, &trustdomainv1.RefreshBundleRequest{TrustDomain: "nobody.test"})
+	require.Equal(t, codes.NotFound, status.Code(err))
+
+	var st structpb.Struct
+	require.NoError(t, conn.Invoke(ctx, StatusMethod, &emptypb.Empty{}, &st))
+	rels := st.GetFields()["relationships"].GetListValue().GetValues()
+	require.Len(t, rels, 1)
+	fields := rels[0].GetStructValue().GetFields()
+	require.Equal(t, "beta.test", fields["trust_domain"].GetStringValue())
+	require.Equal(t, "stale", fields["state"].GetStringValue(), "never fetched, but a bootstrap bundle is in use")
+	require.Equal(t, "connection_refused", fields["last_reason"].GetStringValue())
+
+	del, err := client.BatchDeleteFederationRelationship(ctx, &trustdomainv1.BatchDeleteFederationRelationshipRequest{TrustDomains: []string{"beta.test", "beta.test"}})
+	require.NoError(t, err)
+	require.Equal(t, int32(codes.OK), del.GetResults()[0].GetStatus().GetCode())
+	require.Equal(t, int32(codes.NotFound), del.GetResults()[1].GetStatus().GetCode())
+}

@@ -1,0 +1,425 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/treatyhq/treaty/internal/adminapi"
+)
+
+func federationCommands() []command {
+	return []command{
+		{"federation create", "create a federation relationship with a partner trust domain", runFederationWrite(true)},
+		{"federation update", "change a federation relationship", runFederationWrite(false)},
+		{"federation list", "list federation relationships", runFederationList},
+		{"federation show", "show one federation relationship", runFederationShow},
+		{"federation delete", "delete a federation relationship (the partner's bundle stays)", runFederationDelete},
+		{"federation refresh", "fetch a partner's bundle now", runFederationRefresh},
+		{"federation status", "freshness of every partner's bundle", runFederationStatus},
+	}
+}
+
+// relationshipFlags are create's and update's flags, spelled as
+// spire-server spells them.
+type relationshipFlags struct {
+	trustDomain, url, profile, endpointID, bundlePath, bundleFormat, data string
+}
+
+func (f *relationshipFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.trustDomain, "trustDomain", "", "the partner's trust domain, e.g. partner.example")
+	fs.StringVar(&f.url, "bundleEndpointURL", "", "the partner's bundle endpoint, e.g. https://spire.partner.example:8443")
+	fs.StringVar(&f.profile, "bundleEndpointProfile", "", "https_web or https_spiffe")
+	fs.StringVar(&f.endpointID, "endpointSpiffeID", "", "SPIFFE ID the endpoint presents (https_spiffe), e.g. spiffe://partner.example/spire/server")
+	fs.StringVar(&f.bundlePath, "trustDomainBundlePath", "", "the partner's bundle, obtained out of band (bootstrap)")
+	fs.StringVar(&f.bundleFormat, "trustDomainBundleFormat", formatPEM, "format of -trustDomainBundlePath: pem or spiffe")
+	fs.StringVar(&f.data, "data", "", `JSON file of relationships ({"federationRelationships": [...]}); "-" reads standard input`)
+}
+
+// dataFile is spire-server's -data format.
+type dataFile struct {
+	FederationRelationships []dataRelationship `json:"federationRelationships"`
+}
+
+type dataRelationship struct {
+	TrustDomain             string `json:"trustDomain"`
+	BundleEndpointURL       string `json:"bundleEndpointURL"`
+	BundleEndpointProfile   string `json:"bundleEndpointProfile"`
+	EndpointSPIFFEID        string `json:"endpointSPIFFEID"`
+	TrustDomainBundle       string `json:"trustDomainBundle"`
+	TrustDomainBundlePath   string `json:"trustDomainBundlePath"`
+	TrustDomainBundleFormat string `json:"trustDomainBundleFormat"`
+}
+
+// relationships builds the API relationships from the flags or -data.
+func (f *relationshipFlags) relationships(e *env) ([]*types.FederationRelationship, error) {
+	if f.data == "" {
+		if f.trustDomain == "" || f.url == "" || f.profile == "" {
+			return nil, usagef("-trustDomain, -bundleEndpointURL and -bundleEndpointProfile are required (or -data FILE)")
+		}
+		rel, err := buildRelationship(e, dataRelationship{
+			TrustDomain: f.trustDomain, BundleEndpointURL: f.url, BundleEndpointProfile: f.profile,
+			EndpointSPIFFEID: f.endpointID, TrustDomainBundlePath: f.bundlePath, TrustDomainBundleFormat: f.bundleFormat,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return []*types.FederationRelationship{rel}, nil
+	}
+	return f.fromData(e)
+}
+
+func (f *relationshipFlags) fromData(e *env) ([]*types.FederationRelationship, error) {
+	raw, err := readInput(e, f.data)
+	if err != nil {
+		return nil, err
+	}
+	var data dataFile
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&data); err != nil {
+		return nil, fmt.Errorf("-data %s: %w (expected {\"federationRelationships\": [{\"trustDomain\": ..., \"bundleEndpointURL\": ..., \"bundleEndpointProfile\": ...}]})", f.data, err)
+	}
+	var out []*types.FederationRelationship
+	for i, d := range data.FederationRelationships {
+		if d.TrustDomainBundleFormat == "" {
+			d.TrustDomainBundleFormat = formatPEM
+		}
+		rel, err := buildRelationship(e, d)
+		if err != nil {
+			return nil, fmt.Errorf("-data %s: federationRelationships[%d]: %w", f.data, i, err)
+		}
+		out = append(out, rel)
+	}
+	return out, nil
+}
+
+func readInput(e *env, path string) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(io.LimitReader(e.stdin, 16<<20))
+	}
+	return os.ReadFile(path)
+}
+
+func buildRelationship(e *env, d dataRelationship) (*types.FederationRelationship, error) {
+	td, err := trustDomainArg("trustDomain", d.TrustDomain)
+	if err != nil {
+		return nil, err
+	}
+	rel := &types.FederationRelationship{TrustDomain: td.Name(), BundleEndpointUrl: d.BundleEndpointURL}
+	switch d.BundleEndpointProfile {
+	case "https_web":
+		if d.EndpointSPIFFEID != "" {
+			return nil, usagef("-endpointSpiffeID is only used with -bundleEndpointProfile https_spiffe")
+		}
+		rel.BundleEndpointProfile = &types.FederationRelationship_HttpsWeb{HttpsWeb: &types.HTTPSWebProfile{}}
+	case "https_spiffe":
+		if d.EndpointSPIFFEID == "" {
+			return nil, usagef("-bundleEndpointProfile https_spiffe needs -endpointSpiffeID, e.g. spiffe://%s/spire/server", td.Name())
+		}
+		rel.BundleEndpointProfile = &types.FederationRelationship_HttpsSpiffe{HttpsSpiffe: &types.HTTPSSPIFFEProfile{EndpointSpiffeId: d.EndpointSPIFFEID}}
+	default:
+		return nil, usagef("-bundleEndpointProfile %q: use https_web or https_spiffe", d.BundleEndpointProfile)
+	}
+	if err := checkChoice("trustDomainBundleFormat", d.TrustDomainBundleFormat, formatPEM, formatSPIFFE); err != nil {
+		return nil, err
+	}
+	if d.TrustDomainBundlePath != "" || d.TrustDomainBundle != "" {
+		b, err := bootstrapBundle(e, td.Name(), d)
+		if err != nil {
+			return nil, err
+		}
+		rel.TrustDomainBundle = b
+	}
+	return rel, nil
+}
+
+// bootstrapBundle reads the bootstrap bundle of d, inline or from its
+// path, and checks it locally first.
+func bootstrapBundle(e *env, td string, d dataRelationship) (*types.Bundle, error) {
+	parsed, err := trustDomainArg("trustDomain", td)
+	if err != nil {
+		return nil, err
+	}
+	source := e
+	if d.TrustDomainBundle != "" {
+		source = &env{stdout: e.stdout, stderr: e.stderr, stdin: strings.NewReader(d.TrustDomainBundle)}
+	}
+	b, err := readBundleInput(source, parsed, d.TrustDomainBundlePath, d.TrustDomainBundleFormat)
+	if err != nil {
+		return nil, err
+	}
+	return spiffeToAPI(b), nil
+}
+
+func runFederationWrite(create bool) func(context.Context, *env, []string) error {
+	verb := "update"
+	if create {
+		verb = "create"
+	}
+	return func(ctx context.Context, e *env, args []string) error {
+		fs := newFlags(e, "federation "+verb)
+		socketPath, output := socketFlag(fs), outputFlag(fs)
+		var f relationshipFlags
+		f.register(fs)
+		if err := parseOutput(fs, args, output); err != nil {
+			return err
+		}
+		rels, err := f.relationships(e)
+		if err != nil {
+			return err
+		}
+		return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+			return writeRelationships(ctx, e, trustdomainv1.NewTrustDomainClient(conn), rels, create, *output)
+		})
+	}
+}
+
+// result is what both batch responses have per relationship.
+type result interface {
+	GetStatus() *types.Status
+	GetFederationRelationship() *types.FederationRelationship
+}
+
+func writeRelationships(ctx context.Context, e *env, client trustdomainv1.TrustDomainClient, rels []*types.FederationRelationship, create bool, output string) error {
+	var results []result
+	var resp proto.Message
+	if create {
+		r, err := client.BatchCreateFederationRelationship(ctx, &trustdomainv1.BatchCreateFederationRelationshipRequest{FederationRelationships: rels})
+		if err != nil {
+			return err
+		}
+		for _, x := range r.GetResults() {
+			results = append(results, x)
+		}
+		resp = r
+	} else {
+		r, err := client.BatchUpdateFederationRelationship(ctx, &trustdomainv1.BatchUpdateFederationRelationshipRequest{FederationRelationships: rels})
+		if err != nil {
+			return err
+		}
+		for _, x := range r.GetResults() {
+			results = append(results, x)
+		}
+		resp = r
+	}
+	if output == outputJSON {
+		return printJSON(e.stdout, resp)
+	}
+	return printWriteResults(e, results, create)
+}
+
+func printWriteResults(e *env, results []result, create bool) error {
+	done := "updated"
+	if create {
+		done = "created"
+	}
+	var failed []string
+	for _, r := range results {
+		if err := resultError(r.GetStatus()); err != nil {
+			failed = append(failed, err.Error())
+			continue
+		}
+		e.printf("Federation relationship %s.\n\n", done)
+		printRelationship(e, r.GetFederationRelationship())
+	}
+	if len(failed) > 0 {
+		return errors.New(strings.Join(failed, "\n"))
+	}
+	return nil
+}
+
+func printRelationship(e *env, r *types.FederationRelationship) {
+	e.printf("Trust domain              : %s\n", r.GetTrustDomain())
+	e.printf("Bundle endpoint URL       : %s\n", r.GetBundleEndpointUrl())
+	switch p := r.GetBundleEndpointProfile().(type) {
+	case *types.FederationRelationship_HttpsWeb:
+		e.printf("Bundle endpoint profile   : https_web\n")
+	case *types.FederationRelationship_HttpsSpiffe:
+		e.printf("Bundle endpoint profile   : https_spiffe\n")
+		e.printf("Endpoint SPIFFE ID        : %s\n", p.HttpsSpiffe.GetEndpointSpiffeId())
+	}
+}
+
+func runFederationList(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "federation list")
+	socketPath, output := socketFlag(fs), outputFlag(fs)
+	if err := parseOutput(fs, args, output); err != nil {
+		return err
+	}
+	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+		resp, err := trustdomainv1.NewTrustDomainClient(conn).ListFederationRelationships(ctx, &trustdomainv1.ListFederationRelationshipsRequest{})
+		if err != nil {
+			return err
+		}
+		if *output == outputJSON {
+			return printJSON(e.stdout, resp)
+		}
+		rels := resp.GetFederationRelationships()
+		noun := "relationships"
+		if len(rels) == 1 {
+			noun = "relationship"
+		}
+		e.printf("Found %d federation %s\n", len(rels), noun)
+		for _, r := range rels {
+			e.printf("\n")
+			printRelationship(e, r)
+		}
+		return nil
+	})
+}
+
+func runFederationShow(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "federation show")
+	socketPath, output := socketFlag(fs), outputFlag(fs)
+	trustDomain := fs.String("trustDomain", "", "the partner's trust domain (required)")
+	if err := parseOutput(fs, args, output); err != nil {
+		return err
+	}
+	if *trustDomain == "" {
+		return usagef("-trustDomain is required")
+	}
+	td, err := trustDomainArg("trustDomain", *trustDomain)
+	if err != nil {
+		return err
+	}
+	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+		r, err := trustdomainv1.NewTrustDomainClient(conn).GetFederationRelationship(ctx, &trustdomainv1.GetFederationRelationshipRequest{TrustDomain: td.Name()})
+		if err != nil {
+			return err
+		}
+		if *output == outputJSON {
+			return printJSON(e.stdout, r)
+		}
+		e.printf("Found a federation relationship with trust domain %s\n\n", td.Name())
+		printRelationship(e, r)
+		return nil
+	})
+}
+
+func runFederationDelete(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "federation delete")
+	socketPath := socketFlag(fs)
+	id := fs.String("id", "", "the partner's trust domain, e.g. partner.example (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *id == "" {
+		return usagef("-id is required")
+	}
+	td, err := trustDomainArg("id", *id)
+	if err != nil {
+		return err
+	}
+	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+		resp, err := trustdomainv1.NewTrustDomainClient(conn).BatchDeleteFederationRelationship(ctx, &trustdomainv1.BatchDeleteFederationRelationshipRequest{TrustDomains: []string{td.Name()}})
+		if err != nil {
+			return err
+		}
+		if err := resultError(resp.GetResults()[0].GetStatus()); err != nil {
+			return err
+		}
+		e.printf("Federation relationship deleted.\n")
+		return nil
+	})
+}
+
+func runFederationRefresh(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "federation refresh")
+	socketPath := socketFlag(fs)
+	id := fs.String("id", "", "the partner's trust domain, e.g. partner.example (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *id == "" {
+		return usagef("-id is required")
+	}
+	td, err := trustDomainArg("id", *id)
+	if err != nil {
+		return err
+	}
+	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+		if _, err := trustdomainv1.NewTrustDomainClient(conn).RefreshBundle(ctx, &trustdomainv1.RefreshBundleRequest{TrustDomain: td.Name()}); err != nil {
+			return err
+		}
+		e.printf("Bundle refreshed\n")
+		return nil
+	})
+}
+
+func runFederationStatus(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "federation status")
+	socketPath, output := socketFlag(fs), outputFlag(fs)
+	if err := parseOutput(fs, args, output); err != nil {
+		return err
+	}
+	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+		resp := &structpb.Struct{}
+		if err := conn.Invoke(ctx, adminapi.StatusMethod, &emptypb.Empty{}, resp); err != nil {
+			return err
+		}
+		if *output == outputJSON {
+			return printJSON(e.stdout, resp)
+		}
+		return printStatus(e, resp, time.Now())
+	})
+}
+
+func printStatus(e *env, resp *structpb.Struct, now time.Time) error {
+	rels := resp.GetFields()["relationships"].GetListValue().GetValues()
+	if len(rels) == 0 {
+		e.printf("No federation relationships. Create one with `treaty federation create`.\n")
+		return nil
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TRUST DOMAIN\tSTATE\tLAST SUCCESS\tFAILURES\tSEQUENCE\tEARLIEST EXPIRY\tENDPOINT")
+	var notes []string
+	for _, v := range rels {
+		f := v.GetStructValue().GetFields()
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f\t%.0f\t%s\t%s\n", f["trust_domain"].GetStringValue(), f["state"].GetStringValue(),
+			ago(f["last_success"].GetStringValue(), now), f["consecutive_failures"].GetNumberValue(), f["sequence"].GetNumberValue(),
+			orDash(f["earliest_expiry"].GetStringValue()), f["endpoint"].GetStringValue())
+		if msg := f["last_error"].GetStringValue(); msg != "" {
+			notes = append(notes, fmt.Sprintf("%s: %s", f["trust_domain"].GetStringValue(), msg))
+		}
+		for _, warn := range f["warnings"].GetListValue().GetValues() {
+			notes = append(notes, fmt.Sprintf("%s: warning: %s", f["trust_domain"].GetStringValue(), warn.GetStringValue()))
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		e.printf("\n%s\n", n)
+	}
+	return nil
+}
+
+func ago(rfc3339 string, now time.Time) string {
+	t, err := time.Parse(time.RFC3339, rfc3339)
+	if err != nil {
+		return "never"
+	}
+	return now.Sub(t).Round(time.Second).String() + " ago"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
