@@ -23,17 +23,23 @@ type relationshipStatus struct {
 
 func federationStatus(t *testing.T, s *server, td string) relationshipStatus {
 	t.Helper()
+	st, ok := findStatus(t, s, td)
+	require.True(t, ok, "no status for %s", td)
+	return st
+}
+
+func findStatus(t *testing.T, s *server, td string) (relationshipStatus, bool) {
+	t.Helper()
 	var resp struct {
 		Relationships []relationshipStatus `json:"relationships"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(s.treaty("federation", "status", "-output", "json")), &resp))
 	for _, r := range resp.Relationships {
 		if r.TrustDomain == td {
-			return r
+			return r, true
 		}
 	}
-	t.Fatalf("no status for %s", td)
-	return relationshipStatus{}
+	return relationshipStatus{}, false
 }
 
 // waitStatus polls the status until ok accepts it, for at most 20 seconds.
@@ -41,8 +47,8 @@ func waitStatus(t *testing.T, s *server, td string, ok func(relationshipStatus) 
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		st := federationStatus(t, s, td)
-		if ok(st) {
+		st, found := findStatus(t, s, td)
+		if found && ok(st) {
 			return st
 		}
 		if time.Now().After(deadline) {
