@@ -223,18 +223,20 @@ func writeRelationships(ctx context.Context, e *env, client trustdomainv1.TrustD
 	return printWriteResults(e, results, create)
 }
 
+// printWriteResults prints what was written as spire-server does (a blank
+// line, then the relationship) and returns every failure.
 func printWriteResults(e *env, results []result, create bool) error {
-	done := "updated"
+	verb := "update"
 	if create {
-		done = "created"
+		verb = "create"
 	}
 	var failed []string
 	for _, r := range results {
 		if err := resultError(r.GetStatus()); err != nil {
-			failed = append(failed, err.Error())
+			failed = append(failed, fmt.Sprintf("could not %s the federation relationship: %v", verb, err))
 			continue
 		}
-		e.printf("Federation relationship %s.\n\n", done)
+		e.printf("\n")
 		printRelationship(e, r.GetFederationRelationship())
 	}
 	if len(failed) > 0 {
@@ -305,7 +307,7 @@ func runFederationShow(ctx context.Context, e *env, args []string) error {
 		if *output == outputJSON {
 			return printJSON(e.stdout, r)
 		}
-		e.printf("Found a federation relationship with trust domain %s\n\n", td.Name())
+		e.printf("Found a federation relationship with trust domain %s:\n\n", td.Name())
 		printRelationship(e, r)
 		return nil
 	})
@@ -333,7 +335,7 @@ func runFederationDelete(ctx context.Context, e *env, args []string) error {
 		if err := resultError(resp.GetResults()[0].GetStatus()); err != nil {
 			return err
 		}
-		e.printf("Federation relationship deleted.\n")
+		e.printf("federation relationship deleted.\n")
 		return nil
 	})
 }

@@ -80,7 +80,7 @@ func TestTwoServersFederate(t *testing.T) {
 	out := alpha.treaty("federation", "create", "-trustDomain", "beta.test", "-bundleEndpointURL", "https://"+betaAddr,
 		"-bundleEndpointProfile", "https_spiffe", "-endpointSpiffeID", "spiffe://beta.test/spire/server",
 		"-trustDomainBundlePath", betaBundle, "-trustDomainBundleFormat", "spiffe")
-	require.Contains(t, out, "Federation relationship created.")
+	require.Contains(t, out, "Trust domain              : beta.test")
 	beta.treaty("federation", "create", "-trustDomain", "alpha.test", "-bundleEndpointURL", "https://"+alphaAddr,
 		"-bundleEndpointProfile", "https_spiffe", "-endpointSpiffeID", "spiffe://alpha.test/spire/server",
 		"-trustDomainBundlePath", alphaBundle, "-trustDomainBundleFormat", "spiffe")

@@ -93,6 +93,22 @@ func TestSPIRECLIAgainstTreaty(t *testing.T) {
 		require.JSONEq(t, spireCLI("bundle", "show", "-output", "json"), s.treaty("bundle", "show", "-output", "json"))
 	})
 
+	t.Run("federation", func(t *testing.T) {
+		create := []string{"federation", "create", "-trustDomain", "gamma.test", "-bundleEndpointURL", "https://127.0.0.1:1",
+			"-bundleEndpointProfile", "https_spiffe", "-endpointSpiffeID", "spiffe://gamma.test/spire/server"}
+		require.Contains(t, spireCLI(create...), "Endpoint SPIFFE ID        : spiffe://gamma.test/spire/server")
+		for _, args := range [][]string{{"federation", "list"}, {"federation", "show", "-trustDomain", "gamma.test"}} {
+			require.Equal(t, spireCLI(args...), s.treaty(args...), "treaty prints what spire-server prints for %v", args)
+		}
+		require.JSONEq(t, spireCLI("federation", "list", "-output", "json"), s.treaty("federation", "list", "-output", "json"))
+		// Refreshing without the partner's bundle fails with treaty's explanation.
+		out, stderr, err := runCmd(spire, "federation", "refresh", "-id", "gamma.test", "-socketPath", s.socket)
+		require.Error(t, err, out)
+		require.Contains(t, stderr, "https_spiffe needs the partner's bundle once")
+		require.Equal(t, "federation relationship deleted.\n", spireCLI("federation", "delete", "-id", "gamma.test"))
+		require.Contains(t, s.treaty("federation", "list"), "Found 0 federation relationships")
+	})
+
 	t.Run("healthcheck", func(t *testing.T) {
 		require.Contains(t, spireCLI("healthcheck"), "healthy")
 	})
