@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // response is the pre-serialised answer for one version of the bundle.
@@ -32,10 +33,33 @@ func newResponse(doc []byte, seq uint64) *response {
 // and 304 for a matching If-None-Match.
 type handler struct {
 	current atomic.Pointer[response]
-	limiter *limiter // nil: no rate limit
+	limiter *limiter                        // nil: no rate limit
+	observe func(code int, d time.Duration) // nil: not measured
+}
+
+// statusRecorder remembers the status code written.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.observe == nil {
+		h.serve(w, r)
+		return
+	}
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	h.serve(rec, r)
+	h.observe(rec.code, time.Since(start))
+}
+
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/" {
 		http.Error(w, "not found: the bundle is served at /", http.StatusNotFound)
 		return

@@ -57,6 +57,9 @@ type Config struct {
 	// RateLimit is the requests per second allowed per client IP; 0 is off.
 	RateLimit float64
 	Source    Source
+	// Observe, when set, is called after every request with its status
+	// code and duration (metrics).
+	Observe func(code int, d time.Duration)
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
 	// Logger receives certificate renewals and failures; nil discards.
@@ -83,7 +86,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, handler: &handler{}}
+	s := &Server{cfg: cfg, log: log, handler: &handler{observe: cfg.Observe}}
 	if cfg.RateLimit > 0 {
 		s.handler.limiter = newLimiter(cfg.RateLimit, cfg.Now)
 	}

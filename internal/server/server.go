@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -21,10 +22,12 @@ import (
 	"github.com/treatyhq/treaty/internal/bundleendpoint"
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/config"
+	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/keystore"
 	"github.com/treatyhq/treaty/internal/onboarding"
+	"github.com/treatyhq/treaty/internal/telemetry"
 )
 
 // File names inside the data directory.
@@ -44,11 +47,13 @@ type Server struct {
 	admin         *adminapi.Server
 	adminListener net.Listener
 	// endpoint is nil when bundle_endpoint.address is not set.
-	endpoint         *bundleendpoint.Server
-	endpointListener net.Listener
-	fetcher          *federation.Fetcher
-	refresher        *federation.Refresher
-	reconciler       *onboarding.Reconciler // nil without onboarding_dir
+	endpoint          *bundleendpoint.Server
+	endpointListener  net.Listener
+	fetcher           *federation.Fetcher
+	refresher         *federation.Refresher
+	reconciler        *onboarding.Reconciler // nil without onboarding_dir
+	telemetry         *telemetry.Server      // nil without telemetry.address
+	telemetryListener net.Listener
 }
 
 // New prepares every part of the server. On error everything already opened
@@ -64,6 +69,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		func() error { return s.openStore(ctx) },
 		func() error { return s.startCA(ctx) },
 		func() error { return s.startRefresher(ctx) },
+		func() error { return s.listenTelemetry(ctx) },
 		func() error { return s.listenAdmin(ctx) },
 		func() error { return s.listenEndpoint(ctx) },
 	}
@@ -225,6 +231,7 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 		CertFile:         be.Web.CertFile,
 		KeyFile:          be.Web.KeyFile,
 		RateLimit:        be.RateLimit,
+		Observe:          s.observeEndpoint(),
 		Source:           s.ca,
 		Logger:           s.log.With(attrComponent, "bundleendpoint"),
 	})
@@ -239,13 +246,46 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 	return nil
 }
 
+// listenTelemetry prepares /metrics, /healthz and /readyz, if configured.
+func (s *Server) listenTelemetry(ctx context.Context) error {
+	if s.cfg.Telemetry.Address == "" {
+		return nil
+	}
+	s.telemetry = telemetry.New(telemetry.Config{
+		Address:    s.cfg.Telemetry.Address,
+		Federation: s.refresher,
+		Ready:      s.ready,
+		Logger:     s.log.With(attrComponent, "telemetry"),
+	})
+	l, err := s.telemetry.Listen(ctx)
+	if err != nil {
+		return err
+	}
+	s.telemetryListener = l
+	return nil
+}
+
+// observeEndpoint returns the bundle endpoint's metrics hook, or nil.
+func (s *Server) observeEndpoint() func(int, time.Duration) {
+	if s.telemetry == nil {
+		return nil
+	}
+	return s.telemetry.ObserveRequest
+}
+
+// ready reports whether the server can issue and publish: the CA has an
+// active X.509 authority.
+func (s *Server) ready() error {
+	if s.ca.State(datastore.KindX509).Active == nil {
+		return errors.New("no active X.509 authority")
+	}
+	return nil
+}
+
 // warnUnserved says which configured parts this version does not run yet,
 // so that nobody mistakes an accepted setting for a working one.
 func (s *Server) warnUnserved() {
-	c := s.cfg
-	if c.Telemetry.Address != "" {
-		s.log.Warn("telemetry is configured but this version does not serve it yet", attrAddress, c.Telemetry.Address)
-	}
+	s.log.Info("the Workload API is not served by this version; workload_socket is unused", attrPath, s.cfg.WorkloadSocket)
 }
 
 // CA returns the server's certificate authority.
@@ -261,6 +301,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.reconciler != nil {
 		g.Go(func() error { return s.reconciler.Run(ctx) })
 	}
+	if s.telemetry != nil {
+		g.Go(func() error { return s.telemetry.Serve(ctx, s.telemetryListener) })
+	}
 	g.Go(func() error { return s.admin.Serve(ctx, s.adminListener) })
 	if s.endpoint != nil {
 		g.Go(func() error { return s.endpoint.Serve(ctx, s.endpointListener) })
@@ -274,7 +317,7 @@ func (s *Server) Run(ctx context.Context) error {
 // close releases what New acquired. After Run it only closes the store
 // and the lock: Serve has closed the listener.
 func (s *Server) close() {
-	for _, l := range []net.Listener{s.adminListener, s.endpointListener} {
+	for _, l := range []net.Listener{s.adminListener, s.endpointListener, s.telemetryListener} {
 		if l != nil {
 			_ = l.Close() // already closed after Serve; closing again is harmless
 		}

@@ -3,8 +3,10 @@ package server
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -71,14 +73,40 @@ func TestWarnsAboutReadableDataDirectory(t *testing.T) {
 	require.Contains(t, logs.String(), "DATA DIRECTORY IS READABLE BY OTHER USERS")
 }
 
-func TestWarnsAboutUnservedSettings(t *testing.T) {
+func TestSaysWhatIsNotServed(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.Telemetry.Address = "127.0.0.1:0"
 	var logs bytes.Buffer
 	s, err := New(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	require.NoError(t, err)
 	s.close()
-	require.Contains(t, logs.String(), "telemetry is configured but this version does not serve it yet")
+	require.Contains(t, logs.String(), "the Workload API is not served by this version")
+}
+
+func TestTelemetry(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Telemetry.Address = "127.0.0.1:0"
+	cfg.BundleEndpoint.Address = "127.0.0.1:0"
+	s, err := New(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+	base := "http://" + s.telemetryListener.Addr().String()
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ok", "/metrics": "go_goroutines"} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		require.Equal(t, http.StatusOK, resp.StatusCode, path)
+		require.Contains(t, string(body), want, path)
+	}
 }
 
 func TestEndpointPortInUseStopsStartUp(t *testing.T) {

@@ -1,0 +1,62 @@
+package telemetry
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/treatyhq/treaty/internal/federation"
+)
+
+var (
+	descLastSuccess = prometheus.NewDesc("treaty_federation_last_success_timestamp_seconds",
+		"When the partner's bundle was last fetched successfully (Unix time; absent before the first success).", []string{"trust_domain"}, nil)
+	descFailures = prometheus.NewDesc("treaty_federation_consecutive_failures",
+		"Failed polls of the partner's bundle endpoint since the last success.", []string{"trust_domain"}, nil)
+	descSequence = prometheus.NewDesc("treaty_federation_bundle_sequence",
+		"spiffe_sequence of the partner bundle held.", []string{"trust_domain"}, nil)
+	descExpiry = prometheus.NewDesc("treaty_federation_authority_expiry_timestamp_seconds",
+		"When the first X.509 authority of the partner bundle held expires (Unix time).", []string{"trust_domain"}, nil)
+	descState = prometheus.NewDesc("treaty_federation_state",
+		"1 for the relationship's current state (healthy, failing, stale, never_fetched), 0 for the others.", []string{"trust_domain", "state"}, nil)
+	descFailureReason = prometheus.NewDesc("treaty_federation_last_failure",
+		"1 while the last poll failed, labelled with the classified reason.", []string{"trust_domain", "reason"}, nil)
+)
+
+var states = []federation.State{federation.StateHealthy, federation.StateFailing, federation.StateStale, federation.StateNeverFetched}
+
+// federationCollector turns the refresher's status into metrics at scrape
+// time.
+type federationCollector struct {
+	source StatusSource
+}
+
+func (c *federationCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descLastSuccess, descFailures, descSequence, descExpiry, descState, descFailureReason} {
+		ch <- d
+	}
+}
+
+func (c *federationCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.source.Status() {
+		td := st.TrustDomain
+		if !st.LastSuccess.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descLastSuccess, prometheus.GaugeValue, float64(st.LastSuccess.Unix()), td)
+		}
+		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.GaugeValue, float64(st.ConsecutiveFailures), td)
+		if st.HasBundle {
+			ch <- prometheus.MustNewConstMetric(descSequence, prometheus.GaugeValue, float64(st.Sequence), td)
+		}
+		if !st.EarliestExpiry.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descExpiry, prometheus.GaugeValue, float64(st.EarliestExpiry.Unix()), td)
+		}
+		for _, s := range states {
+			v := 0.0
+			if st.State == s {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, td, string(s))
+		}
+		if st.ConsecutiveFailures > 0 {
+			ch <- prometheus.MustNewConstMetric(descFailureReason, prometheus.GaugeValue, 1, td, st.LastReason)
+		}
+	}
+}
