@@ -293,7 +293,10 @@ func (s *trustDomainService) RefreshBundle(ctx context.Context, req *trustdomain
 	case errors.Is(err, datastore.ErrNotFound):
 		return nil, status.Errorf(codes.NotFound, "no federation relationship with %q", td.Name())
 	case err != nil:
-		return nil, status.Error(codes.Unavailable, err.Error())
+		// Not Unavailable: that code means the admin API itself cannot be
+		// reached, and clients say so. Here the server answered; the
+		// partner's endpoint is what failed.
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return &emptypb.Empty{}, nil
 }

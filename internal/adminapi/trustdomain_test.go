@@ -77,7 +77,7 @@ func TestTrustDomainService(t *testing.T) {
 
 	// Refreshing a partner that is down explains itself.
 	_, err = client.RefreshBundle(ctx, &trustdomainv1.RefreshBundleRequest{TrustDomain: "beta.test"})
-	require.Equal(t, codes.Unavailable, status.Code(err))
+	require.Equal(t, codes.FailedPrecondition, status.Code(err))
 	require.Contains(t, status.Convert(err).Message(), "refused")
 	_, err = client.RefreshBundle(ctx, &trustdomainv1.RefreshBundleRequest{TrustDomain: "nobody.test"})
 	require.Equal(t, codes.NotFound, status.Code(err))

@@ -61,6 +61,8 @@ func adminError(socketPath string, err error) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
+		// The server never answers Unavailable itself: this is the
+		// connection to the admin socket failing.
 		return fmt.Errorf("cannot reach a treaty server at %s: is it running? Start one with `treaty server run`, or point -socketPath at its admin_socket", socketPath)
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("the server at %s did not answer within %s", socketPath, callTimeout)

@@ -103,6 +103,9 @@ func TestTwoServersFederate(t *testing.T) {
 	beta.kill()
 	st = waitStatus(t, alpha, "beta.test", func(st relationshipStatus) bool { return st.State == "failing" || st.State == "stale" })
 	require.Equal(t, "connection_refused", st.LastReason, st.LastError)
+	_, stderr, err := alpha.treatyErr("federation", "refresh", "-id", "beta.test")
+	require.Error(t, err)
+	require.Contains(t, stderr, "nothing listens on", "refresh explains the partner's failure, not an admin socket problem")
 	require.Len(t, parseSPIFFE(t, "beta.test", alpha.treaty("bundle", "list", "-id", "spiffe://beta.test", "-format", "spiffe")).X509Authorities(), 2)
 
 	// Beta comes back; alpha recovers without intervention.
