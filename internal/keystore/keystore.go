@@ -32,10 +32,20 @@ type Store struct {
 }
 
 // Open returns a Store for dir, creating dir with mode 0700 if it does not
-// exist.
+// exist, and removes temporary files that a crash left in the middle of a
+// write. Only one process may use a key directory at a time.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create key directory: %w", err)
+	}
+	leftovers, err := filepath.Glob(filepath.Join(dir, ".*"+keySuffix+".tmp-*"))
+	if err != nil {
+		return nil, fmt.Errorf("list key directory: %w", err)
+	}
+	for _, f := range leftovers {
+		if err := os.Remove(f); err != nil {
+			return nil, fmt.Errorf("remove interrupted key write: %w", err)
+		}
 	}
 	return &Store{dir: dir}, nil
 }

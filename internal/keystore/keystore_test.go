@@ -69,3 +69,17 @@ func TestParsePrivateKeyPEM(t *testing.T) {
 	_, err := ParsePrivateKeyPEM([]byte("not pem"))
 	require.ErrorContains(t, err, "no PEM private key")
 }
+
+func TestOpenRemovesInterruptedWrites(t *testing.T) {
+	dir := t.TempDir()
+	leftover := filepath.Join(dir, ".x509-aa"+keySuffix+".tmp-123")
+	require.NoError(t, os.WriteFile(leftover, []byte("half a key"), 0o600))
+	other := filepath.Join(dir, "notes.txt")
+	require.NoError(t, os.WriteFile(other, nil, 0o600))
+	_, err := Open(dir)
+	require.NoError(t, err)
+	_, err = os.Stat(leftover)
+	require.True(t, os.IsNotExist(err))
+	_, err = os.Stat(other)
+	require.NoError(t, err, "only interrupted key writes are removed")
+}

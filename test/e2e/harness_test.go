@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,7 +70,7 @@ type server struct {
 	config  string
 	args    []string // server command line; default: server run -config <config>
 	cmd     *exec.Cmd
-	log     *bytes.Buffer
+	log     *syncBuffer
 	exited  chan struct{}
 }
 
@@ -99,7 +100,7 @@ func (s *server) start() {
 	// The process outlives this call; stop and kill end it, and Cleanup
 	// kills it when the test ends.
 	s.cmd = exec.CommandContext(context.Background(), treatyBin, args...)
-	s.log = &bytes.Buffer{}
+	s.log = &syncBuffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	require.NoError(s.t, s.cmd.Start())
 	s.exited = make(chan struct{})
@@ -178,4 +179,23 @@ func waitFor(t *testing.T, cond func() bool, msg string) {
 		}
 		time.Sleep(100 * time.Millisecond) // the server works asynchronously
 	}
+}
+
+// syncBuffer is a bytes.Buffer that the process's output goroutine and the
+// test may use at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
