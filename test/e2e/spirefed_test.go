@@ -137,3 +137,23 @@ func TestFederationWithSPIRE(t *testing.T) {
 	held = parseSPIFFE(t, "spire.test", alpha.treaty("bundle", "list", "-id", "spiffe://spire.test", "-format", "spiffe"))
 	require.Len(t, held.X509Authorities(), want)
 }
+
+// TestSPIREFetchesTreatyOverHTTPSWeb has spire-server fetch a treaty bundle
+// endpoint that presents a web certificate. SPIRE's https_web client has no
+// CA setting, so the test CA reaches it through SSL_CERT_FILE.
+func TestSPIREFetchesTreatyOverHTTPSWeb(t *testing.T) {
+	bin := spireServer(t)
+	pki := newWebPKI(t)
+	certFile, keyFile := pki.serverCert(t, "alpha")
+	addr := freePort(t)
+	alpha := newServer(t, "alpha.test", fmt.Sprintf("bundle_endpoint:\n  address: %s\n  profile: https_web\n  web:\n    cert_file: %s\n    key_file: %s\n", addr, certFile, keyFile))
+	alpha.start()
+	spire := startSPIRE(t, bin, "spire.test", "SSL_CERT_FILE="+pki.caFile)
+
+	spire.cli("federation", "create", "-trustDomain", "alpha.test", "-bundleEndpointURL", "https://"+addr, "-bundleEndpointProfile", "https_web")
+	spire.cli("federation", "refresh", "-id", "alpha.test")
+	held := parseSPIFFE(t, "alpha.test", spire.cli("bundle", "list", "-id", "spiffe://alpha.test", "-format", "spiffe"))
+	ours := parseSPIFFE(t, "alpha.test", alpha.treaty("bundle", "show", "-format", "spiffe"))
+	require.True(t, x509bundle.FromX509Authorities(ours.TrustDomain(), ours.X509Authorities()).Equal(
+		x509bundle.FromX509Authorities(held.TrustDomain(), held.X509Authorities())))
+}
