@@ -155,7 +155,7 @@ func deployConfig(t *testing.T, name string, r *strings.Replacer) string {
 	data, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "nginx", name))
 	require.NoError(t, err)
 	var keep []string
-	for _, line := range strings.Split(r.Replace(string(data)), "\n") {
+	for line := range strings.SplitSeq(r.Replace(string(data)), "\n") {
 		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
 			keep = append(keep, line)
 		}
