@@ -42,6 +42,9 @@ type Config struct {
 	// federation status.
 	Relationships RelationshipStore
 	Refresher     Refresher
+	// EndpointExpiry, when set, adds the bundle endpoint certificate's
+	// expiry to the status report.
+	EndpointExpiry func() time.Time
 	// Logger receives request failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -73,7 +76,7 @@ func New(cfg Config) (*Server, error) {
 	trustdomainv1.RegisterTrustDomainServer(s.grpc, &trustDomainService{
 		local: cfg.CA.TrustDomain(), store: cfg.Relationships, refresher: cfg.Refresher, now: time.Now,
 	})
-	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher})
+	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, endpointExpiry: cfg.EndpointExpiry})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
 }

@@ -42,7 +42,8 @@ var statusServiceDesc = grpc.ServiceDesc{
 }
 
 type statusService struct {
-	refresher Refresher
+	refresher      Refresher
+	endpointExpiry func() time.Time
 }
 
 // status returns {"relationships": [ {...}, ... ]} with the fields of
@@ -52,7 +53,11 @@ func (s *statusService) status(context.Context, *emptypb.Empty) (*structpb.Struc
 	for _, st := range s.refresher.Status() {
 		list = append(list, statusMap(st))
 	}
-	return structpb.NewStruct(map[string]any{"relationships": list})
+	out := map[string]any{"relationships": list}
+	if s.endpointExpiry != nil {
+		out["bundle_endpoint_certificate_expiry"] = timeString(s.endpointExpiry())
+	}
+	return structpb.NewStruct(out)
 }
 
 func statusMap(st federation.Status) map[string]any {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/crypto/acme"
 )
 
 // Profiles, as named by the SPIFFE Federation standard and SPIRE.
@@ -54,6 +55,8 @@ type Config struct {
 	Signer           Signer
 	CertFile         string
 	KeyFile          string
+	// ACME, when set, replaces CertFile and KeyFile for https_web.
+	ACME *ACMEConfig
 	// RateLimit is the requests per second allowed per client IP; 0 is off.
 	RateLimit float64
 	Source    Source
@@ -72,7 +75,8 @@ type Server struct {
 	log     *slog.Logger
 	handler *handler
 	svid    *svidCert // https_spiffe
-	web     *webCert  // https_web
+	web     *webCert  // https_web with files
+	acme    *acmeCert // https_web with ACME
 	http    *http.Server
 }
 
@@ -119,6 +123,16 @@ func (s *Server) tlsConfig() (*tls.Config, error) {
 		}
 		cfg.GetCertificate = s.svid.getCertificate
 	case ProfileHTTPSWeb:
+		if s.cfg.ACME != nil {
+			a, err := newACMECert(*s.cfg.ACME)
+			if err != nil {
+				return nil, err
+			}
+			s.acme = a
+			cfg.GetCertificate = a.getCertificate
+			cfg.NextProtos = append(cfg.NextProtos, acme.ALPNProto)
+			return cfg, nil
+		}
 		s.web = &webCert{certFile: s.cfg.CertFile, keyFile: s.cfg.KeyFile}
 		if _, err := s.web.load(); err != nil {
 			return nil, err
@@ -145,6 +159,9 @@ func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.ServeTLS(l, "", "") }()
+	if s.acme != nil {
+		go s.acme.obtain(ctx, s.log)
+	}
 	watchDone := make(chan struct{})
 	go func() { s.watch(ctx); close(watchDone) }()
 	s.log.Info("bundle endpoint serving", attrAddress, l.Addr().String(), attrProfile, s.cfg.Profile)
@@ -168,6 +185,24 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 
 // Addr is the address the endpoint listens on, for logs and tests.
 func (s *Server) Addr() string { return s.cfg.Address }
+
+// CertificateExpiry returns when the certificate served now expires, or
+// the zero time if there is none yet (an ACME certificate being obtained).
+func (s *Server) CertificateExpiry() time.Time {
+	var cert *tls.Certificate
+	switch {
+	case s.svid != nil:
+		cert = s.svid.current.Load()
+	case s.web != nil:
+		cert = s.web.current.Load()
+	case s.acme != nil:
+		return s.acme.cachedExpiry()
+	}
+	if cert == nil || cert.Leaf == nil {
+		return time.Time{}
+	}
+	return cert.Leaf.NotAfter
+}
 
 // watch rebuilds the response when the bundle changes and renews or reloads
 // the certificate, with one reusable timer.
@@ -224,4 +259,6 @@ const (
 	attrSequence  = "sequence"
 	attrError     = "error"
 	attrExpiresAt = "expires_at"
+	attrDomain    = "domain"
+	attrHint      = "hint"
 )

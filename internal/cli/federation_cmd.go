@@ -382,6 +382,9 @@ func runFederationStatus(ctx context.Context, e *env, args []string) error {
 }
 
 func printStatus(e *env, resp *structpb.Struct, now time.Time) error {
+	if exp := resp.GetFields()["bundle_endpoint_certificate_expiry"].GetStringValue(); exp != "" {
+		e.printf("Bundle endpoint certificate expires %s\n\n", exp)
+	}
 	rels := resp.GetFields()["relationships"].GetListValue().GetValues()
 	if len(rels) == 0 {
 		e.printf("No federation relationships. Create one with `treaty federation create`.\n")

@@ -64,3 +64,18 @@ func TestFederationRefreshClamp(t *testing.T) {
 	_, err = Parse([]byte("trust_domain: a.test\nfederation:\n  min_refresh: 2h\n  max_refresh: 1h\n"), "f.yaml")
 	require.ErrorContains(t, err, "line 3: federation.min_refresh")
 }
+
+func TestACMEConfig(t *testing.T) {
+	const ok = "trust_domain: a.test\nbundle_endpoint:\n  address: 127.0.0.1:8443\n  profile: https_web\n  web:\n    acme:\n      directory_url: https://127.0.0.1:14000/dir\n      domain_name: bundle.a.test\n      tos_accepted: true\n      ca_file: /tmp/pebble.pem\n      renew_before: 1h\n"
+	c, err := Parse([]byte(ok), "f.yaml")
+	require.NoError(t, err)
+	require.Equal(t, "bundle.a.test", c.BundleEndpoint.Web.ACME.DomainName)
+	require.True(t, c.BundleEndpoint.Web.ACME.TOSAccepted)
+	require.Equal(t, time.Hour, c.BundleEndpoint.Web.ACME.RenewBefore)
+
+	bad := "trust_domain: a.test\nbundle_endpoint:\n  address: 127.0.0.1:8443\n  profile: https_web\n  web:\n    cert_file: x\n    acme:\n      directory_url: http://x\n      domain_name: 127.0.0.1\n      tos_accepted: yes\n"
+	_, err = Parse([]byte(bad), "f.yaml")
+	for _, want := range []string{"either acme or cert_file", "directory_url", "DNS name is required", `"yes" is not true or false`} {
+		require.ErrorContains(t, err, want)
+	}
+}

@@ -134,6 +134,9 @@ type BundleEndpoint struct {
 
 // Web names the Web PKI certificate files of the https_web profile.
 type Web struct {
+	// ACME, when set, obtains and renews the certificate from an ACME CA
+	// instead of reading CertFile and KeyFile (acme).
+	ACME *ACME
 	// CertFile is the PEM certificate chain (cert_file).
 	CertFile string
 	// KeyFile is the PEM private key (key_file).
@@ -256,4 +259,27 @@ func setDefault[T comparable](v *T, def T) {
 	if *v == zero {
 		*v = def
 	}
+}
+
+// ACME configures certificates from an ACME CA for the https_web profile,
+// validated with the tls-alpn-01 challenge on the bundle endpoint's port.
+type ACME struct {
+	// DirectoryURL is the CA's ACME directory (directory_url), e.g.
+	// https://acme-v02.api.letsencrypt.org/directory.
+	DirectoryURL string
+	// DomainName is the endpoint's DNS name (domain_name); partners must
+	// use it in the bundle endpoint URL.
+	DomainName string
+	// Email is the account contact (email), optional.
+	Email string
+	// TOSAccepted records that the operator accepts the CA's terms of
+	// service (tos_accepted); it must be true.
+	TOSAccepted bool
+	// CAFile holds PEM roots for the ACME directory's own TLS (ca_file),
+	// for private ACME CAs; the system roots are used as well.
+	CAFile string
+	// RenewBefore is how long before expiry the certificate is renewed
+	// (renew_before, default 30 days, or a third of the lifetime for
+	// short-lived certificates).
+	RenewBefore time.Duration
 }

@@ -165,7 +165,7 @@ func TestParseProblems(t *testing.T) {
 		{"fail/unknown key in ca", "trust_domain: example.org\nca:\n  foo: 1\n", 3,
 			"ca.foo: unknown key (known keys here: key_type, ca_ttl, x509_svid_ttl, jwt_svid_ttl, upstream)"},
 		{"fail/unknown key in web", "trust_domain: example.org\nbundle_endpoint:\n  web:\n    cert_file: a\n    foo: b\n", 5,
-			"bundle_endpoint.web.foo: unknown key (known keys here: cert_file, key_file)"},
+			"bundle_endpoint.web.foo: unknown key (known keys here: cert_file, key_file, acme)"},
 		{"fail/odd unknown key", "trust_domain: example.org\n\"a b\": 1\n", 2, `"a b": unknown key`},
 		{"fail/complex key", "trust_domain: example.org\n? [a]\n: 1\n", 2, "keys must be plain words, got a list"},
 		{"fail/merge key", "trust_domain: example.org\nbase: &b {class_name: x}\nfederation:\n  <<: *b\n", 4, `federation."<<": merge keys (<<) are not supported`},

@@ -78,6 +78,7 @@ func (d *decoder) bundleEndpoint(n *yaml.Node, path string) {
 	d.spiffeID(m["endpoint_spiffe_id"], path+".endpoint_spiffe_id", &be.EndpointSPIFFEID)
 	web := d.mapping(m["web"], path+".web")
 	text(d, web["cert_file"], path+".web.cert_file", &be.Web.CertFile)
+	be.Web.ACME = d.acme(web["acme"], path+".web.acme")
 	text(d, web["key_file"], path+".web.key_file", &be.Web.KeyFile)
 	d.number(m["rate_limit"], path+".rate_limit", &be.RateLimit)
 }
@@ -311,4 +312,34 @@ func describe(n *yaml.Node) string {
 		return "the number " + n.Value
 	}
 	return quote(n.Value)
+}
+
+func (d *decoder) acme(n *yaml.Node, path string) *ACME {
+	m := d.mapping(n, path)
+	if m == nil {
+		return nil
+	}
+	a := &ACME{}
+	text(d, m["directory_url"], path+".directory_url", &a.DirectoryURL)
+	text(d, m["domain_name"], path+".domain_name", &a.DomainName)
+	text(d, m["email"], path+".email", &a.Email)
+	d.boolean(m["tos_accepted"], path+".tos_accepted", &a.TOSAccepted)
+	text(d, m["ca_file"], path+".ca_file", &a.CAFile)
+	d.duration(m["renew_before"], path+".renew_before", &a.RenewBefore)
+	return a
+}
+
+func (d *decoder) boolean(n *yaml.Node, path string, dst *bool) {
+	sn := d.scalar(n, path, "true or false")
+	if sn == nil {
+		return
+	}
+	switch sn.Value {
+	case "true":
+		*dst = true
+	case "false":
+		*dst = false
+	default:
+		d.fail(path, "%s is not true or false", quote(sn.Value))
+	}
 }

@@ -11,13 +11,14 @@ import (
 var sections = map[string][]string{
 	"": {"trust_domain", "data_dir", "admin_socket", "workload_socket", "log_level",
 		"ca", "bundle_endpoint", "federation", "telemetry", "datastore"},
-	"ca":                  {"key_type", "ca_ttl", "x509_svid_ttl", "jwt_svid_ttl", "upstream"},
-	"ca.upstream":         {"cert_file", "key_file", "bundle_file"},
-	"bundle_endpoint":     {"address", "refresh_hint", "profile", "endpoint_spiffe_id", "web", "rate_limit"},
-	"bundle_endpoint.web": {"cert_file", "key_file"},
-	"federation":          {"onboarding_dir", "class_name", "min_refresh", "max_refresh", "ca_file"},
-	"telemetry":           {"address"},
-	"datastore":           {"driver", "dsn"},
+	"ca":                       {"key_type", "ca_ttl", "x509_svid_ttl", "jwt_svid_ttl", "upstream"},
+	"ca.upstream":              {"cert_file", "key_file", "bundle_file"},
+	"bundle_endpoint":          {"address", "refresh_hint", "profile", "endpoint_spiffe_id", "web", "rate_limit"},
+	"bundle_endpoint.web":      {"cert_file", "key_file", "acme"},
+	"bundle_endpoint.web.acme": {"directory_url", "domain_name", "email", "tos_accepted", "ca_file", "renew_before"},
+	"federation":               {"onboarding_dir", "class_name", "min_refresh", "max_refresh", "ca_file"},
+	"telemetry":                {"address"},
+	"datastore":                {"driver", "dsn"},
 }
 
 // unknownKey explains that key is not allowed in the section at path, and

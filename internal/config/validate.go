@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/treatyhq/treaty/internal/ca"
@@ -217,13 +219,18 @@ func (v *validator) refreshHint(d time.Duration) {
 func (v *validator) profile(be BundleEndpoint) {
 	switch be.Profile {
 	case ProfileHTTPSWeb:
-		if be.Address != "" {
+		if be.Web.ACME != nil {
+			v.acme(be.Web)
+		} else if be.Address != "" {
 			v.webFile("bundle_endpoint.web.cert_file", be.Web.CertFile)
 			v.webFile("bundle_endpoint.web.key_file", be.Web.KeyFile)
 		}
 	case ProfileHTTPSSPIFFE:
 		v.unusedWebFile("bundle_endpoint.web.cert_file", be.Web.CertFile)
 		v.unusedWebFile("bundle_endpoint.web.key_file", be.Web.KeyFile)
+		if be.Web.ACME != nil {
+			v.add("bundle_endpoint.web.acme", "ACME certificates are only used by profile https_web; https_spiffe serves an X509-SVID from treaty's CA")
+		}
 	default:
 		v.add("bundle_endpoint.profile", "%s is not a bundle endpoint profile; use %s or %s",
 			quote(string(be.Profile)), ProfileHTTPSSPIFFE, ProfileHTTPSWeb)
@@ -315,5 +322,22 @@ func (v *validator) federation() {
 	f := v.c.Federation
 	if f.MinRefresh > 0 && f.MaxRefresh > 0 && f.MinRefresh > f.MaxRefresh {
 		v.add("federation.min_refresh", "%s is longer than max_refresh %s", formatDuration(f.MinRefresh), formatDuration(f.MaxRefresh))
+	}
+}
+
+// acme checks the ACME settings of the https_web profile.
+func (v *validator) acme(web Web) {
+	a, p := web.ACME, "bundle_endpoint.web.acme"
+	if web.CertFile != "" || web.KeyFile != "" {
+		v.add(p, "use either acme or cert_file/key_file, not both")
+	}
+	if u, err := url.Parse(a.DirectoryURL); a.DirectoryURL == "" || err != nil || u.Scheme != "https" {
+		v.add(p+".directory_url", "an https:// ACME directory URL is required, e.g. https://acme-v02.api.letsencrypt.org/directory")
+	}
+	if a.DomainName == "" || strings.ContainsAny(a.DomainName, "/:* ") || net.ParseIP(a.DomainName) != nil {
+		v.add(p+".domain_name", "a DNS name is required (ACME certificates name hosts, not IP addresses), e.g. bundle.example.com")
+	}
+	if !a.TOSAccepted {
+		v.add(p+".tos_accepted", "must be true: read the ACME CA's terms of service and accept them explicitly")
 	}
 }

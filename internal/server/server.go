@@ -35,6 +35,7 @@ const (
 	DatabaseFile = "treaty.db"
 	KeysDir      = "keys"
 	LockFile     = "treaty.lock"
+	ACMEDir      = "acme"
 )
 
 // Server is a running trust domain.
@@ -198,12 +199,13 @@ func webRoots(caFile string) (*x509.CertPool, error) {
 
 func (s *Server) listenAdmin(ctx context.Context) error {
 	admin, err := adminapi.New(adminapi.Config{
-		SocketPath:    s.cfg.AdminSocket,
-		CA:            s.ca,
-		Store:         s.store,
-		Relationships: s.store,
-		Refresher:     s.refresher,
-		Logger:        s.log.With(attrComponent, "adminapi"),
+		SocketPath:     s.cfg.AdminSocket,
+		CA:             s.ca,
+		Store:          s.store,
+		Relationships:  s.store,
+		Refresher:      s.refresher,
+		EndpointExpiry: s.endpointExpiry,
+		Logger:         s.log.With(attrComponent, "adminapi"),
 	})
 	if err != nil {
 		return err
@@ -231,6 +233,7 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 		CertFile:         be.Web.CertFile,
 		KeyFile:          be.Web.KeyFile,
 		RateLimit:        be.RateLimit,
+		ACME:             s.acmeConfig(),
 		Observe:          s.observeEndpoint(),
 		Source:           s.ca,
 		Logger:           s.log.With(attrComponent, "bundleendpoint"),
@@ -246,16 +249,37 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 	return nil
 }
 
+// acmeConfig translates bundle_endpoint.web.acme, or returns nil.
+func (s *Server) acmeConfig() *bundleendpoint.ACMEConfig {
+	a := s.cfg.BundleEndpoint.Web.ACME
+	if a == nil {
+		return nil
+	}
+	return &bundleendpoint.ACMEConfig{
+		DirectoryURL: a.DirectoryURL, DomainName: a.DomainName, Email: a.Email,
+		CAFile: a.CAFile, RenewBefore: a.RenewBefore, CacheDir: filepath.Join(s.cfg.DataDir, ACMEDir),
+	}
+}
+
+// endpointExpiry reports when the bundle endpoint's certificate expires.
+func (s *Server) endpointExpiry() time.Time {
+	if s.endpoint == nil {
+		return time.Time{}
+	}
+	return s.endpoint.CertificateExpiry()
+}
+
 // listenTelemetry prepares /metrics, /healthz and /readyz, if configured.
 func (s *Server) listenTelemetry(ctx context.Context) error {
 	if s.cfg.Telemetry.Address == "" {
 		return nil
 	}
 	s.telemetry = telemetry.New(telemetry.Config{
-		Address:    s.cfg.Telemetry.Address,
-		Federation: s.refresher,
-		Ready:      s.ready,
-		Logger:     s.log.With(attrComponent, "telemetry"),
+		Address:        s.cfg.Telemetry.Address,
+		Federation:     s.refresher,
+		EndpointExpiry: s.endpointExpiry,
+		Ready:          s.ready,
+		Logger:         s.log.With(attrComponent, "telemetry"),
 	})
 	l, err := s.telemetry.Listen(ctx)
 	if err != nil {

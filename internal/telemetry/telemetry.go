@@ -31,6 +31,9 @@ type Config struct {
 	Address string
 	// Federation, when set, feeds the per-partner metrics.
 	Federation StatusSource
+	// EndpointExpiry, when set, reports when the bundle endpoint's
+	// certificate expires (zero: none yet).
+	EndpointExpiry func() time.Time
 	// Ready reports whether the server can serve; nil means always ready.
 	Ready  func() error
 	Logger *slog.Logger
@@ -63,6 +66,17 @@ func New(cfg Config) *Server {
 	s.registry.MustRegister(s.requests, s.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.Federation != nil {
 		s.registry.MustRegister(&federationCollector{source: cfg.Federation})
+	}
+	if cfg.EndpointExpiry != nil {
+		s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "treaty_bundle_endpoint_certificate_expiry_timestamp_seconds",
+			Help: "When the bundle endpoint's serving certificate (SVID, web or ACME) expires (Unix time; 0 while none is available).",
+		}, func() float64 {
+			if t := cfg.EndpointExpiry(); !t.IsZero() {
+				return float64(t.Unix())
+			}
+			return 0
+		}))
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
