@@ -1,7 +1,7 @@
 # treaty's developer commands. `make test` is what CI runs (with lint).
 GO ?= go
 
-.PHONY: all test lint build e2e fuzz spire clean
+.PHONY: all test lint build e2e fuzz spire pebble clean
 
 all: build
 
@@ -31,6 +31,10 @@ fuzz:
 ## spire: build (or reuse) spire-server and spire-agent for interop tests
 spire:
 	tools/spire/build.sh
+
+## pebble: build (or reuse) the Pebble ACME test server
+pebble:
+	tools/pebble/build.sh
 
 clean:
 	rm -rf bin

@@ -91,8 +91,17 @@ func (a *acmeCert) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate,
 }
 
 // current returns the certificate being served, obtaining it if needed.
+// The hello is that of a modern client: autocert keeps ECDSA and RSA
+// certificates apart and picks by what the client offers, and an empty
+// hello would make it order an RSA certificate that real partners, which
+// all offer ECDSA, never get.
 func (a *acmeCert) current() (*tls.Certificate, error) {
-	return a.m.GetCertificate(&tls.ClientHelloInfo{ServerName: a.domain})
+	return a.m.GetCertificate(&tls.ClientHelloInfo{
+		ServerName:       a.domain,
+		CipherSuites:     []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+		SignatureSchemes: []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
+		SupportedCurves:  []tls.CurveID{tls.CurveP256},
+	})
 }
 
 // obtain gets the first certificate as soon as the endpoint listens (the

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,15 +12,31 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// freePort returns a loopback port that was free a moment ago.
+var (
+	portsMu sync.Mutex
+	ports   = map[string]bool{}
+)
+
+// freePort returns a loopback port that was free a moment ago and that no
+// other call in this test binary has returned (the kernel may hand out the
+// same free port twice in a row).
 func freePort(t *testing.T) string {
 	t.Helper()
-	var lc net.ListenConfig
-	l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		var lc net.ListenConfig
+		l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := l.Addr().String()
+		require.NoError(t, l.Close())
+		if !ports[addr] {
+			ports[addr] = true
+			return addr
+		}
+	}
+	t.Fatal("no fresh loopback port after 100 tries")
+	return ""
 }
 
 // TestBundleEndpointSPIFFEProfile fetches a running server's bundle the way
