@@ -198,6 +198,16 @@ func TestACMEWithPebble(t *testing.T) {
 	require.NoError(t, resp.Body.Close())
 	require.True(t, parseSPIFFE(t, "alpha.test", string(body)).Equal(parseSPIFFE(t, "alpha.test", alpha.treaty("bundle", "show", "-format", "spiffe"))))
 
+	// A partner treaty validates the ACME certificate with Pebble's root as
+	// its CA file; a CONNECT proxy resolves the test domain to loopback.
+	rootFile := filepath.Join(work, "pebble-root.pem")
+	require.NoError(t, os.WriteFile(rootFile, rootPEM, 0o600))
+	beta := newServer(t, "beta.test", fmt.Sprintf("federation:\n  ca_file: %s\n  min_refresh: 1s\n", rootFile))
+	beta.env = []string{"HTTPS_PROXY=" + startConnectProxy(t, map[string]string{domain: endpointAddr}), "NO_PROXY="}
+	beta.start()
+	beta.treaty("federation", "create", "-trustDomain", "alpha.test", "-bundleEndpointURL", "https://"+domain+":"+tlsPort, "-bundleEndpointProfile", "https_web")
+	waitStatus(t, beta, "alpha.test", func(st relationshipStatus) bool { return st.State == "healthy" })
+
 	// The status reports the certificate's expiry.
 	require.Contains(t, alpha.treaty("federation", "status"), "Bundle endpoint certificate expires")
 

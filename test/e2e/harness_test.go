@@ -69,6 +69,7 @@ type server struct {
 	socket  string
 	config  string
 	args    []string // server command line; default: server run -config <config>
+	env     []string // added to the process environment
 	cmd     *exec.Cmd
 	log     *syncBuffer
 	exited  chan struct{}
@@ -100,6 +101,7 @@ func (s *server) start() {
 	// The process outlives this call; stop and kill end it, and Cleanup
 	// kills it when the test ends.
 	s.cmd = exec.CommandContext(context.Background(), treatyBin, args...)
+	s.cmd.Env = append(os.Environ(), s.env...)
 	s.log = &syncBuffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	require.NoError(s.t, s.cmd.Start())
