@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
@@ -313,21 +314,27 @@ func runFederationShow(ctx context.Context, e *env, args []string) error {
 	})
 }
 
-func runFederationDelete(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "federation delete")
+// parseIDFlags parses the -socketPath and -id flags of delete and refresh.
+func parseIDFlags(e *env, name string, args []string) (string, spiffeid.TrustDomain, error) {
+	fs := newFlags(e, name)
 	socketPath := socketFlag(fs)
 	id := fs.String("id", "", "the partner's trust domain, e.g. partner.example (required)")
 	if err := parse(fs, args); err != nil {
-		return err
+		return "", spiffeid.TrustDomain{}, err
 	}
 	if *id == "" {
-		return usagef("-id is required")
+		return "", spiffeid.TrustDomain{}, usagef("-id is required")
 	}
 	td, err := trustDomainArg("id", *id)
+	return *socketPath, td, err
+}
+
+func runFederationDelete(ctx context.Context, e *env, args []string) error {
+	socketPath, td, err := parseIDFlags(e, "federation delete", args)
 	if err != nil {
 		return err
 	}
-	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+	return withClient(ctx, socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := trustdomainv1.NewTrustDomainClient(conn).BatchDeleteFederationRelationship(ctx, &trustdomainv1.BatchDeleteFederationRelationshipRequest{TrustDomains: []string{td.Name()}})
 		if err != nil {
 			return err
@@ -341,20 +348,11 @@ func runFederationDelete(ctx context.Context, e *env, args []string) error {
 }
 
 func runFederationRefresh(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "federation refresh")
-	socketPath := socketFlag(fs)
-	id := fs.String("id", "", "the partner's trust domain, e.g. partner.example (required)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if *id == "" {
-		return usagef("-id is required")
-	}
-	td, err := trustDomainArg("id", *id)
+	socketPath, td, err := parseIDFlags(e, "federation refresh", args)
 	if err != nil {
 		return err
 	}
-	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+	return withClient(ctx, socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
 		if _, err := trustdomainv1.NewTrustDomainClient(conn).RefreshBundle(ctx, &trustdomainv1.RefreshBundleRequest{TrustDomain: td.Name()}); err != nil {
 			return err
 		}
