@@ -12,7 +12,7 @@ test:
 
 ## lint: golangci-lint at the version pinned in tools/lint/go.mod
 lint:
-	@GOLANGCI_LINT="$$(tools/lint/install.sh | tail -n1)" && "$$GOLANGCI_LINT" run ./...
+	@GOLANGCI_LINT="$$(tools/lint/install.sh | tail -n1)" && "$$GOLANGCI_LINT" run --allow-parallel-runners ./...
 
 ## build: the treaty binary in bin/
 build:
