@@ -766,7 +766,7 @@ func TestDNSFailureIsExplained(t *testing.T) {
 	a := &attempt{rel: webRelationship(), url: mustURL(t, "https://bundle.nonexistent.invalid/"), cfg: &FetcherConfig{}}
 	err := a.transportError(&url.Error{Op: "Get", URL: a.url.String(), Err: &net.OpError{Op: "dial", Net: "tcp",
 		Err: &net.DNSError{Err: "no such host", Name: "bundle.nonexistent.invalid", IsNotFound: true}}})
-	fe, ok := err.(*FetchError)
+	fe, ok := errors.AsType[*FetchError](err)
 	require.True(t, ok, "%T", err)
 	require.Equal(t, ReasonDNS, fe.Reason)
 	require.Contains(t, fe.Error(), `cannot resolve "bundle.nonexistent.invalid": no such host`)
