@@ -49,6 +49,7 @@ func commands() []command {
 	}
 	cmds = append(cmds, bundleCommands()...)
 	cmds = append(cmds, federationCommands()...)
+	cmds = append(cmds, probeCommands()...)
 	return append(cmds, localAuthorityCommands()...)
 }
 

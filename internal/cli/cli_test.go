@@ -116,3 +116,15 @@ func TestHelp(t *testing.T) {
 	require.Zero(t, code)
 	require.Equal(t, "treaty dev\n", stdout)
 }
+
+func TestProbeCommand(t *testing.T) {
+	stdout, stderr, code := run(t, "", "probe", "https://127.0.0.1:1/", "-output", "json")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stdout, `"verdict": "fail"`, "flags after the URL are parsed")
+	require.Contains(t, stderr, "would not work for federation")
+	_, stderr, code = run(t, "", "probe")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "the endpoint URL")
+	stdout, _, _ = run(t, "", "probe", "-insecure", "https://127.0.0.1:1/")
+	require.Contains(t, stdout, "FAIL tcp")
+}

@@ -1,0 +1,151 @@
+package probe
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/bundleendpoint"
+	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/datastore/sqlite"
+	"github.com/treatyhq/treaty/internal/keystore"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("beta.test")
+
+func newCA(t *testing.T) *ca.CA {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "treaty.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	keys, err := keystore.Open(filepath.Join(dir, "keys"))
+	require.NoError(t, err)
+	c, err := ca.New(t.Context(), ca.Config{TrustDomain: td, Store: store, Keys: keys})
+	require.NoError(t, err)
+	return c
+}
+
+// spiffeEndpoint runs treaty's own https_spiffe bundle endpoint.
+func spiffeEndpoint(t *testing.T, c *ca.CA) string {
+	t.Helper()
+	s, err := bundleendpoint.New(bundleendpoint.Config{Address: "127.0.0.1:0", Profile: bundleendpoint.ProfileHTTPSSPIFFE,
+		EndpointSPIFFEID: spiffeid.RequireFromString("spiffe://beta.test/spire/server"), Signer: c, Source: c})
+	require.NoError(t, err)
+	l, err := s.Listen(t.Context())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return "https://" + l.Addr().String()
+}
+
+// webServer serves h with a certificate for names from a fresh CA; it
+// returns the URL and a pool trusting that CA.
+func webServer(t *testing.T, h http.Handler, dnsNames []string, ips []net.IP) (string, *x509.CertPool) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Probe Test CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	require.NoError(t, err)
+	caCert, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "web"}, DNSNames: dnsNames, IPAddresses: ips,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
+	require.NoError(t, err)
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	return srv.URL, pool
+}
+
+func stepOf(r *Report, name string) Step {
+	for _, s := range r.Steps {
+		if s.Name == name {
+			return s
+		}
+	}
+	return Step{}
+}
+
+func TestProbe(t *testing.T) {
+	c := newCA(t)
+	spiffeURL := spiffeEndpoint(t, c)
+	doc, _ := c.Document()
+	loopback := []net.IP{net.ParseIP("127.0.0.1")}
+	bundleJSON := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(doc)
+	})
+	webURL, webRoots := webServer(t, bundleJSON, nil, loopback)
+	wrongNameURL, wrongNameRoots := webServer(t, bundleJSON, []string{"ingress.local"}, nil)
+	htmlURL, htmlRoots := webServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte("<html><body>502 Bad Gateway</body></html>"))
+	}), nil, loopback)
+	var lc net.ListenConfig
+	l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	refused := "https://" + l.Addr().String()
+	require.NoError(t, l.Close())
+	endpointID := spiffeid.RequireFromString("spiffe://beta.test/spire/server")
+
+	tests := []struct {
+		name    string
+		cfg     Config
+		verdict Status
+		step    string
+		status  Status
+		phrase  string
+	}{
+		{"ok/https_spiffe with bundle", Config{URL: spiffeURL, Bundle: c.Bundle()}, OK, "https_spiffe", OK, "verifies with the bundle of beta.test"},
+		{"ok/https_spiffe without bundle warns", Config{URL: spiffeURL}, Warn, "https_spiffe", Warn, "will need one (bootstrap)"},
+		{"ok/https_web", Config{URL: webURL, Roots: webRoots, TrustDomain: td}, OK, "bundle", OK, "SPIFFE bundle of beta.test"},
+		{"ok/trust domain inferred from the bundle", Config{URL: webURL, Roots: webRoots}, OK, "bundle", OK, "SPIFFE bundle of beta.test"},
+		{"fail/wrong endpoint ID", Config{URL: spiffeURL, Bundle: c.Bundle(), EndpointID: spiffeid.RequireFromString("spiffe://beta.test/other")}, Fail, "endpoint_id", Fail, "expected spiffe://beta.test/other"},
+		{"fail/web certificate where an SVID is expected", Config{URL: webURL, Roots: webRoots, EndpointID: endpointID}, Fail, "https_spiffe", Fail, "no URI SAN"},
+		{"fail/unknown web CA", Config{URL: webURL}, Fail, "https_web", Fail, "does not validate as https_web"},
+		{"fail/name mismatch", Config{URL: wrongNameURL, Roots: wrongNameRoots}, Fail, "https_web", Fail, "ingress.local"},
+		{"fail/html page", Config{URL: htmlURL, Roots: htmlRoots}, Fail, "http", Fail, "HTML page"},
+		{"fail/refused", Config{URL: refused}, Fail, "tcp", Fail, "connect to"},
+		{"fail/plain http", Config{URL: "http://127.0.0.1:1/"}, Fail, "url", Fail, "requires TLS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := Run(t.Context(), tt.cfg)
+			require.Equal(t, tt.verdict, r.Verdict, "%+v", r.Steps)
+			s := stepOf(r, tt.step)
+			require.Equal(t, tt.status, s.Status, "%+v", r.Steps)
+			require.Contains(t, s.Detail+" "+s.Fix, tt.phrase)
+		})
+	}
+
+	r := Run(t.Context(), Config{URL: spiffeURL, Bundle: c.Bundle()})
+	require.Equal(t, "https_spiffe", r.Profile)
+	require.True(t, strings.HasPrefix(r.Create, "treaty federation create -trustDomain beta.test -bundleEndpointURL "+spiffeURL+" -bundleEndpointProfile https_spiffe -endpointSpiffeID spiffe://beta.test/spire/server"), r.Create)
+	require.Contains(t, r.Onboarding, "endpointSPIFFEID: spiffe://beta.test/spire/server")
+}
