@@ -4,8 +4,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 
@@ -57,4 +59,36 @@ func TestSignX509SVIDRefusesForeignIDAndCapsLifetime(t *testing.T) {
 	require.NoError(t, err)
 	active := c.State(datastore.KindX509).Active
 	require.False(t, chain[0].NotAfter.After(active.ExpiresAt), "SVID outlives its authority")
+}
+
+func TestSignJWTSVID(t *testing.T) {
+	for _, kt := range []KeyType{ECP256, ECP384, RSA2048} {
+		t.Run("ok/"+string(kt), func(t *testing.T) {
+			e := newEnv(t)
+			e.now = time.Now()
+			e.cfg.KeyType = kt
+			c := e.open()
+			id := spiffeid.RequireFromString("spiffe://alpha.test/svc/api")
+			token, expiry, err := c.SignJWTSVID(JWTSVIDParams{ID: id, Audience: []string{"beta", "gamma"}})
+			require.NoError(t, err)
+			require.WithinDuration(t, e.now.Add(DefaultJWTSVIDTTL), expiry, time.Second)
+
+			// go-spiffe validates it against our published JWT keys.
+			keys := jwtbundle.FromJWTAuthorities(td, c.Bundle().JWTAuthorities())
+			svid, err := jwtsvid.ParseAndValidate(token, keys, []string{"gamma"})
+			require.NoError(t, err)
+			require.Equal(t, id, svid.ID)
+			require.Equal(t, []string{"beta", "gamma"}, svid.Audience)
+		})
+	}
+	t.Run("fail/no audience", func(t *testing.T) {
+		c := newEnv(t).open()
+		_, _, err := c.SignJWTSVID(JWTSVIDParams{ID: spiffeid.RequireFromString("spiffe://alpha.test/x")})
+		require.ErrorContains(t, err, "audience")
+	})
+	t.Run("fail/foreign id", func(t *testing.T) {
+		c := newEnv(t).open()
+		_, _, err := c.SignJWTSVID(JWTSVIDParams{ID: spiffeid.RequireFromString("spiffe://other.test/x"), Audience: []string{"a"}})
+		require.ErrorContains(t, err, "not in trust domain")
+	})
 }

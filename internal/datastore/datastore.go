@@ -120,3 +120,41 @@ type Relationship struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
+
+// Selector is one attribute a workload must have for an entry to apply,
+// e.g. {Type: "unix", Value: "uid:1000"}.
+type Selector struct {
+	Type  string
+	Value string
+}
+
+// FederateWithAll in Entry.FederatesWith gives the entry every federated
+// bundle the server holds.
+const FederateWithAll = "*"
+
+// Entry is a registration entry: a SPIFFE ID and the selectors a workload
+// must match to receive an SVID for it.
+type Entry struct {
+	// ID is the entry's unique ID (a random UUID unless the creator gave one).
+	ID       string
+	SPIFFEID spiffeid.ID
+	// ParentID is recorded for compatibility with SPIRE tooling; treaty
+	// attests workloads itself, so it does not restrict who gets the entry.
+	ParentID  spiffeid.ID
+	Selectors []Selector
+	// FederatesWith lists trust domain names whose bundles the workload
+	// receives, or FederateWithAll.
+	FederatesWith []string
+	// X509SVIDTTL and JWTSVIDTTL override the server defaults when non-zero.
+	X509SVIDTTL time.Duration
+	JWTSVIDTTL  time.Duration
+	DNSNames    []string
+	Hint        string
+	Admin       bool
+	Downstream  bool
+	// ExpiresAt, when non-zero, is when the entry stops being served.
+	ExpiresAt time.Time
+	// RevisionNumber increases with every update.
+	RevisionNumber int64
+	CreatedAt      time.Time
+}
