@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/socket"
 )
 
 // shutdownTimeout bounds how long Run waits for in-flight calls on exit.
@@ -85,48 +85,7 @@ func New(cfg Config) (*Server, error) {
 // server composes it separately so that a socket problem stops start-up
 // before anything else runs.
 func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
-	path := s.cfg.SocketPath
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create admin socket directory: %w", err)
-	}
-	if err := removeStaleSocket(ctx, path); err != nil {
-		return nil, err
-	}
-	var lc net.ListenConfig
-	l, err := lc.Listen(ctx, "unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on admin socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, s.cfg.SocketMode); err != nil {
-		_ = l.Close()
-		return nil, fmt.Errorf("set admin socket mode: %w", err)
-	}
-	return l, nil
-}
-
-// removeStaleSocket deletes a socket file left by a process that died, and
-// refuses to touch one that a live process still serves.
-func removeStaleSocket(ctx context.Context, path string) error {
-	info, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("check admin socket %s: %w", path, err)
-	}
-	if info.Mode()&fs.ModeSocket == 0 {
-		return fmt.Errorf("admin socket path %s exists and is not a socket: remove it or choose another admin_socket", path)
-	}
-	d := net.Dialer{Timeout: time.Second}
-	conn, err := d.DialContext(ctx, "unix", path)
-	if err == nil {
-		_ = conn.Close()
-		return fmt.Errorf("admin socket %s is in use: is another treaty server running? Stop it or choose another admin_socket", path)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("remove stale admin socket %s: %w", path, err)
-	}
-	return nil
+	return socket.Listen(ctx, socket.Config{Path: s.cfg.SocketPath, Name: "admin_socket", DirMode: 0o700, Mode: s.cfg.SocketMode})
 }
 
 // Serve serves on l until ctx is done, then stops gracefully within a
