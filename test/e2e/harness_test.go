@@ -67,12 +67,14 @@ type server struct {
 	td      string
 	dataDir string
 	socket  string
-	config  string
-	args    []string // server command line; default: server run -config <config>
-	env     []string // added to the process environment
-	cmd     *exec.Cmd
-	log     *syncBuffer
-	exited  chan struct{}
+	// workload is the Workload API socket.
+	workload string
+	config   string
+	args     []string // server command line; default: server run -config <config>
+	env      []string // added to the process environment
+	cmd      *exec.Cmd
+	log      *syncBuffer
+	exited   chan struct{}
 }
 
 // newServer prepares a server for trust domain td with a config file in a
@@ -84,9 +86,10 @@ func newServer(t *testing.T, td string, extraYAML string) *server {
 	sockDir, err := os.MkdirTemp("", "treaty-e2e") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
-	s := &server{t: t, td: td, dataDir: filepath.Join(dir, "data"), socket: filepath.Join(sockDir, "admin.sock"), config: filepath.Join(dir, "treaty.yaml")}
+	s := &server{t: t, td: td, dataDir: filepath.Join(dir, "data"), socket: filepath.Join(sockDir, "admin.sock"),
+		workload: filepath.Join(sockDir, "public", "workload.sock"), config: filepath.Join(dir, "treaty.yaml")}
 	yaml := fmt.Sprintf("trust_domain: %s\ndata_dir: %s\nadmin_socket: %s\nworkload_socket: %s\nlog_level: debug\n%s",
-		td, s.dataDir, s.socket, filepath.Join(sockDir, "workload.sock"), extraYAML)
+		td, s.dataDir, s.socket, s.workload, extraYAML)
 	require.NoError(t, os.WriteFile(s.config, []byte(yaml), 0o600))
 	return s
 }

@@ -13,12 +13,24 @@ import (
 // tools/spire/build.sh, or skips (fails under TREATY_E2E=1) without it.
 func spireServer(t *testing.T) string {
 	t.Helper()
-	candidates := []string{os.Getenv("TREATY_SPIRE_SERVER")}
+	return spireBinary(t, "spire-server", "TREATY_SPIRE_SERVER")
+}
+
+// spireAgent returns the path of the spire-agent binary built by
+// tools/spire/build.sh, like spireServer.
+func spireAgent(t *testing.T) string {
+	t.Helper()
+	return spireBinary(t, "spire-agent", "TREATY_SPIRE_AGENT")
+}
+
+func spireBinary(t *testing.T, name, envVar string) string {
+	t.Helper()
+	candidates := []string{os.Getenv(envVar)}
 	if dir := os.Getenv("TREATY_SPIRE_DIR"); dir != "" {
-		candidates = append(candidates, filepath.Join(dir, "spire-server"))
+		candidates = append(candidates, filepath.Join(dir, name))
 	}
 	if cache, err := os.UserCacheDir(); err == nil {
-		candidates = append(candidates, filepath.Join(cache, "treaty", "spire-v1.15.3", "spire-server"))
+		candidates = append(candidates, filepath.Join(cache, "treaty", "spire-v1.15.3", name))
 	}
 	for _, c := range candidates {
 		if c == "" {
@@ -28,10 +40,10 @@ func spireServer(t *testing.T) string {
 			return c
 		}
 	}
-	if p, err := exec.LookPath("spire-server"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	msg := "spire-server not found: build it with tools/spire/build.sh (or set TREATY_SPIRE_SERVER)"
+	msg := name + " not found: build it with tools/spire/build.sh (or set " + envVar + ")"
 	if strict {
 		t.Fatal(msg)
 	}
