@@ -42,6 +42,9 @@ type Config struct {
 	// federation status.
 	Relationships RelationshipStore
 	Refresher     Refresher
+	// FederationGaps, when set, adds to the status report the entries that
+	// federate with trust domains the server holds no bundle for.
+	FederationGaps func() []FederationGap
 	// EndpointExpiry, when set, adds the bundle endpoint certificate's
 	// expiry to the status report.
 	EndpointExpiry func() time.Time
@@ -76,7 +79,7 @@ func New(cfg Config) (*Server, error) {
 	trustdomainv1.RegisterTrustDomainServer(s.grpc, &trustDomainService{
 		local: cfg.CA.TrustDomain(), store: cfg.Relationships, refresher: cfg.Refresher, now: time.Now,
 	})
-	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, endpointExpiry: cfg.EndpointExpiry})
+	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, endpointExpiry: cfg.EndpointExpiry, gaps: cfg.FederationGaps})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
 }

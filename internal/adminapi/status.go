@@ -44,6 +44,13 @@ var statusServiceDesc = grpc.ServiceDesc{
 type statusService struct {
 	refresher      Refresher
 	endpointExpiry func() time.Time
+	gaps           func() []FederationGap
+}
+
+// FederationGap is a registration entry that federates with a trust domain
+// the server holds no bundle for.
+type FederationGap struct {
+	EntryID, SPIFFEID, TrustDomain string
 }
 
 // status returns {"relationships": [ {...}, ... ]} with the fields of
@@ -56,6 +63,13 @@ func (s *statusService) status(context.Context, *emptypb.Empty) (*structpb.Struc
 	out := map[string]any{"relationships": list}
 	if s.endpointExpiry != nil {
 		out["bundle_endpoint_certificate_expiry"] = timeString(s.endpointExpiry())
+	}
+	if s.gaps != nil {
+		var gaps []any
+		for _, g := range s.gaps() {
+			gaps = append(gaps, map[string]any{"entry_id": g.EntryID, "spiffe_id": g.SPIFFEID, "trust_domain": g.TrustDomain})
+		}
+		out["federation_gaps"] = gaps
 	}
 	return structpb.NewStruct(out)
 }

@@ -386,6 +386,7 @@ func printStatus(e *env, resp *structpb.Struct, now time.Time) error {
 	rels := resp.GetFields()["relationships"].GetListValue().GetValues()
 	if len(rels) == 0 {
 		e.printf("No federation relationships. Create one with `treaty federation create`.\n")
+		printGaps(e, resp)
 		return nil
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -409,7 +410,22 @@ func printStatus(e *env, resp *structpb.Struct, now time.Time) error {
 	for _, n := range notes {
 		e.printf("\n%s\n", n)
 	}
+	printGaps(e, resp)
 	return nil
+}
+
+// printGaps lists entries that federate with trust domains without a bundle.
+func printGaps(e *env, resp *structpb.Struct) {
+	gaps := resp.GetFields()["federation_gaps"].GetListValue().GetValues()
+	if len(gaps) == 0 {
+		return
+	}
+	e.printf("\nEntries federating with a trust domain we hold no bundle for (their SVIDs are served;\n"+
+		"peers from that trust domain cannot be verified until a bundle arrives: create a relationship or run treaty bundle set):\n")
+	for _, g := range gaps {
+		f := g.GetStructValue().GetFields()
+		e.printf("  %s (entry %s) -> %s\n", f["spiffe_id"].GetStringValue(), f["entry_id"].GetStringValue(), f["trust_domain"].GetStringValue())
+	}
 }
 
 func ago(rfc3339 string, now time.Time) string {

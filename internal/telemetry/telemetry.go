@@ -34,6 +34,9 @@ type Config struct {
 	// EndpointExpiry, when set, reports when the bundle endpoint's
 	// certificate expires (zero: none yet).
 	EndpointExpiry func() time.Time
+	// FederationGaps, when set, counts registration entries that federate
+	// with a trust domain the server holds no bundle for.
+	FederationGaps func() int
 	// Ready reports whether the server can serve; nil means always ready.
 	Ready  func() error
 	Logger *slog.Logger
@@ -66,6 +69,12 @@ func New(cfg Config) *Server {
 	s.registry.MustRegister(s.requests, s.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.Federation != nil {
 		s.registry.MustRegister(&federationCollector{source: cfg.Federation})
+	}
+	if cfg.FederationGaps != nil {
+		s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "treaty_workload_federation_gaps",
+			Help: "Registration entries federating with a trust domain the server holds no bundle for (their SVIDs are served; peers from that trust domain cannot be verified).",
+		}, func() float64 { return float64(cfg.FederationGaps()) }))
 	}
 	if cfg.EndpointExpiry != nil {
 		s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
