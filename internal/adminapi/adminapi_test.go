@@ -267,3 +267,17 @@ func TestSecondServerOnSameSocketIsRefused(t *testing.T) {
 	_, err = s.Listen(t.Context())
 	require.ErrorContains(t, err, "is not a socket")
 }
+
+func TestMutates(t *testing.T) {
+	for method, want := range map[string]bool{
+		"/spire.api.server.bundle.v1.Bundle/BatchSetFederatedBundle":              true,
+		"/spire.api.server.entry.v1.Entry/BatchCreateEntry":                       true,
+		"/spire.api.server.localauthority.v1.LocalAuthority/PrepareX509Authority": true,
+		"/spire.api.server.bundle.v1.Bundle/GetFederatedBundle":                   false,
+		"/spire.api.server.entry.v1.Entry/ListEntries":                            false,
+		"/spire.api.server.entry.v1.Entry/CountEntries":                           false,
+		"/treaty.admin.v1.Federation/Status":                                      false,
+	} {
+		require.Equal(t, want, mutates(method), method)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
@@ -42,6 +43,10 @@ type Config struct {
 	// federation status.
 	Relationships RelationshipStore
 	Refresher     Refresher
+	// Changed, when set, is called after every successful call that may
+	// have changed entries or bundles (anything but Get, List and Count), so
+	// the Workload API picks the change up at once. It must not block.
+	Changed func()
 	// FederationGaps, when set, adds to the status report the entries that
 	// federate with trust domains the server holds no bundle for.
 	FederationGaps func() []FederationGap
@@ -73,7 +78,7 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log, health: health.NewServer()}
-	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.logErrors))
+	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.logErrors, s.notifyChanges))
 	bundlev1.RegisterBundleServer(s.grpc, &bundleService{ca: cfg.CA, store: cfg.Store})
 	localauthorityv1.RegisterLocalAuthorityServer(s.grpc, &localAuthorityService{ca: cfg.CA})
 	trustdomainv1.RegisterTrustDomainServer(s.grpc, &trustDomainService{
@@ -130,6 +135,27 @@ func (s *Server) logErrors(ctx context.Context, req any, info *grpc.UnaryServerI
 		s.log.Info("admin request failed", attrMethod, info.FullMethod, attrCode, st.Code().String(), attrError, st.Message())
 	}
 	return resp, err
+}
+
+// notifyChanges calls Config.Changed after a successful mutating call.
+func (s *Server) notifyChanges(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	if err == nil && s.cfg.Changed != nil && mutates(info.FullMethod) {
+		s.cfg.Changed()
+	}
+	return resp, err
+}
+
+// mutates reports whether a method may change state: by SPIRE's naming,
+// reads are Get*, List* and Count*.
+func mutates(fullMethod string) bool {
+	method := fullMethod[strings.LastIndex(fullMethod, "/")+1:]
+	for _, read := range []string{"Get", "List", "Count", "Check", "Watch", "Status"} {
+		if strings.HasPrefix(method, read) {
+			return false
+		}
+	}
+	return true
 }
 
 // Log attribute keys.
