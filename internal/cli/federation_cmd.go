@@ -420,7 +420,7 @@ func printGaps(e *env, resp *structpb.Struct) {
 	if len(gaps) == 0 {
 		return
 	}
-	e.printf("\nEntries federating with a trust domain we hold no bundle for (their SVIDs are served;\n"+
+	e.printf("\nEntries federating with a trust domain we hold no bundle for (their SVIDs are served;\n" +
 		"peers from that trust domain cannot be verified until a bundle arrives: create a relationship or run treaty bundle set):\n")
 	for _, g := range gaps {
 		f := g.GetStructValue().GetFields()

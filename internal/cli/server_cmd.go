@@ -16,6 +16,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&o.TrustDomain, "trustDomain", "", "trust domain name, e.g. example.org (overrides trust_domain)")
 	fs.StringVar(&o.DataDir, "dataDir", "", "directory for the database and keys (overrides data_dir)")
 	fs.StringVar(&o.AdminSocket, "socketPath", "", "admin socket path (overrides admin_socket)")
+	fs.StringVar(&o.WorkloadSocket, "workloadSocket", "", "Workload API socket path (overrides workload_socket)")
 	fs.StringVar(&o.LogLevel, "logLevel", "", "debug, info, warn or error (overrides log_level)")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -16,7 +16,9 @@ type Overrides struct {
 	TrustDomain string
 	DataDir     string
 	AdminSocket string
-	LogLevel    string
+	// WorkloadSocket overrides workload_socket.
+	WorkloadSocket string
+	LogLevel       string
 }
 
 // Build returns the configuration `treaty server run` runs with: the file
@@ -61,6 +63,9 @@ func (o Overrides) apply(c *Config) error {
 	}
 	if o.AdminSocket != "" {
 		c.AdminSocket = o.AdminSocket
+	}
+	if o.WorkloadSocket != "" {
+		c.WorkloadSocket = o.WorkloadSocket
 	}
 	if o.LogLevel != "" {
 		var lvl slog.Level

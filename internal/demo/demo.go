@@ -357,4 +357,3 @@ func (r *run) keep(ctx context.Context) {
 	r.say("Press Ctrl-C to stop; then remove %s.", r.dir)
 	<-ctx.Done()
 }
-

@@ -120,7 +120,7 @@ func TestServerRunsWithoutConfigFile(t *testing.T) {
 	require.NoError(t, err)
 	defer os.RemoveAll(sockDir)
 	s := &server{t: t, td: "example.org", dataDir: filepath.Join(t.TempDir(), "data"), socket: filepath.Join(sockDir, "admin.sock")}
-	s.args = []string{"server", "run", "-trustDomain", "example.org", "-dataDir", s.dataDir, "-socketPath", s.socket}
+	s.args = []string{"server", "run", "-trustDomain", "example.org", "-dataDir", s.dataDir, "-socketPath", s.socket, "-workloadSocket", s.workload}
 	s.start()
 	b := parseSPIFFE(t, "example.org", s.treaty("bundle", "show", "-format", "spiffe"))
 	require.Len(t, b.X509Authorities(), 1)
