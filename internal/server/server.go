@@ -28,6 +28,7 @@ import (
 	"github.com/treatyhq/treaty/internal/keystore"
 	"github.com/treatyhq/treaty/internal/onboarding"
 	"github.com/treatyhq/treaty/internal/telemetry"
+	"github.com/treatyhq/treaty/internal/workloadapi"
 )
 
 // File names inside the data directory.
@@ -55,6 +56,8 @@ type Server struct {
 	reconciler        *onboarding.Reconciler // nil without onboarding_dir
 	telemetry         *telemetry.Server      // nil without telemetry.address
 	telemetryListener net.Listener
+	workload          *workloadapi.Server
+	workloadListener  net.Listener
 }
 
 // New prepares every part of the server. On error everything already opened
@@ -70,6 +73,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		func() error { return s.openStore(ctx) },
 		func() error { return s.startCA(ctx) },
 		func() error { return s.startRefresher(ctx) },
+		func() error { return s.listenWorkload(ctx) },
 		func() error { return s.listenTelemetry(ctx) },
 		func() error { return s.listenAdmin(ctx) },
 		func() error { return s.listenEndpoint(ctx) },
@@ -80,7 +84,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			return nil, err
 		}
 	}
-	s.warnUnserved()
 	return s, nil
 }
 
@@ -205,6 +208,8 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		Relationships:  s.store,
 		Refresher:      s.refresher,
 		EndpointExpiry: s.endpointExpiry,
+		Changed:        s.workload.Notify,
+		FederationGaps: s.federationGaps,
 		Logger:         s.log.With(attrComponent, "adminapi"),
 	})
 	if err != nil {
@@ -278,6 +283,7 @@ func (s *Server) listenTelemetry(ctx context.Context) error {
 		Address:        s.cfg.Telemetry.Address,
 		Federation:     s.refresher,
 		EndpointExpiry: s.endpointExpiry,
+		FederationGaps: func() int { return len(s.workload.Gaps()) },
 		Ready:          s.ready,
 		Logger:         s.log.With(attrComponent, "telemetry"),
 	})
@@ -306,10 +312,34 @@ func (s *Server) ready() error {
 	return nil
 }
 
-// warnUnserved says which configured parts this version does not run yet,
-// so that nobody mistakes an accepted setting for a working one.
-func (s *Server) warnUnserved() {
-	s.log.Info("the Workload API is not served by this version; workload_socket is unused", attrPath, s.cfg.WorkloadSocket)
+// listenWorkload prepares the Workload API and its socket.
+func (s *Server) listenWorkload(ctx context.Context) error {
+	w, err := workloadapi.New(ctx, workloadapi.Config{
+		SocketPath:     s.cfg.WorkloadSocket,
+		TrustDomain:    s.cfg.TrustDomain,
+		CA:             s.ca,
+		Store:          s.store,
+		BundlesChanged: s.refresher.Changed,
+		Logger:         s.log.With(attrComponent, "workloadapi"),
+	})
+	if err != nil {
+		return err
+	}
+	l, err := w.Listen(ctx)
+	if err != nil {
+		return err
+	}
+	s.workload, s.workloadListener = w, l
+	return nil
+}
+
+// federationGaps converts the Workload API's gaps for the admin API.
+func (s *Server) federationGaps() []adminapi.FederationGap {
+	var out []adminapi.FederationGap
+	for _, g := range s.workload.Gaps() {
+		out = append(out, adminapi.FederationGap{EntryID: g.EntryID, SPIFFEID: g.SPIFFEID, TrustDomain: g.TrustDomain})
+	}
+	return out
 }
 
 // CA returns the server's certificate authority.
@@ -329,10 +359,11 @@ func (s *Server) Run(ctx context.Context) error {
 		g.Go(func() error { return s.telemetry.Serve(ctx, s.telemetryListener) })
 	}
 	g.Go(func() error { return s.admin.Serve(ctx, s.adminListener) })
+	g.Go(func() error { return s.workload.Serve(ctx, s.workloadListener) })
 	if s.endpoint != nil {
 		g.Go(func() error { return s.endpoint.Serve(ctx, s.endpointListener) })
 	}
-	s.log.Info("treaty server running", attrAdminSocket, s.cfg.AdminSocket, attrDataDir, s.cfg.DataDir)
+	s.log.Info("treaty server running", attrAdminSocket, s.cfg.AdminSocket, attrWorkloadSocket, s.cfg.WorkloadSocket, attrDataDir, s.cfg.DataDir)
 	err := g.Wait()
 	s.log.Info("treaty server stopped")
 	return err
@@ -341,7 +372,7 @@ func (s *Server) Run(ctx context.Context) error {
 // close releases what New acquired. After Run it only closes the store
 // and the lock: Serve has closed the listener.
 func (s *Server) close() {
-	for _, l := range []net.Listener{s.adminListener, s.endpointListener, s.telemetryListener} {
+	for _, l := range []net.Listener{s.adminListener, s.endpointListener, s.telemetryListener, s.workloadListener} {
 		if l != nil {
 			_ = l.Close() // already closed after Serve; closing again is harmless
 		}
@@ -359,11 +390,12 @@ func (s *Server) close() {
 
 // Log attribute keys.
 const (
-	attrTrustDomain = "trust_domain"
-	attrComponent   = "component"
-	attrPath        = "path"
-	attrMode        = "mode"
-	attrAddress     = "address"
-	attrAdminSocket = "admin_socket"
-	attrDataDir     = "data_dir"
+	attrTrustDomain    = "trust_domain"
+	attrComponent      = "component"
+	attrPath           = "path"
+	attrMode           = "mode"
+	attrAddress        = "address"
+	attrAdminSocket    = "admin_socket"
+	attrWorkloadSocket = "workload_socket"
+	attrDataDir        = "data_dir"
 )

@@ -11,7 +11,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/config"
 )
@@ -25,6 +28,7 @@ func testConfig(t *testing.T) *config.Config {
 		TrustDomain: "alpha.test", DataDir: filepath.Join(t.TempDir(), "data"), AdminSocket: filepath.Join(sockDir, "admin.sock"),
 	})
 	require.NoError(t, err)
+	cfg.WorkloadSocket = filepath.Join(sockDir, "public", "workload.sock")
 	return cfg
 }
 
@@ -73,13 +77,21 @@ func TestWarnsAboutReadableDataDirectory(t *testing.T) {
 	require.Contains(t, logs.String(), "DATA DIRECTORY IS READABLE BY OTHER USERS")
 }
 
-func TestSaysWhatIsNotServed(t *testing.T) {
+func TestServesWorkloadAPI(t *testing.T) {
 	cfg := testConfig(t)
-	var logs bytes.Buffer
-	s, err := New(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	s, err := New(t.Context(), cfg, nil)
 	require.NoError(t, err)
-	s.close()
-	require.Contains(t, logs.String(), "the Workload API is not served by this version")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+	// No entry matches this process yet: the API answers, and says why.
+	_, err = workloadapi.FetchX509SVID(t.Context(), workloadapi.WithAddr("unix://"+cfg.WorkloadSocket))
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.ErrorContains(t, err, "no registration entry matches")
 }
 
 func TestTelemetry(t *testing.T) {
