@@ -16,6 +16,7 @@ import (
 	"time"
 
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"google.golang.org/grpc"
@@ -43,10 +44,13 @@ type Config struct {
 	// federation status.
 	Relationships RelationshipStore
 	Refresher     Refresher
+	// Entries, when set, serves the Entry API.
+	Entries EntryStore
 	// Changed, when set, is called after every successful call that may
-	// have changed entries or bundles (anything but Get, List and Count), so
-	// the Workload API picks the change up at once. It must not block.
-	Changed func()
+	// have changed entries or bundles (anything but Get, List and Count),
+	// before the call returns, so the Workload API serves the change by the
+	// time the caller sees success.
+	Changed func(ctx context.Context)
 	// FederationGaps, when set, adds to the status report the entries that
 	// federate with trust domains the server holds no bundle for.
 	FederationGaps func() []FederationGap
@@ -84,6 +88,9 @@ func New(cfg Config) (*Server, error) {
 	trustdomainv1.RegisterTrustDomainServer(s.grpc, &trustDomainService{
 		local: cfg.CA.TrustDomain(), store: cfg.Relationships, refresher: cfg.Refresher, now: time.Now,
 	})
+	if cfg.Entries != nil {
+		entryv1.RegisterEntryServer(s.grpc, &entryService{local: cfg.CA.TrustDomain(), store: cfg.Entries, bundles: cfg.Store, log: log})
+	}
 	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, endpointExpiry: cfg.EndpointExpiry, gaps: cfg.FederationGaps})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
@@ -141,7 +148,7 @@ func (s *Server) logErrors(ctx context.Context, req any, info *grpc.UnaryServerI
 func (s *Server) notifyChanges(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	resp, err := handler(ctx, req)
 	if err == nil && s.cfg.Changed != nil && mutates(info.FullMethod) {
-		s.cfg.Changed()
+		s.cfg.Changed(ctx)
 	}
 	return resp, err
 }

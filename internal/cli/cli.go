@@ -50,6 +50,7 @@ func commands() []command {
 	cmds = append(cmds, bundleCommands()...)
 	cmds = append(cmds, federationCommands()...)
 	cmds = append(cmds, probeCommands()...)
+	cmds = append(cmds, entryCommands()...)
 	cmds = append(cmds, workloadCommands()...)
 	cmds = append(cmds, demoCommands()...)
 	return append(cmds, localAuthorityCommands()...)

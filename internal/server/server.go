@@ -207,8 +207,9 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		Store:          s.store,
 		Relationships:  s.store,
 		Refresher:      s.refresher,
+		Entries:        s.store,
 		EndpointExpiry: s.endpointExpiry,
-		Changed:        s.workload.Notify,
+		Changed:        s.workload.Refresh,
 		FederationGaps: s.federationGaps,
 		Logger:         s.log.With(attrComponent, "adminapi"),
 	})

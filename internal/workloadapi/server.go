@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -76,6 +77,9 @@ type Server struct {
 	attestor *attestor
 	grpc     *grpc.Server
 	notify   chan struct{}
+	// loading serialises snapshot rebuilds, so an older read never
+	// replaces a newer one.
+	loading sync.Mutex
 }
 
 // New builds the server and loads entries and bundles, so a store problem
@@ -109,13 +113,20 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Notify tells the server that entries or federated bundles changed
-// through the admin API. It never blocks.
+// Notify tells the server that entries or federated bundles changed. It
+// never blocks; the change is served within the settle time.
 func (s *Server) Notify() {
 	select {
 	case s.notify <- struct{}{}:
 	default:
 	}
+}
+
+// Refresh rebuilds the snapshot now and returns once streams have been
+// woken, so that an entry created through the admin API is served as soon
+// as the create call returns.
+func (s *Server) Refresh(ctx context.Context) {
+	s.reload(ctx, false)
 }
 
 // Gaps lists entries that federate with trust domains the server holds no
@@ -205,6 +216,8 @@ func (s *Server) resetRenewal(t *time.Timer) {
 }
 
 func (s *Server) reload(ctx context.Context, caChanged bool) {
+	s.loading.Lock()
+	defer s.loading.Unlock()
 	if err := s.state.load(ctx, caChanged); err != nil {
 		s.log.Error("workload API keeps serving its previous view", attrError, err)
 		return
