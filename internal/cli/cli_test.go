@@ -19,11 +19,20 @@ import (
 // startServer runs a real server in-process and returns its admin socket.
 func startServer(t *testing.T, td string) string {
 	t.Helper()
+	socket, _ := startServerWithWorkload(t, td)
+	return socket
+}
+
+// startServerWithWorkload runs a real server in-process and returns its
+// admin and Workload API sockets.
+func startServerWithWorkload(t *testing.T, td string) (string, string) {
+	t.Helper()
 	sockDir, err := os.MkdirTemp("", "treaty-cli") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
 	socket := filepath.Join(sockDir, "admin.sock")
-	cfg, err := config.Build("", config.Overrides{TrustDomain: td, DataDir: t.TempDir(), AdminSocket: socket})
+	workload := filepath.Join(sockDir, "public", "workload.sock")
+	cfg, err := config.Build("", config.Overrides{TrustDomain: td, DataDir: t.TempDir(), AdminSocket: socket, WorkloadSocket: workload})
 	require.NoError(t, err)
 	srv, err := server.New(t.Context(), cfg, nil)
 	require.NoError(t, err)
@@ -34,7 +43,7 @@ func startServer(t *testing.T, td string) string {
 		cancel()
 		require.NoError(t, <-done)
 	})
-	return socket
+	return socket, workload
 }
 
 func run(t *testing.T, stdin string, args ...string) (string, string, int) {

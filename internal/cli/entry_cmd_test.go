@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestEntryCommands(t *testing.T) {
+	socket, workload := startServerWithWorkload(t, "alpha.test")
+	uid := "unix:uid:" + strconv.Itoa(os.Getuid())
+
+	out, stderr, code := run(t, "", "entry", "create", "-socketPath", socket, "-spiffeID", "spiffe://alpha.test/svc/api",
+		"-selector", uid, "-selector", "unix:gid:0", "-federatesWith", "spiffe://beta.test", "-dns", "api.alpha.test",
+		"-x509SVIDTTL", "600", "-hint", "api")
+	require.Zero(t, code, stderr)
+	id := regexp.MustCompile(`Entry ID\s+: (\S+)`).FindStringSubmatch(out)[1]
+	require.Equal(t, "Entry ID                : "+id+`
+SPIFFE ID               : spiffe://alpha.test/svc/api
+Parent ID               : spiffe://alpha.test/spire/server
+Revision                : 0
+X509-SVID TTL           : 600
+JWT-SVID TTL            : default
+Selector                : unix:gid:0
+Selector                : `+uid+`
+FederatesWith           : beta.test
+DNS name                : api.alpha.test
+Hint                    : api
+
+`, out)
+	require.Contains(t, stderr, "the server holds no bundle for beta.test yet: workloads of this entry get their SVID now")
+
+	t.Run("ok/served at once over the Workload API", func(t *testing.T) {
+		out, stderr, code := run(t, "", "x509", "fetch", "-socketPath", workload, "-output", "json")
+		require.Zero(t, code, stderr)
+		var got struct {
+			SVIDs []struct {
+				SPIFFEID string   `json:"spiffe_id"`
+				DNSNames []string `json:"dns_names"`
+			} `json:"svids"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &got))
+		require.Len(t, got.SVIDs, 1)
+		require.Equal(t, "spiffe://alpha.test/svc/api", got.SVIDs[0].SPIFFEID)
+		require.Equal(t, []string{"api.alpha.test"}, got.SVIDs[0].DNSNames)
+	})
+	t.Run("fail/duplicate", func(t *testing.T) {
+		_, stderr, code := run(t, "", "entry", "create", "-socketPath", socket, "-spiffeID", "spiffe://alpha.test/svc/api",
+			"-selector", "unix:gid:0", "-selector", uid)
+		require.Equal(t, 1, code)
+		require.Contains(t, stderr, `Failed to create the following entry (code: AlreadyExists`)
+		require.Contains(t, stderr, id)
+	})
+	t.Run("fail/another trust domain", func(t *testing.T) {
+		_, stderr, code := run(t, "", "entry", "create", "-socketPath", socket, "-spiffeID", "spiffe://beta.test/svc/api", "-selector", uid)
+		require.Equal(t, 1, code)
+		require.Contains(t, stderr, "not in this server's trust domain alpha.test")
+	})
+	t.Run("fail/no selector", func(t *testing.T) {
+		_, stderr, code := run(t, "", "entry", "create", "-socketPath", socket, "-spiffeID", "spiffe://alpha.test/svc/x")
+		require.Equal(t, 2, code)
+		require.Contains(t, stderr, "at least one -selector is required")
+	})
+	t.Run("ok/data file and federates with all", func(t *testing.T) {
+		data := filepath.Join(t.TempDir(), "entries.json")
+		require.NoError(t, os.WriteFile(data, []byte(`{"entries": [{"spiffe_id": "spiffe://alpha.test/svc/batch",
+			"selectors": [{"type": "unix", "value": "uid:4242"}], "federates_with": ["*"]}]}`), 0o600))
+		out, stderr, code := run(t, "", "entry", "create", "-socketPath", socket, "-data", data)
+		require.Zero(t, code, stderr)
+		require.Contains(t, out, "FederatesWith           : *")
+		require.Empty(t, stderr, "* needs no bundle")
+	})
+	t.Run("ok/show, count and filters", func(t *testing.T) {
+		out, _, code := run(t, "", "entry", "show", "-socketPath", socket)
+		require.Zero(t, code)
+		require.Regexp(t, `^Found 2 entries\n`, out)
+		out, _, _ = run(t, "", "entry", "show", "-socketPath", socket, "-selector", uid)
+		require.Regexp(t, `^Found 1 entry\nEntry ID\s+: `+id, out)
+		out, _, _ = run(t, "", "entry", "count", "-socketPath", socket, "-federatesWith", "beta.test")
+		require.Equal(t, "1 registration entry\n", out)
+		out, _, _ = run(t, "", "entry", "count", "-socketPath", socket)
+		require.Equal(t, "2 registration entries\n", out)
+	})
+	t.Run("ok/update raises the revision", func(t *testing.T) {
+		out, stderr, code := run(t, "", "entry", "update", "-socketPath", socket, "-entryID", id,
+			"-spiffeID", "spiffe://alpha.test/svc/api", "-selector", uid, "-hint", "renamed")
+		require.Zero(t, code, stderr)
+		require.Contains(t, out, "Revision                : 1\n")
+		require.Contains(t, out, "Hint                    : renamed\n")
+		require.NotContains(t, out, "FederatesWith", "update replaces the whole entry, as spire-server's does")
+	})
+	t.Run("ok/delete", func(t *testing.T) {
+		out, stderr, code := run(t, "", "entry", "delete", "-socketPath", socket, "-entryID", id)
+		require.Zero(t, code, stderr)
+		require.Equal(t, "Deleted entry with ID: "+id+"\n\n\nDeleted 1 entries successfully", out)
+		_, stderr, code = run(t, "", "entry", "delete", "-socketPath", socket, "-entryID", id)
+		require.Equal(t, 1, code)
+		require.Contains(t, stderr, "(code: NotFound")
+	})
+}
