@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -145,17 +144,40 @@ func apiToSPIFFE(b *types.Bundle) (*spiffebundle.Bundle, error) {
 // as spire-server's -output json does. protojson varies its whitespace on
 // purpose; compacting makes the output stable for scripts.
 func printJSON(w io.Writer, m proto.Message) error {
-	raw, err := protojson.MarshalOptions{EmitDefaultValues: true, UseProtoNames: true}.Marshal(m)
+	raw, err := protojson.MarshalOptions{EmitUnpopulated: true, UseProtoNames: true}.Marshal(m)
 	if err != nil {
 		return err
 	}
-	var out bytes.Buffer
-	if err := json.Compact(&out, raw); err != nil {
+	// spire-server re-encodes through a map: keys sorted, nulls dropped,
+	// compact, HTML-escaped. Do the same so scripts see identical bytes.
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
 		return err
 	}
-	out.WriteByte('\n')
-	_, err = out.WriteTo(w)
-	return err
+	return json.NewEncoder(w).Encode(dropNulls(v))
+}
+
+// dropNulls removes null members and array elements, recursively.
+func dropNulls(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, val := range t {
+			if val == nil {
+				delete(t, k)
+				continue
+			}
+			t[k] = dropNulls(val)
+		}
+	case []any:
+		out := make([]any, 0, len(t))
+		for _, val := range t {
+			if val != nil {
+				out = append(out, dropNulls(val))
+			}
+		}
+		return out
+	}
+	return v
 }
 
 func runBundleList(ctx context.Context, e *env, args []string) error {
