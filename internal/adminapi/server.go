@@ -18,6 +18,7 @@ import (
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -88,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 	trustdomainv1.RegisterTrustDomainServer(s.grpc, &trustDomainService{
 		local: cfg.CA.TrustDomain(), store: cfg.Relationships, refresher: cfg.Refresher, now: time.Now,
 	})
+	svidv1.RegisterSVIDServer(s.grpc, &svidService{ca: cfg.CA})
 	if cfg.Entries != nil {
 		entryv1.RegisterEntryServer(s.grpc, &entryService{local: cfg.CA.TrustDomain(), store: cfg.Entries, bundles: cfg.Store, log: log})
 	}

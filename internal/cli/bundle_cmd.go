@@ -65,6 +65,7 @@ func checkChoice(flagName, value string, choices ...string) error {
 func runBundleShow(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "bundle show")
 	socketPath, format, output := socketFlag(fs), formatFlag(fs), outputFlag(fs)
+	id := fs.String("id", "", "show the federated bundle of this trust domain (e.g. spiffe://partner.example) instead of our own")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -72,7 +73,18 @@ func runBundleShow(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
-		b, err := bundlev1.NewBundleClient(conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
+		client := bundlev1.NewBundleClient(conn)
+		var b *types.Bundle
+		var err error
+		if *id == "" {
+			b, err = client.GetBundle(ctx, &bundlev1.GetBundleRequest{})
+		} else {
+			td, tdErr := trustDomainArg("id", *id)
+			if tdErr != nil {
+				return tdErr
+			}
+			b, err = client.GetFederatedBundle(ctx, &bundlev1.GetFederatedBundleRequest{TrustDomain: td.Name()})
+		}
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,11 @@
 package federation
 
 import (
+	"fmt"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // State summarises a relationship's freshness.
@@ -19,7 +23,31 @@ const (
 	StateStale State = "stale"
 	// StateNeverFetched: no successful poll and no bundle yet.
 	StateNeverFetched State = "never_fetched"
+	// StateStatic: a bundle set by hand with no relationship (a device
+	// fleet's CA, an air-gapped partner); nothing refreshes it.
+	StateStatic State = "static"
 )
+
+// StaticExpiryWarning is how long before its first authority expires a
+// static bundle is flagged: someone has to import the next one by hand.
+const StaticExpiryWarning = 30 * 24 * time.Hour
+
+// StaticStatus describes a federated bundle held without a relationship.
+func StaticStatus(td spiffeid.TrustDomain, b *spiffebundle.Bundle, now time.Time) Status {
+	st := Status{TrustDomain: td.Name(), State: StateStatic, HasBundle: true, EarliestExpiry: earliestExpiry(b), Endpoint: "none: set by hand (treaty bundle set)"}
+	if seq, ok := b.SequenceNumber(); ok {
+		st.Sequence = seq
+	}
+	switch exp := st.EarliestExpiry; {
+	case exp.IsZero():
+	case !now.Before(exp):
+		st.Warnings = append(st.Warnings, fmt.Sprintf("an authority of this static bundle expired at %s: import the current CA with treaty bundle set", exp.UTC().Format(time.RFC3339)))
+	case exp.Sub(now) < StaticExpiryWarning:
+		st.Warnings = append(st.Warnings, fmt.Sprintf("an authority of this static bundle expires in %s (%s): nothing refreshes it, so import the next CA with treaty bundle set before then",
+			exp.Sub(now).Round(time.Hour), exp.UTC().Format(time.RFC3339)))
+	}
+	return st
+}
 
 // Status is what is known about one relationship's freshness.
 type Status struct {

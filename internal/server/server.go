@@ -206,7 +206,7 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		CA:             s.ca,
 		Store:          s.store,
 		Relationships:  s.store,
-		Refresher:      s.refresher,
+		Refresher:      federationView{Refresher: s.refresher, workload: s.workload, now: time.Now},
 		Entries:        s.store,
 		EndpointExpiry: s.endpointExpiry,
 		Changed:        s.workload.Refresh,
@@ -282,7 +282,7 @@ func (s *Server) listenTelemetry(ctx context.Context) error {
 	}
 	s.telemetry = telemetry.New(telemetry.Config{
 		Address:        s.cfg.Telemetry.Address,
-		Federation:     s.refresher,
+		Federation:     federationView{Refresher: s.refresher, workload: s.workload, now: time.Now},
 		EndpointExpiry: s.endpointExpiry,
 		FederationGaps: func() int { return len(s.workload.Gaps()) },
 		Ready:          s.ready,

@@ -16,12 +16,12 @@ var (
 	descExpiry = prometheus.NewDesc("treaty_federation_authority_expiry_timestamp_seconds",
 		"When the first X.509 authority of the partner bundle held expires (Unix time).", []string{"trust_domain"}, nil)
 	descState = prometheus.NewDesc("treaty_federation_state",
-		"1 for the relationship's current state (healthy, failing, stale, never_fetched), 0 for the others.", []string{"trust_domain", "state"}, nil)
+		"1 for the partner's current state (healthy, failing, stale, never_fetched, static), 0 for the others.", []string{"trust_domain", "state"}, nil)
 	descFailureReason = prometheus.NewDesc("treaty_federation_last_failure",
 		"1 while the last poll failed, labelled with the classified reason.", []string{"trust_domain", "reason"}, nil)
 )
 
-var states = []federation.State{federation.StateHealthy, federation.StateFailing, federation.StateStale, federation.StateNeverFetched}
+var states = []federation.State{federation.StateHealthy, federation.StateFailing, federation.StateStale, federation.StateNeverFetched, federation.StateStatic}
 
 // federationCollector turns the refresher's status into metrics at scrape
 // time.

@@ -133,6 +133,12 @@ func (s *Server) Refresh(ctx context.Context) {
 // bundle for.
 func (s *Server) Gaps() []Gap { return s.state.Gaps() }
 
+// FederatedBundles returns the federated bundles being served, by trust
+// domain. The map must not be modified.
+func (s *Server) FederatedBundles() map[spiffeid.TrustDomain]*spiffebundle.Bundle {
+	return s.state.snapshot().federated
+}
+
 // Listen creates the socket.
 func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
 	return socket.Listen(ctx, socket.Config{Path: s.cfg.SocketPath, Name: "workload_socket", DirMode: 0o755, Mode: 0o777})
