@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 )
 
@@ -52,4 +57,31 @@ func TestEntryCLIInterop(t *testing.T) {
 	out, stderr, err = spireCmd("entry", "delete", "-entryID", id)
 	require.NoError(t, err, "%s\n%s", out, stderr)
 	require.Equal(t, "0 registration entries\n", s.treaty("entry", "count"))
+}
+
+// TestMintWithSPIRECLI mints SVIDs from treaty with the real spire-server
+// CLI, as an existing device-provisioning script would.
+func TestMintWithSPIRECLI(t *testing.T) {
+	spire := spireServer(t)
+	s := newServer(t, "alpha.test", "")
+	s.start()
+	dir := t.TempDir()
+	out, stderr, err := runCmd(spire, "x509", "mint", "-spiffeID", "spiffe://alpha.test/device/1", "-ttl", "1h", "-write", dir, "-socketPath", s.socket)
+	require.NoError(t, err, "%s\n%s", out, stderr)
+	require.Contains(t, out, "X509-SVID written to")
+	svid, err := x509svid.Load(filepath.Join(dir, "svid.pem"), filepath.Join(dir, "key.pem"))
+	require.NoError(t, err)
+	bundle := parseSPIFFE(t, "alpha.test", s.treaty("bundle", "show", "-format", "spiffe"))
+	_, _, err = x509svid.Verify(svid.Certificates, x509bundle.FromX509Authorities(bundle.TrustDomain(), bundle.X509Authorities()))
+	require.NoError(t, err)
+
+	out, stderr, err = runCmd(spire, "jwt", "mint", "-spiffeID", "spiffe://alpha.test/device/1", "-audience", "partner", "-socketPath", s.socket)
+	require.NoError(t, err, "%s\n%s", out, stderr)
+	token, err := jwtsvid.ParseAndValidate(strings.TrimSpace(out), jwtbundle.FromJWTAuthorities(bundle.TrustDomain(), bundle.JWTAuthorities()), []string{"partner"})
+	require.NoError(t, err)
+	require.Equal(t, "spiffe://alpha.test/device/1", token.ID.String())
+
+	_, stderr, err = runCmd(spire, "x509", "mint", "-spiffeID", "spiffe://beta.test/device/1", "-socketPath", s.socket)
+	require.Error(t, err)
+	require.Contains(t, stderr, "not in this server's trust domain")
 }
