@@ -55,15 +55,20 @@ type parser struct {
 	opts     Options
 	problems []string
 	warnings []string
+	findings []Finding
 	bundle   *spiffebundle.Bundle
 }
 
-func (p *parser) problem(format string, args ...any) {
-	p.problems = append(p.problems, fmt.Sprintf(format, args...))
+func (p *parser) problem(check CheckID, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.problems = append(p.problems, msg)
+	p.findings = append(p.findings, Finding{Check: check, Severity: SeverityFail, Message: msg})
 }
 
-func (p *parser) warn(format string, args ...any) {
-	p.warnings = append(p.warnings, fmt.Sprintf(format, args...))
+func (p *parser) warn(check CheckID, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.warnings = append(p.warnings, msg)
+	p.findings = append(p.findings, Finding{Check: check, Severity: SeverityWarn, Message: msg})
 }
 
 func (p *parser) result() (*Result, error) {
@@ -79,17 +84,26 @@ func (p *parser) result() (*Result, error) {
 // anything that makes a key unusable or unsafe is a problem, and all
 // problems are reported together in an *Error.
 func Parse(td spiffeid.TrustDomain, data []byte, opts Options) (*Result, error) {
+	p := newParser(td, opts)
+	p.parseJSON(data)
+	return p.result()
+}
+
+func newParser(td spiffeid.TrustDomain, opts Options) *parser {
 	p := &parser{td: td, opts: opts, bundle: spiffebundle.New(td)}
 	if p.opts.Now.IsZero() {
 		p.opts.Now = time.Now()
 	}
+	return p
+}
+
+func (p *parser) parseJSON(data []byte) {
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(data, &members); err != nil {
-		p.problem("not a JSON object: %s%s", jsonError(data, err), htmlHint(data))
-		return p.result()
+		p.problem(CheckFormat, "not a JSON object: %s%s", jsonError(data, err), htmlHint(data))
+		return
 	}
 	p.topLevel(members)
-	return p.result()
 }
 
 func (p *parser) topLevel(members map[string]json.RawMessage) {
@@ -97,28 +111,28 @@ func (p *parser) topLevel(members map[string]json.RawMessage) {
 		switch name {
 		case "keys", "spiffe_refresh_hint", "spiffe_sequence":
 		case "spiffe_sequence_number":
-			p.warn(`member "spiffe_sequence_number" is not part of the standard and is ignored; the sequence member is "spiffe_sequence"`)
+			p.warn(CheckSequence, `member "spiffe_sequence_number" is not part of the standard and is ignored; the sequence member is "spiffe_sequence"`)
 		default:
-			p.warn("unknown member %q ignored", name)
+			p.warn(CheckMembers, "unknown member %q ignored", name)
 		}
 	}
 	p.refreshHint(members["spiffe_refresh_hint"])
 	p.sequence(members["spiffe_sequence"])
 	raw, ok := members["keys"]
 	if !ok {
-		p.problem(`no "keys" member: a SPIFFE bundle is a JWK Set, {"keys": [...]}`)
+		p.problem(CheckKeys, `no "keys" member: a SPIFFE bundle is a JWK Set, {"keys": [...]}`)
 		return
 	}
 	var keys []json.RawMessage
 	if err := json.Unmarshal(raw, &keys); err != nil || keys == nil {
-		p.problem(`"keys" must be an array of JWKs`)
+		p.problem(CheckKeys, `"keys" must be an array of JWKs`)
 		return
 	}
 	for i, key := range keys {
 		p.key(i, key)
 	}
 	if p.opts.RequireKeys && p.bundle.Empty() && len(p.problems) == 0 {
-		p.problem("the bundle has no usable keys: it needs at least one x509-svid or jwt-svid authority")
+		p.problem(CheckKeys, "the bundle has no usable keys: it needs at least one x509-svid or jwt-svid authority")
 	}
 }
 
@@ -128,14 +142,25 @@ func (p *parser) refreshHint(raw json.RawMessage) {
 	}
 	var secs int64
 	if err := json.Unmarshal(raw, &secs); err != nil || secs < 0 {
-		p.warn("spiffe_refresh_hint %s is not a non-negative whole number of seconds; ignored", raw)
+		p.warn(CheckRefreshHint, "spiffe_refresh_hint %s is not a non-negative whole number of seconds; ignored", raw)
 		return
 	}
 	hint := time.Duration(secs) * time.Second
-	if hint > MaxRefreshHint {
-		p.warn("spiffe_refresh_hint is %s (%d seconds): partners polling that rarely will miss CA rotations; was it meant to be minutes?", hint, secs)
+	switch {
+	case hint > MaxRefreshHint && looksLikeMilliseconds(secs):
+		p.warn(CheckRefreshHint, "spiffe_refresh_hint is %d: that is %s in seconds, which the standard uses, but looks like milliseconds (%s); partners will poll far too rarely", secs, hint, time.Duration(secs)*time.Millisecond)
+	case hint > MaxRefreshHint:
+		p.warn(CheckRefreshHint, "spiffe_refresh_hint is %s (%d seconds): partners polling that rarely will miss CA rotations; was it meant to be minutes?", hint, secs)
 	}
 	p.bundle.SetRefreshHint(hint)
+}
+
+// looksLikeMilliseconds reports whether a refresh hint is more plausibly
+// milliseconds: a whole number of minutes when read as milliseconds, but
+// not a whole number of hours when read as seconds.
+func looksLikeMilliseconds(secs int64) bool {
+	ms := time.Duration(secs) * time.Millisecond
+	return ms <= MaxRefreshHint && ms%time.Minute == 0 && (time.Duration(secs)*time.Second)%time.Hour != 0
 }
 
 func (p *parser) sequence(raw json.RawMessage) {
@@ -144,7 +169,7 @@ func (p *parser) sequence(raw json.RawMessage) {
 	}
 	var seq uint64
 	if err := json.Unmarshal(raw, &seq); err != nil {
-		p.warn("spiffe_sequence %s is not a non-negative whole number; ignored", raw)
+		p.warn(CheckSequence, "spiffe_sequence %s is not a non-negative whole number; ignored", raw)
 		return
 	}
 	p.bundle.SetSequenceNumber(seq)
@@ -156,27 +181,51 @@ type keyHeader struct {
 	Kty string            `json:"kty"`
 	Kid string            `json:"kid"`
 	X5c []json.RawMessage `json:"x5c"`
-	D   json.RawMessage   `json:"d"`
+	// Private key members of EC, RSA, OKP and symmetric JWKs (RFC 7518).
+	D  json.RawMessage `json:"d"`
+	P  json.RawMessage `json:"p"`
+	Q  json.RawMessage `json:"q"`
+	DP json.RawMessage `json:"dp"`
+	DQ json.RawMessage `json:"dq"`
+	QI json.RawMessage `json:"qi"`
+	K  json.RawMessage `json:"k"`
+}
+
+// privateMember names the first private key member of h, if any.
+func (h keyHeader) privateMember() string {
+	for _, m := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"d", h.D}, {"p", h.P}, {"q", h.Q}, {"dp", h.DP}, {"dq", h.DQ}, {"qi", h.QI}} {
+		if m.raw != nil {
+			return m.name
+		}
+	}
+	return ""
 }
 
 func (p *parser) key(i int, raw json.RawMessage) {
 	where := fmt.Sprintf("keys[%d]", i)
 	var h keyHeader
 	if err := json.Unmarshal(raw, &h); err != nil {
-		p.problem("%s: not a JWK object: %v", where, err)
+		p.problem(CheckKeys, "%s: not a JWK object: %v", where, err)
 		return
 	}
-	if h.D != nil {
-		p.problem(`%s: contains private key material ("d"); a bundle must hold public keys only, and this private key should be considered compromised`, where)
+	if h.K != nil {
+		p.warn(CheckPrivateKey, `%s: a symmetric key ("k") is a shared secret and has no place in a bundle; key skipped`, where)
+		return
+	}
+	if m := h.privateMember(); m != "" {
+		p.problem(CheckPrivateKey, `%s: contains private key material (%q); a bundle must hold public keys only, and this private key should be considered compromised`, where, m)
 		return
 	}
 	switch h.Kty {
 	case "EC", "RSA", "OKP":
 	case "":
-		p.warn(`%s: no "kty"; key skipped`, where)
+		p.warn(CheckKeyType, `%s: no "kty"; key skipped`, where)
 		return
 	default:
-		p.warn("%s: unsupported key type %q; key skipped", where, h.Kty)
+		p.warn(CheckKeyType, "%s: unsupported key type %q; key skipped", where, h.Kty)
 		return
 	}
 	switch h.Use {
@@ -185,30 +234,30 @@ func (p *parser) key(i int, raw json.RawMessage) {
 	case UseJWTSVID:
 		p.jwtKey(where, raw, h)
 	case "":
-		p.warn(`%s: no "use"; SPIFFE bundles need "x509-svid" or "jwt-svid"; key skipped`, where)
+		p.warn(CheckUse, `%s: no "use"; SPIFFE bundles need "x509-svid" or "jwt-svid"; key skipped`, where)
 	default:
-		p.warn("%s: unknown use %q; key skipped", where, h.Use)
+		p.warn(CheckUse, "%s: unknown use %q; key skipped", where, h.Use)
 	}
 }
 
 func (p *parser) x509Key(where string, raw json.RawMessage, h keyHeader) {
 	if len(h.X5c) != 1 {
-		p.problem(`%s (x509-svid): "x5c" must hold exactly one certificate, found %d`, where, len(h.X5c))
+		p.problem(CheckX5C, `%s (x509-svid): "x5c" must hold exactly one certificate, found %d`, where, len(h.X5c))
 		return
 	}
 	var jwk jose.JSONWebKey
 	if err := jwk.UnmarshalJSON(raw); err != nil {
-		p.problem("%s (x509-svid): %s", where, joseError(err))
+		p.problem(CheckX5C, "%s (x509-svid): %s", where, joseError(err))
 		return
 	}
 	cert := jwk.Certificates[0]
-	if msg := p.checkAuthority(cert); msg != "" {
-		p.problem("%s (x509-svid): x5c[0] %s", where, msg)
+	if check, msg := p.checkAuthority(cert); msg != "" {
+		p.problem(check, "%s (x509-svid): x5c[0] %s", where, msg)
 		return
 	}
 	for _, existing := range p.bundle.X509Authorities() {
 		if existing.Equal(cert) {
-			p.warn("%s (x509-svid): duplicate of an earlier certificate; skipped", where)
+			p.warn(CheckDuplicate, "%s (x509-svid): duplicate of an earlier certificate; skipped", where)
 			return
 		}
 	}
@@ -217,34 +266,37 @@ func (p *parser) x509Key(where string, raw json.RawMessage, h keyHeader) {
 
 func (p *parser) jwtKey(where string, raw json.RawMessage, h keyHeader) {
 	if h.Kid == "" {
-		p.problem(`%s (jwt-svid): no "kid"; JWT authorities need a key ID so that tokens can name them`, where)
+		p.problem(CheckJWTKID, `%s (jwt-svid): no "kid"; JWT authorities need a key ID so that tokens can name them`, where)
 		return
 	}
 	var jwk jose.JSONWebKey
 	if err := jwk.UnmarshalJSON(raw); err != nil {
-		p.problem("%s (jwt-svid, kid %q): %s", where, h.Kid, joseError(err))
+		p.problem(CheckJWTKey, "%s (jwt-svid, kid %q): %s", where, h.Kid, joseError(err))
 		return
 	}
 	if p.bundle.HasJWTAuthority(h.Kid) {
-		p.problem("%s (jwt-svid): duplicate kid %q; key IDs must be unique within a bundle", where, h.Kid)
+		p.problem(CheckDuplicate, "%s (jwt-svid): duplicate kid %q; key IDs must be unique within a bundle", where, h.Kid)
 		return
 	}
 	if err := p.bundle.AddJWTAuthority(h.Kid, jwk.Key); err != nil {
-		p.problem("%s (jwt-svid, kid %q): %v", where, h.Kid, err)
+		p.problem(CheckJWTKey, "%s (jwt-svid, kid %q): %v", where, h.Kid, err)
 	}
 }
 
 // checkAuthority returns why cert cannot be an X.509 authority of the trust
 // domain, or "" if it can. An expired certificate is only a warning: it
 // stays harmlessly in the bundle until its owner removes it.
-func (p *parser) checkAuthority(cert *x509.Certificate) string {
+func (p *parser) checkAuthority(cert *x509.Certificate) (CheckID, string) {
 	if err := CheckX509Authority(p.td, cert); err != nil {
-		return err.Error()
+		if !cert.BasicConstraintsValid || !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 && cert.KeyUsage != 0 {
+			return CheckCA, err.Error()
+		}
+		return CheckTrustDomain, err.Error()
 	}
 	if p.opts.Now.After(cert.NotAfter) {
-		p.warn("certificate %q expired at %s", cert.Subject, cert.NotAfter.UTC().Format(time.RFC3339))
+		p.warn(CheckExpiry, "certificate %q expired at %s", cert.Subject, cert.NotAfter.UTC().Format(time.RFC3339))
 	}
-	return ""
+	return "", ""
 }
 
 // CheckX509Authority returns an error saying why cert cannot be an X.509
@@ -254,6 +306,9 @@ func (p *parser) checkAuthority(cert *x509.Certificate) string {
 func CheckX509Authority(td spiffeid.TrustDomain, cert *x509.Certificate) error {
 	if !cert.BasicConstraintsValid || !cert.IsCA {
 		return fmt.Errorf("(subject %q) is not a CA certificate (basic constraints CA:TRUE missing); an x509-svid authority must be a CA", cert.Subject)
+	}
+	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return fmt.Errorf("(subject %q) is a CA whose key usage lacks keyCertSign, so it may not sign SVIDs (SPIFFE X509-SVID standard, section 4.3)", cert.Subject)
 	}
 	for _, uri := range cert.URIs {
 		id, err := spiffeid.FromURI(uri)
@@ -267,10 +322,12 @@ func CheckX509Authority(td spiffeid.TrustDomain, cert *x509.Certificate) error {
 // ParsePEM decodes PEM certificates as the X.509 authorities of trust
 // domain td. Every certificate must be a CA; private keys are refused.
 func ParsePEM(td spiffeid.TrustDomain, data []byte, opts Options) (*Result, error) {
-	p := &parser{td: td, opts: opts, bundle: spiffebundle.New(td)}
-	if p.opts.Now.IsZero() {
-		p.opts.Now = time.Now()
-	}
+	p := newParser(td, opts)
+	p.parsePEM(data)
+	return p.result()
+}
+
+func (p *parser) parsePEM(data []byte) {
 	rest, n := data, 0
 	for {
 		var block *pem.Block
@@ -282,28 +339,27 @@ func ParsePEM(td spiffeid.TrustDomain, data []byte, opts Options) (*Result, erro
 		p.pemBlock(n, block)
 	}
 	if n == 0 {
-		p.problem("no PEM block found: expected one or more -----BEGIN CERTIFICATE----- blocks%s", jsonHint(data))
+		p.problem(CheckFormat, "no PEM block found: expected one or more -----BEGIN CERTIFICATE----- blocks%s", jsonHint(data))
 	} else if p.bundle.Empty() && len(p.problems) == 0 {
-		p.problem("no CERTIFICATE block found among %d PEM blocks", n)
+		p.problem(CheckFormat, "no CERTIFICATE block found among %d PEM blocks", n)
 	}
-	return p.result()
 }
 
 func (p *parser) pemBlock(n int, block *pem.Block) {
 	where := fmt.Sprintf("PEM block %d", n)
 	switch {
 	case strings.Contains(block.Type, "PRIVATE KEY"):
-		p.problem("%s is a %s: a bundle must hold public certificates only, and this private key should be considered compromised", where, block.Type)
+		p.problem(CheckPrivateKey, "%s is a %s: a bundle must hold public certificates only, and this private key should be considered compromised", where, block.Type)
 	case block.Type != "CERTIFICATE":
-		p.warn("%s (%s) skipped: only CERTIFICATE blocks are used", where, block.Type)
+		p.warn(CheckFormat, "%s (%s) skipped: only CERTIFICATE blocks are used", where, block.Type)
 	default:
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			p.problem("%s: not a valid X.509 certificate: %v", where, err)
+			p.problem(CheckX5C, "%s: not a valid X.509 certificate: %v", where, err)
 			return
 		}
-		if msg := p.checkAuthority(cert); msg != "" {
-			p.problem("%s %s", where, msg)
+		if check, msg := p.checkAuthority(cert); msg != "" {
+			p.problem(check, "%s %s", where, msg)
 			return
 		}
 		p.bundle.AddX509Authority(cert)

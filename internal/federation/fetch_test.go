@@ -354,7 +354,7 @@ func fetchCases() []fetchCase {
 				doc := withExtraKeys(t, document(p.beta), `{"kty":"oct","use":"x509-svid","k":"c2VjcmV0"}`, `{"kty":"EC","use":"enc","crv":"P-256"}`)
 				return webTarget(t, p.web.localhost(t), serveJSON(doc))
 			},
-			phrases: []string{`unsupported key type "oct"`, `unknown use "enc"`},
+			phrases: []string{`a symmetric key ("k") is a shared secret`, `unknown use "enc"`},
 			check: func(t *testing.T, p *fetchPKI, res *bundle.Result) {
 				require.Equal(t, p.beta.Bundle().X509Authorities(), res.Bundle.X509Authorities())
 			},
