@@ -38,6 +38,9 @@ type Severity string
 // Severities, from best to worst.
 const (
 	SeverityPass Severity = "pass"
+	// SeveritySkip: the check needs a usable bundle and an earlier check
+	// failed.
+	SeveritySkip Severity = "skip"
 	SeverityWarn Severity = "warn"
 	SeverityFail Severity = "fail"
 )

@@ -48,6 +48,7 @@ func commands() []command {
 		{"version", "print treaty's version", runVersion},
 	}
 	cmds = append(cmds, bundleCommands()...)
+	cmds = append(cmds, bundleToolCommands()...)
 	cmds = append(cmds, federationCommands()...)
 	cmds = append(cmds, probeCommands()...)
 	cmds = append(cmds, entryCommands()...)

@@ -1,13 +1,13 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -140,17 +140,12 @@ type entryData struct {
 }
 
 func readEntryData(e *env, path string) ([]*types.Entry, error) {
-	var r io.Reader = e.stdin
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		r = f
+	raw, err := readInput(e, path)
+	if err != nil {
+		return nil, err
 	}
 	var data entryData
-	dec := json.NewDecoder(r)
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&data); err != nil {
 		return nil, fmt.Errorf("read entries from %s: %w (expected {\"entries\": [{\"spiffe_id\": ..., \"selectors\": [{\"type\": \"unix\", \"value\": \"uid:1000\"}]}]})", path, err)
@@ -592,19 +587,14 @@ func deleteIDs(e *env, entryID, file string) ([]string, error) {
 		}
 		return []string{entryID}, nil
 	}
-	var r io.Reader = e.stdin
-	if file != "-" {
-		f, err := os.Open(file)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		r = f
+	raw, err := readInput(e, file)
+	if err != nil {
+		return nil, err
 	}
 	var data struct {
 		IDs []string `json:"ids"`
 	}
-	if err := json.NewDecoder(r).Decode(&data); err != nil {
+	if err := json.Unmarshal(raw, &data); err != nil {
 		return nil, fmt.Errorf("read %s: %w (expected {\"ids\": [\"...\"]})", file, err)
 	}
 	return data.IDs, nil

@@ -1,0 +1,177 @@
+package bundle
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// DefaultExpiryWarning is how close to expiry an authority is flagged.
+const DefaultExpiryWarning = 30 * 24 * time.Hour
+
+// ValidateOptions tune Validate.
+type ValidateOptions struct {
+	// Now is the time expiry is judged at; zero means time.Now().
+	Now time.Time
+	// ExpiryWarning flags authorities expiring within it; zero means
+	// DefaultExpiryWarning.
+	ExpiryWarning time.Duration
+}
+
+// Validation is what Validate found: one or more findings per check, a
+// pass for each check that found nothing.
+type Validation struct {
+	TrustDomain string `json:"trust_domain"`
+	// Format is "spiffe" (JSON) or "pem".
+	Format   string    `json:"format"`
+	Findings []Finding `json:"findings"`
+	// Bundle is the usable bundle, nil when a check failed.
+	Bundle *spiffebundle.Bundle `json:"-"`
+}
+
+// Worst returns the most severe finding's severity.
+func (v *Validation) Worst() Severity {
+	worst := SeverityPass
+	for _, f := range v.Findings {
+		switch {
+		case f.Severity == SeverityFail:
+			return SeverityFail
+		case f.Severity == SeverityWarn:
+			worst = SeverityWarn
+		}
+	}
+	return worst
+}
+
+// Fix says, for each check, what to do when it does not pass.
+var Fix = map[CheckID]string{
+	CheckFormat:      "export the bundle again: `treaty bundle show -format spiffe` (or `spire-server bundle show -format spiffe`) on the owning server",
+	CheckMembers:     "remove the unknown members; a SPIFFE bundle has keys, spiffe_refresh_hint and spiffe_sequence",
+	CheckKeys:        `wrap the keys in a JWK Set: {"keys": [...]}`,
+	CheckPrivateKey:  "remove the private key from the bundle, then treat it as compromised: rotate that authority",
+	CheckKeyType:     `give each key a "kty" of EC or RSA (unsupported keys are skipped by clients)`,
+	CheckUse:         `set "use" to "x509-svid" for CA certificates and "jwt-svid" for JWT signing keys`,
+	CheckX5C:         `put exactly one DER certificate, base64, in each x509-svid key's "x5c"`,
+	CheckCA:          "publish the trust domain's CA certificate (CA:TRUE, keyCertSign), not a leaf SVID",
+	CheckTrustDomain: "check that this is the bundle of the trust domain you named; every certificate must belong to it",
+	CheckDuplicate:   "remove the duplicate keys; key IDs must be unique",
+	CheckJWTKID:      `give every jwt-svid key a unique "kid"`,
+	CheckJWTKey:      "re-export the JWT key; it does not decode as a public key",
+	CheckX509Present: "include the trust domain's X.509 authorities; without one no X509-SVID can be verified",
+	CheckExpiry:      "get the current bundle from the owner; expired authorities verify nothing, and ones about to expire need a successor",
+	CheckRefreshHint: "publish spiffe_refresh_hint in seconds, minutes rather than days (treaty's default is 300)",
+	CheckSequence:    `spell the member "spiffe_sequence" and make it a whole number that rises with every change`,
+}
+
+var passMessage = map[CheckID]string{
+	CheckFormat:      "well formed",
+	CheckMembers:     "no unknown members",
+	CheckKeys:        "keys is a JWK array",
+	CheckPrivateKey:  "no private key material",
+	CheckKeyType:     "every key has a supported kty",
+	CheckUse:         "every key has a known use",
+	CheckX5C:         "every x509-svid key carries one certificate",
+	CheckCA:          "every X.509 authority is a CA allowed to sign",
+	CheckTrustDomain: "no certificate names another trust domain",
+	CheckDuplicate:   "no duplicate keys",
+	CheckJWTKID:      "every JWT key has a kid",
+	CheckJWTKey:      "every JWT key decodes",
+	CheckX509Present: "has X.509 authorities",
+	CheckExpiry:      "nothing expired or expiring soon",
+	CheckRefreshHint: "refresh hint is sensible",
+	CheckSequence:    "sequence is well formed",
+}
+
+// Validate runs every check on a bundle document of trust domain td,
+// JSON (SPIFFE) or PEM, detected from its content.
+func Validate(td spiffeid.TrustDomain, data []byte, opts ValidateOptions) *Validation {
+	if opts.ExpiryWarning == 0 {
+		opts.ExpiryWarning = DefaultExpiryWarning
+	}
+	p := newParser(td, Options{Now: opts.Now})
+	v := &Validation{TrustDomain: td.Name(), Format: DetectFormat(data)}
+	if v.Format == FormatPEM {
+		p.parsePEM(data)
+	} else {
+		p.parseJSON(data)
+	}
+	skip := []CheckID{CheckX509Present, CheckExpiry}
+	if len(p.problems) == 0 {
+		v.Bundle = p.bundle
+		p.extraChecks(v.Format, opts.ExpiryWarning)
+		skip = nil
+	}
+	v.Findings = withPasses(p.findings, skip)
+	return v
+}
+
+// extraChecks are the checks beyond what Parse needs: a usable bundle
+// that would still cause trouble.
+func (p *parser) extraChecks(format string, warnWithin time.Duration) {
+	certs := p.bundle.X509Authorities()
+	if len(certs) == 0 {
+		p.problem(CheckX509Present, "no x509-svid authority: this bundle cannot verify any X509-SVID (fine only if the trust domain uses JWT-SVIDs alone)")
+	}
+	expired := 0
+	for _, c := range certs {
+		switch left := c.NotAfter.Sub(p.opts.Now); {
+		case left <= 0:
+			expired++
+		case left < warnWithin:
+			p.warn(CheckExpiry, "certificate %q expires in %s (%s)", c.Subject, humanDuration(left), c.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	if expired > 0 && expired == len(certs) {
+		p.problem(CheckExpiry, "every X.509 authority has expired: this bundle verifies nothing; the owner has rotated since it was exported")
+	}
+	if hint, ok := p.bundle.RefreshHint(); format == FormatSPIFFE && ok && hint == 0 {
+		p.warn(CheckRefreshHint, "spiffe_refresh_hint is 0: partners fall back to their own default interval")
+	}
+}
+
+// withPasses adds a pass finding for every check that found nothing and
+// orders findings by check.
+func withPasses(found []Finding, skipped []CheckID) []Finding {
+	var out []Finding
+	for _, check := range Checks {
+		n := 0
+		for _, f := range found {
+			if f.Check == check {
+				out = append(out, f)
+				n++
+			}
+		}
+		switch {
+		case n > 0:
+		case slices.Contains(skipped, check):
+			out = append(out, Finding{Check: check, Severity: SeveritySkip, Message: "not checked: the bundle is unusable (see the failures)"})
+		default:
+			out = append(out, Finding{Check: check, Severity: SeverityPass, Message: passMessage[check]})
+		}
+	}
+	return out
+}
+
+// Bundle formats.
+const (
+	FormatSPIFFE = "spiffe"
+	FormatPEM    = "pem"
+	FormatJWKS   = "jwks"
+)
+
+// DetectFormat tells PEM from JSON by the first non-space bytes.
+func DetectFormat(data []byte) string {
+	if bytes.HasPrefix(bytes.TrimSpace(data), []byte("-----BEGIN")) {
+		return FormatPEM
+	}
+	return FormatSPIFFE
+}
+
+// String formats a finding for people.
+func (f Finding) String() string {
+	return fmt.Sprintf("%-4s %-13s %s", f.Severity, f.Check, f.Message)
+}
