@@ -51,6 +51,7 @@ func commands() []command {
 	cmds = append(cmds, bundleToolCommands()...)
 	cmds = append(cmds, federationCommands()...)
 	cmds = append(cmds, probeCommands()...)
+	cmds = append(cmds, onboardingCommands()...)
 	cmds = append(cmds, entryCommands()...)
 	cmds = append(cmds, mintCommands()...)
 	cmds = append(cmds, workloadCommands()...)

@@ -16,6 +16,9 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // corpus is the bundle corpus of internal/bundle, dated around goldenNow.
 const corpus = "../bundle/testdata/bundles/"
 
+// onboardingData holds the onboarding check corpus.
+const onboardingData = "../onboarding/testdata/"
+
 var goldenNow = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // TestOfflineGolden pins the output of the offline commands, pretty and
@@ -42,6 +45,9 @@ func TestOfflineGolden(t *testing.T) {
 		{"convert-spiffe-pem.txt", []string{"bundle", "convert", "-in", corpus + "good.json", "-from", "spiffe", "-to", "pem"}, 0},
 		{"convert-spiffe-jwks.txt", []string{"bundle", "convert", "-in", corpus + "good.json", "-from", "spiffe", "-to", "jwks"}, 0},
 		{"convert-jwks-spiffe.txt", []string{"bundle", "convert", "-in", corpus + "jwks.json", "-from", "jwks", "-to", "spiffe", "-trustDomain", "alpha.test"}, 0},
+		{"onboarding-check.txt", []string{"onboarding", "check", onboardingData + "check"}, 1},
+		{"onboarding-check-good.json", []string{"onboarding", "check", onboardingData + "check/good-spiffe.yaml", onboardingData + "check/good-web.yaml", "-output", "json"}, 0},
+		{"onboarding-check-class.txt", []string{"onboarding", "check", "-className", "dir-a", onboardingData + "check-dir"}, 0},
 		{"convert-pem-spiffe.txt", []string{"bundle", "convert", "-in", corpus + "good.pem", "-from", "pem", "-to", "spiffe"}, 0},
 	}
 	for _, tc := range cases {

@@ -1,0 +1,145 @@
+package cli
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/treatyhq/treaty/internal/onboarding"
+	"github.com/treatyhq/treaty/internal/probe"
+)
+
+func onboardingCommands() []command {
+	return []command{{"onboarding check", "check ClusterFederatedTrustDomain onboarding files, e.g. in CI for onboarding pull requests (offline)", runOnboardingCheck}}
+}
+
+// parseArgs parses flags that may come before, between or after the
+// positional arguments, and returns the positional ones.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usagef("%v", err)
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// probeResult is one endpoint probed by `onboarding check -probe`.
+type probeResult struct {
+	Path    string        `json:"path"`
+	Verdict probe.Status  `json:"verdict"`
+	Summary string        `json:"summary"`
+	Report  *probe.Report `json:"report"`
+}
+
+func runOnboardingCheck(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "onboarding check")
+	className := fs.String("className", "", "the federation.class_name of the server the files are for; files of another class are skipped")
+	doProbe := fs.Bool("probe", false, "also probe each file's bundle endpoint, with the file's bundle (https_spiffe) or -caFile (https_web)")
+	caFile := fs.String("caFile", "", "extra PEM roots for probing https_web endpoints")
+	output := outputFlag(fs)
+	paths, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(paths) == 0 {
+		return usagef("name at least one onboarding file or directory")
+	}
+	if err := checkChoice("output", *output, outputPretty, outputJSON); err != nil {
+		return err
+	}
+	report, err := onboarding.Check(paths, onboarding.CheckOptions{ClassName: *className, Now: clock()})
+	if err != nil {
+		return err
+	}
+	var probes []probeResult
+	if *doProbe {
+		if probes, err = probeFiles(ctx, report, *caFile); err != nil {
+			return err
+		}
+	}
+	if *output == outputJSON {
+		if err := printIndented(e, struct {
+			*onboarding.CheckReport
+			Probes []probeResult `json:"probes,omitempty"`
+		}{report, probes}); err != nil {
+			return err
+		}
+	} else {
+		printCheck(e, report, probes)
+	}
+	failedProbes := 0
+	for _, p := range probes {
+		if p.Verdict == probe.Fail {
+			failedProbes++
+		}
+	}
+	if n := report.Errors(); n > 0 || failedProbes > 0 {
+		return fmt.Errorf("%d error(s), %d endpoint(s) failing", n, failedProbes)
+	}
+	return nil
+}
+
+// probeFiles probes the primary endpoint of every good file.
+func probeFiles(ctx context.Context, report *onboarding.CheckReport, caFile string) ([]probeResult, error) {
+	var roots *x509.CertPool
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("-caFile: %w", err)
+		}
+		if roots, err = x509.SystemCertPool(); err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-caFile %s: no PEM certificate found", caFile)
+		}
+	}
+	var out []probeResult
+	for _, f := range report.Files {
+		rel := f.Relationship
+		if rel == nil {
+			continue
+		}
+		for _, u := range rel.BundleEndpointURLs {
+			rep := probe.Run(ctx, probe.Config{
+				URL: u.String(), Roots: roots, Bundle: rel.TrustDomainBundle, TrustDomain: rel.TrustDomain,
+				EndpointID: rel.EndpointSPIFFEID, Timeout: 10 * time.Second, Now: clock,
+			})
+			out = append(out, probeResult{Path: f.Path, Verdict: rep.Verdict, Summary: rep.Summary, Report: rep})
+		}
+	}
+	return out, nil
+}
+
+func printCheck(e *env, r *onboarding.CheckReport, probes []probeResult) {
+	for _, f := range r.Findings {
+		e.printf("%s\n", f)
+	}
+	if len(r.Findings) > 0 {
+		e.printf("\n")
+	}
+	for _, f := range r.Files {
+		detail := ""
+		if f.TrustDomain != "" {
+			detail = fmt.Sprintf("  %s, %s", f.TrustDomain, f.Profile)
+		}
+		e.printf("%-8s %s%s\n", f.Status, f.Path, detail)
+	}
+	for _, p := range probes {
+		e.printf("probe    %s: %s: %s\n", p.Path, p.Verdict, p.Summary)
+	}
+	e.printf("\n%d file(s), %d error(s)\n", len(r.Files), r.Errors())
+}

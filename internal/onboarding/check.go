@@ -1,0 +1,226 @@
+package onboarding
+
+import (
+	"cmp"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/treatyhq/treaty/internal/federation"
+)
+
+// Severities of check findings.
+const (
+	SeverityError   = "error"
+	SeverityWarning = "warning"
+)
+
+// Finding is one thing Check found about a file.
+type Finding struct {
+	Severity string `json:"severity"`
+	Path     string `json:"path"`
+	Line     int    `json:"line,omitempty"`
+	Message  string `json:"message"`
+}
+
+// String formats f as "path:line: severity: message".
+func (f Finding) String() string {
+	return Problem{Path: f.Path, Line: f.Line, Message: f.Severity + ": " + f.Message}.String()
+}
+
+// CheckedFile summarises one file Check read.
+type CheckedFile struct {
+	Path        string   `json:"path"`
+	TrustDomain string   `json:"trust_domain,omitempty"`
+	Profile     string   `json:"profile,omitempty"`
+	Endpoints   []string `json:"endpoints,omitempty"`
+	ClassName   string   `json:"class_name,omitempty"`
+	// Status is "ok", "warning", "error" or "skipped" (another className).
+	Status string `json:"status"`
+	// Relationship is the relationship a good file describes.
+	Relationship *federation.Relationship `json:"-"`
+}
+
+// CheckOptions tune Check.
+type CheckOptions struct {
+	// ClassName, when set, is the class of the server the files are for:
+	// files of another class are skipped, as the server would skip them.
+	ClassName string
+	// Now judges bootstrap bundle expiry; zero means time.Now().
+	Now time.Time
+	// ExpiryWarning flags bootstrap bundles whose first authority expires
+	// within it; zero means 30 days.
+	ExpiryWarning time.Duration
+}
+
+// CheckReport is the outcome of Check.
+type CheckReport struct {
+	Files    []CheckedFile `json:"files"`
+	Findings []Finding     `json:"findings"`
+}
+
+// Errors counts the error findings.
+func (r *CheckReport) Errors() int {
+	n := 0
+	for _, f := range r.Findings {
+		if f.Severity == SeverityError {
+			n++
+		}
+	}
+	return n
+}
+
+// Check validates onboarding files as a reviewer of an onboarding pull
+// request would: every file is parsed as the server parses it, and the
+// set is checked as a whole (one file per trust domain, consistent
+// className). It is stricter than the server in one way: an https_spiffe
+// file without trustDomainBundle is an error, because the relationship
+// could not authenticate its endpoint until someone ran bundle set by hand.
+// paths are files or directories (read like the onboarding directory:
+// visible .yaml and .yml files, not recursively).
+func Check(paths []string, opts CheckOptions) (*CheckReport, error) {
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	if opts.ExpiryWarning == 0 {
+		opts.ExpiryWarning = 30 * 24 * time.Hour
+	}
+	files, err := expand(paths)
+	if err != nil {
+		return nil, err
+	}
+	r := &CheckReport{Files: []CheckedFile{}, Findings: []Finding{}}
+	var good []File
+	for _, path := range files {
+		f, cf := r.checkFile(path, opts)
+		r.Files = append(r.Files, cf)
+		if f != nil {
+			good = append(good, *f)
+		}
+	}
+	r.checkDuplicates(good)
+	r.checkClassNames()
+	r.settle()
+	return r, nil
+}
+
+// expand lists the files named by paths, directories expanded.
+func expand(paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		info, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", p, err)
+		}
+		if !info.IsDir() {
+			out = append(out, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", p, err)
+		}
+		for _, e := range entries {
+			if !e.IsDir() && isOnboardingFile(e.Name()) {
+				out = append(out, filepath.Join(p, e.Name()))
+			}
+		}
+	}
+	return out, nil
+}
+
+func (r *CheckReport) add(severity, path string, line int, format string, args ...any) {
+	r.Findings = append(r.Findings, Finding{Severity: severity, Path: path, Line: line, Message: fmt.Sprintf(format, args...)})
+}
+
+// checkFile parses one file and records what is wrong with it.
+func (r *CheckReport) checkFile(path string, opts CheckOptions) (*File, CheckedFile) {
+	cf := CheckedFile{Path: path}
+	f, class, problems := load(path)
+	cf.ClassName = class
+	if opts.ClassName != "" && class != "" && class != opts.ClassName {
+		cf.Status = "skipped"
+		r.add(SeverityWarning, path, 0, "skipped: its className %q is not %q, so a server with federation.class_name %q ignores this file", class, opts.ClassName, opts.ClassName)
+		return nil, cf
+	}
+	for _, p := range problems {
+		r.add(SeverityError, p.Path, p.Line, "%s", p.Message)
+	}
+	if f == nil {
+		return nil, cf
+	}
+	rel := f.Relationship
+	cf.TrustDomain, cf.Profile, cf.Relationship = rel.TrustDomain.Name(), string(rel.Profile), &f.Relationship
+	for _, u := range rel.BundleEndpointURLs {
+		cf.Endpoints = append(cf.Endpoints, u.String())
+	}
+	for _, w := range f.Warnings {
+		if rel.Profile == federation.ProfileHTTPSSPIFFE && rel.TrustDomainBundle == nil && strings.Contains(w, "cannot authenticate the endpoint") {
+			r.add(SeverityError, path, f.trustDomainLine, "https_spiffe without trustDomainBundle: %s; add the partner's bundle (treaty bundle show -format spiffe on their side) as trustDomainBundle", w)
+			continue
+		}
+		r.add(SeverityWarning, path, f.trustDomainLine, "%s", w)
+	}
+	if b := rel.TrustDomainBundle; b != nil {
+		for _, c := range b.X509Authorities() {
+			if left := c.NotAfter.Sub(opts.Now); left > 0 && left < opts.ExpiryWarning {
+				r.add(SeverityWarning, path, f.trustDomainLine, "trustDomainBundle: authority %q expires %s; ask the partner for a current bundle before then", c.Subject, c.NotAfter.UTC().Format(time.RFC3339))
+			}
+		}
+	}
+	return f, cf
+}
+
+// checkDuplicates reports trust domains defined by more than one file.
+func (r *CheckReport) checkDuplicates(good []File) {
+	_, dups := dropDuplicates(good)
+	for _, p := range dups {
+		r.add(SeverityError, p.Path, p.Line, "%s", p.Message)
+	}
+}
+
+// checkClassNames warns when files disagree on className.
+func (r *CheckReport) checkClassNames() {
+	var classes []string
+	for _, f := range r.Files {
+		if f.ClassName != "" && f.Status != "skipped" && !slices.Contains(classes, f.ClassName) {
+			classes = append(classes, f.ClassName)
+		}
+	}
+	if len(classes) < 2 {
+		return
+	}
+	slices.Sort(classes)
+	for _, f := range r.Files {
+		if f.ClassName != "" && f.Status != "skipped" {
+			r.add(SeverityWarning, f.Path, 0, "className %q: the files disagree (%s); a server applies only those of its own class_name and those without one",
+				f.ClassName, strings.Join(classes, ", "))
+		}
+	}
+}
+
+// settle gives each file its status and orders the findings.
+func (r *CheckReport) settle() {
+	slices.SortStableFunc(r.Findings, func(a, b Finding) int {
+		return cmp.Or(strings.Compare(a.Path, b.Path), cmp.Compare(a.Line, b.Line))
+	})
+	for i := range r.Files {
+		f := &r.Files[i]
+		if f.Status == "skipped" {
+			continue
+		}
+		f.Status = "ok"
+		for _, fd := range r.Findings {
+			switch {
+			case fd.Path != f.Path:
+			case fd.Severity == SeverityError:
+				f.Status = SeverityError
+			case f.Status == "ok":
+				f.Status = SeverityWarning
+			}
+		}
+	}
+}

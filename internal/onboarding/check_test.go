@@ -1,0 +1,92 @@
+package onboarding
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var checkNow = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func TestCheckFiles(t *testing.T) {
+	cases := []struct {
+		file     string
+		status   string
+		severity string
+		line     int
+		phrase   string
+	}{
+		{"good-spiffe.yaml", "ok", "", 0, ""},
+		{"good-web.yaml", "ok", "", 0, ""},
+		{"expiring-bundle.yaml", SeverityWarning, SeverityWarning, 3, "ask the partner for a current bundle"},
+		{"http-url.yaml", SeverityError, SeverityError, 2, "uses http://"},
+		{"no-profile.yaml", SeverityError, SeverityError, 1, "bundleEndpointProfile is required"},
+		{"spiffe-no-bundle.yaml", SeverityError, SeverityError, 1, "https_spiffe without trustDomainBundle"},
+		{"wrong-endpoint-td.yaml", SeverityError, SeverityError, 7, "is not in trust domain alpha.test"},
+		{"leaf-bundle.yaml", SeverityError, SeverityError, 8, "not a CA certificate"},
+		{"web-endpointid.yaml", SeverityError, SeverityError, 5, "only used with type https_spiffe"},
+		{"unknown-key.yaml", SeverityError, SeverityError, 2, "did you mean bundleEndpointURL"},
+		{"not-yaml.yaml", SeverityError, SeverityError, 2, "not valid YAML"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.status+"/"+tc.file, func(t *testing.T) {
+			path := filepath.Join("testdata", "check", tc.file)
+			r, err := Check([]string{path}, CheckOptions{Now: checkNow})
+			require.NoError(t, err)
+			require.Len(t, r.Files, 1)
+			require.Equal(t, tc.status, r.Files[0].Status, "%v", r.Findings)
+			if tc.phrase == "" {
+				require.Empty(t, r.Findings)
+				return
+			}
+			var hit bool
+			for _, f := range r.Findings {
+				if f.Severity == tc.severity && f.Line == tc.line && f.Path == path && strings.Contains(f.Message, tc.phrase) {
+					hit = true
+				}
+			}
+			require.True(t, hit, "no %s at line %d containing %q in %v", tc.severity, tc.line, tc.phrase, r.Findings)
+		})
+	}
+}
+
+func TestCheckDirectory(t *testing.T) {
+	dir := filepath.Join("testdata", "check-dir")
+	t.Run("fail/duplicate trust domain and disagreeing classNames", func(t *testing.T) {
+		r, err := Check([]string{dir}, CheckOptions{Now: checkNow})
+		require.NoError(t, err)
+		require.Equal(t, 2, r.Errors(), "%v", r.Findings)
+		joined := ""
+		for _, f := range r.Findings {
+			joined += f.String() + "\n"
+		}
+		require.Contains(t, joined, "a.yaml:2: error: trust domain web.example is also defined in "+filepath.Join(dir, "b.yaml"))
+		require.Contains(t, joined, `a.yaml: warning: className "dir-a": the files disagree (dir-a, dir-b)`)
+		require.Equal(t, "ok", r.Files[2].Status, "c.yaml is fine")
+	})
+	t.Run("ok/className picks one file", func(t *testing.T) {
+		r, err := Check([]string{dir}, CheckOptions{ClassName: "dir-a", Now: checkNow})
+		require.NoError(t, err)
+		require.Zero(t, r.Errors(), "%v", r.Findings)
+		require.Equal(t, "skipped", r.Files[1].Status)
+		require.Contains(t, r.Findings[0].String(), `b.yaml: warning: skipped: its className "dir-b" is not "dir-a"`)
+	})
+	t.Run("fail/missing path", func(t *testing.T) {
+		_, err := Check([]string{"testdata/nope"}, CheckOptions{})
+		require.ErrorContains(t, err, "cannot read testdata/nope")
+	})
+}
+
+// TestExamplesPassCheck keeps the shipped AGNTCY-style examples valid.
+func TestExamplesPassCheck(t *testing.T) {
+	r, err := Check([]string{filepath.Join("..", "..", "examples", "onboarding", "federation")}, CheckOptions{ClassName: "dir-spire"})
+	require.NoError(t, err)
+	require.Zero(t, r.Errors(), "%v", r.Findings)
+	require.Len(t, r.Files, 3, "the templates (leading dot) are not read")
+	for _, f := range r.Files {
+		require.Equal(t, "ok", f.Status, "%s: %v", f.Path, r.Findings)
+	}
+}
