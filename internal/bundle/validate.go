@@ -37,10 +37,10 @@ type Validation struct {
 func (v *Validation) Worst() Severity {
 	worst := SeverityPass
 	for _, f := range v.Findings {
-		switch {
-		case f.Severity == SeverityFail:
+		switch f.Severity {
+		case SeverityFail:
 			return SeverityFail
-		case f.Severity == SeverityWarn:
+		case SeverityWarn:
 			worst = SeverityWarn
 		}
 	}

@@ -52,6 +52,7 @@ func commands() []command {
 	cmds = append(cmds, federationCommands()...)
 	cmds = append(cmds, probeCommands()...)
 	cmds = append(cmds, onboardingCommands()...)
+	cmds = append(cmds, topologyCommands()...)
 	cmds = append(cmds, entryCommands()...)
 	cmds = append(cmds, mintCommands()...)
 	cmds = append(cmds, workloadCommands()...)

@@ -135,7 +135,7 @@ func printMinted(e *env, res mintResult, dir, output string) error {
 		keyPEM = nil
 	}
 	if dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 		files := []struct {
@@ -156,7 +156,7 @@ func printMinted(e *env, res mintResult, dir, output string) error {
 		return nil
 	}
 	if output == outputJSON {
-		out, err := json.Marshal(res)
+		out, err := json.Marshal(res) //nolint:gosec // the key is printed on purpose, as spire-server does; -csr keeps it on the device
 		if err != nil {
 			return err
 		}

@@ -174,7 +174,7 @@ func bundlesOut(set *x509bundle.Set) []bundleOut {
 
 // writeX509 writes the SVIDs, keys (0600) and bundles (0644) into dir.
 func writeX509(dir string, x509ctx *workloadapi.X509Context, svids []x509SVIDOut, bundles []bundleOut) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	for i, s := range x509ctx.SVIDs {
@@ -204,7 +204,7 @@ func writeBundles(dir string, local spiffeid.TrustDomain, bundles []bundleOut) e
 		if b.TrustDomain == local.Name() {
 			file = filepath.Join(dir, "bundle.pem")
 		}
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(file), 0o750); err != nil {
 			return fmt.Errorf("create %s: %w", filepath.Dir(file), err)
 		}
 		if err := writeFile(file, []byte(b.PEM), 0o644); err != nil {
@@ -296,7 +296,7 @@ func runJWTFetch(ctx context.Context, e *env, args []string) error {
 			out[i] = jwtSVIDOut{SPIFFEID: s.ID.String(), Audience: s.Audience, Expiry: s.Expiry, Hint: s.Hint, Token: s.Marshal()}
 		}
 		if *write != "" {
-			if err := os.MkdirAll(*write, 0o755); err != nil {
+			if err := os.MkdirAll(*write, 0o750); err != nil {
 				return fmt.Errorf("create %s: %w", *write, err)
 			}
 			for i, s := range out {
@@ -340,7 +340,7 @@ func runBundleFetch(ctx context.Context, e *env, args []string) error {
 		}
 		bundles := bundlesOut(set)
 		if *write != "" {
-			if err := os.MkdirAll(*write, 0o755); err != nil {
+			if err := os.MkdirAll(*write, 0o750); err != nil {
 				return fmt.Errorf("create %s: %w", *write, err)
 			}
 			for i, b := range bundles {

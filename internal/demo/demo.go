@@ -84,7 +84,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, err
 		}
 		if !cfg.Keep {
-			defer os.RemoveAll(dir)
+			defer func() { _ = os.RemoveAll(dir) }()
 		}
 	}
 	r.dir, r.res.Dir = dir, dir
@@ -237,13 +237,17 @@ func (r *run) startDomain(ctx context.Context, name string, endpoint func(port i
 }
 
 func (r *run) stopAll() {
-	r.workloads.close()
+	if err := r.workloads.close(); err != nil {
+		r.say("the demo service stopped with an error: %v", err)
+	}
 	for _, d := range []*domain{r.alpha, r.beta} {
 		if d == nil {
 			continue
 		}
 		d.stop()
-		<-d.done
+		if err := <-d.done; err != nil {
+			r.say("%s stopped with an error: %v (see %s)", d.name, err, r.shorten(d.logFile.Name()))
+		}
 		_ = d.logFile.Close()
 	}
 }
@@ -258,7 +262,7 @@ func (r *run) bootstrap(ctx context.Context) error {
 		return err
 	}
 	bootstrap := filepath.Join(r.dir, "alpha-bundle.json")
-	if err := os.WriteFile(bootstrap, []byte(doc), 0o644); err != nil {
+	if err := os.WriteFile(bootstrap, []byte(doc), 0o600); err != nil {
 		return err
 	}
 	r.say("      (saved as %s)", r.shorten(bootstrap))

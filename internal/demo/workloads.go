@@ -146,8 +146,11 @@ func (r *run) rotate(ctx context.Context) error {
 			ID string `json:"authority_id"`
 		} `json:"prepared_authority"`
 	}
-	if err := json.Unmarshal([]byte(out), &prepared); err != nil || prepared.Authority.ID == "" {
-		return fmt.Errorf("read the prepared authority from %q: %v", out, err)
+	if err := json.Unmarshal([]byte(out), &prepared); err != nil {
+		return fmt.Errorf("read the prepared authority from %q: %w", out, err)
+	}
+	if prepared.Authority.ID == "" {
+		return fmt.Errorf("no prepared authority in %q", out)
 	}
 	id := prepared.Authority.ID
 	r.res.RotatedAuthority = id
@@ -204,19 +207,22 @@ func (r *run) status(ctx context.Context) error {
 	return nil
 }
 
-func (w *workloads) close() {
+// close stops the service and the sources, returning the service's error.
+func (w *workloads) close() error {
 	if w == nil {
-		return
+		return nil
 	}
+	var err error
 	if w.stop != nil {
 		w.stop()
-		<-w.done
+		err = <-w.done
 	}
 	for _, s := range []*workloadapi.X509Source{w.provisioning, w.reporting, w.firmware} {
 		if s != nil {
 			_ = s.Close()
 		}
 	}
+	return err
 }
 
 // lineBuffer collects log lines safely.

@@ -141,7 +141,7 @@ func writeCACert(t *testing.T, path, uri string) {
 // tokenFromAgentOutput finds the JWT in `spire-agent api fetch jwt` output.
 func tokenFromAgentOutput(t *testing.T, out string) string {
 	t.Helper()
-	for _, f := range strings.Fields(out) {
+	for f := range strings.FieldsSeq(out) {
 		if strings.Count(f, ".") == 2 && strings.HasPrefix(f, "ey") {
 			return f
 		}

@@ -58,14 +58,15 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 				http.Error(w, "no SPIFFE ID", http.StatusForbidden)
 				return
 			}
-			fmt.Fprintf(w, "hello %s\n", id)
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintf(w, "hello %s\n", id) //nolint:gosec // a text/plain answer, and the ID is a verified SPIFFE ID
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug),
 	}
 	go func() {
 		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
