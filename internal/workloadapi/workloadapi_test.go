@@ -358,3 +358,37 @@ func nextWhere(t *testing.T, ch chan *workloadapi.X509Context, ok func(*workload
 		}
 	}
 }
+
+// TestGoSPIFFESources uses go-spiffe's source types, which keep a stream
+// open and follow updates.
+func TestGoSPIFFESources(t *testing.T) {
+	e := newTestEnv(t, entry("api", "beta.test"))
+	e.addFederated(beta)
+	e.srv.Notify()
+	opt := workloadapi.WithClientOptions(workloadapi.WithAddr("unix://" + e.socket))
+
+	x509Source, err := workloadapi.NewX509Source(t.Context(), opt)
+	require.NoError(t, err)
+	defer x509Source.Close()
+	svid, err := x509Source.GetX509SVID()
+	require.NoError(t, err)
+	require.Equal(t, "spiffe://alpha.test/svc/api", svid.ID.String())
+
+	bundles, err := workloadapi.NewBundleSource(t.Context(), opt)
+	require.NoError(t, err)
+	defer bundles.Close()
+	require.Eventually(t, func() bool {
+		_, err := bundles.GetX509BundleForTrustDomain(beta)
+		return err == nil
+	}, waitFor, 10*time.Millisecond)
+	_, err = bundles.GetJWTBundleForTrustDomain(td)
+	require.NoError(t, err)
+
+	jwtSource, err := workloadapi.NewJWTSource(t.Context(), opt)
+	require.NoError(t, err)
+	defer jwtSource.Close()
+	token, err := jwtSource.FetchJWTSVID(t.Context(), jwtsvid.Params{Audience: "beta"})
+	require.NoError(t, err)
+	_, err = jwtsvid.ParseAndValidate(token.Marshal(), jwtSource, []string{"beta"})
+	require.NoError(t, err)
+}
