@@ -38,3 +38,9 @@ pebble:
 
 clean:
 	rm -rf bin
+
+# Side-by-side benchmarks: treaty, SPIRE (built by `make spire`) and a bare
+# Go HTTPS server on loopback; writes bench/RESULTS.md and bench/results.json.
+.PHONY: bench
+bench: spire
+	go run ./bench -out bench

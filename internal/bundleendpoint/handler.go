@@ -12,20 +12,31 @@ import (
 	"time"
 )
 
-// response is the pre-serialised answer for one version of the bundle.
+// response is the pre-serialised answer for one version of the bundle,
+// headers included, so that serving it allocates nothing of its own.
 type response struct {
 	body   []byte
 	etag   string
 	length string
+	// Header values, shared by every request: net/http only reads them.
+	etagValue, lengthValue []string
 }
+
+// Header values that never change.
+var (
+	noCache  = []string{"no-cache"}
+	jsonType = []string{"application/json"}
+)
 
 func newResponse(doc []byte, seq uint64) *response {
 	sum := sha256.Sum256(doc)
-	return &response{
+	r := &response{
 		body:   doc,
 		etag:   fmt.Sprintf(`"%d-%s"`, seq, hex.EncodeToString(sum[:8])),
 		length: strconv.Itoa(len(doc)),
 	}
+	r.etagValue, r.lengthValue = []string{r.etag}, []string{r.length}
+	return r
 }
 
 // handler serves the bundle at "/" (SPIFFE Trust Domain and Bundle standard,
@@ -75,15 +86,16 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := h.current.Load()
+	// Canonical keys assigned directly: no per-request allocation.
 	hdr := w.Header()
-	hdr.Set("ETag", resp.etag)
-	hdr.Set("Cache-Control", "no-cache")
-	if etagMatches(r.Header.Get("If-None-Match"), resp.etag) {
+	hdr["Etag"] = resp.etagValue
+	hdr["Cache-Control"] = noCache
+	if inm := r.Header["If-None-Match"]; len(inm) > 0 && etagMatches(inm[0], resp.etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Content-Length", resp.length)
+	hdr["Content-Type"] = jsonType
+	hdr["Content-Length"] = resp.lengthValue
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(resp.body)

@@ -21,14 +21,14 @@ var td = spiffeid.RequireTrustDomainFromString("alpha.test")
 // env is a CA on a real SQLite store and key directory with a clock the
 // test moves.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	now   time.Time
 	store *sqlite.Store
 	cfg   Config
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	e := &env{t: t, dir: t.TempDir(), now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	e.cfg = Config{TrustDomain: td, CATTL: 24 * time.Hour, RefreshHint: time.Minute, X509SVIDTTL: time.Hour, Now: func() time.Time { return e.now }}
 	return e

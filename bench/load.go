@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// loadResult is one load run.
+type loadResult struct {
+	Requests   int           `json:"requests"`
+	Errors     int           `json:"errors"`
+	Seconds    float64       `json:"seconds"`
+	PerSecond  float64       `json:"per_second"`
+	P50        time.Duration `json:"p50_ns"`
+	P99        time.Duration `json:"p99_ns"`
+	NotChanged int           `json:"not_modified"`
+}
+
+// loadOpts shape a load run.
+type loadOpts struct {
+	url         string
+	conns       int
+	duration    time.Duration
+	newConn     bool   // a new TCP+TLS connection per request
+	ifNoneMatch string // send If-None-Match
+}
+
+// load hammers url with conns workers for duration. TLS verification is
+// off in the load generator, equally for every server measured: the client
+// side of the handshake is not what is being measured.
+func load(ctx context.Context, o loadOpts) (loadResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.duration)
+	defer cancel()
+	var mu sync.Mutex
+	var all []time.Duration
+	var res loadResult
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range o.conns {
+		wg.Go(func() {
+			lat, errs, notMod := worker(ctx, o)
+			mu.Lock()
+			all = append(all, lat...)
+			res.Errors += errs
+			res.NotChanged += notMod
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	res.Seconds = time.Since(start).Seconds()
+	res.Requests = len(all)
+	if res.Requests == 0 {
+		return res, fmt.Errorf("no request to %s succeeded (%d errors)", o.url, res.Errors)
+	}
+	res.PerSecond = float64(res.Requests) / res.Seconds
+	slices.Sort(all)
+	res.P50, res.P99 = all[len(all)/2], all[len(all)*99/100]
+	return res, nil
+}
+
+func worker(ctx context.Context, o loadOpts) (lat []time.Duration, errs, notMod int) {
+	tr := &http.Transport{
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true},                  //nolint:gosec // load generator; see load's doc
+		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1: one request per connection at a time
+		DisableKeepAlives:   o.newConn,
+		MaxIdleConnsPerHost: 1,
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for ctx.Err() == nil {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.url, nil)
+		if err != nil {
+			return lat, errs + 1, notMod
+		}
+		if o.ifNoneMatch != "" {
+			req.Header.Set("If-None-Match", o.ifNoneMatch)
+		}
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			if ctx.Err() == nil {
+				errs++
+			}
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+		case http.StatusNotModified:
+			notMod++
+		default:
+			errs++
+			continue
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	return lat, errs, notMod
+}
+
+// get fetches url once (no verification) and returns the body and ETag.
+func get(ctx context.Context, url string) ([]byte, string, error) {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // readiness probe of a loopback server
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, "", fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return body, resp.Header.Get("ETag"), err
+}
+
+// waitReady polls url until it answers 200, for at most limit.
+func waitReady(ctx context.Context, url string, limit time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		if _, _, err := get(ctx, url); err == nil {
+			return time.Now(), nil
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("%s did not answer within %s", url, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// bareServer is the practical limit: Go's net/http over TLS returning
+// fixed bytes from memory, with the same key type as the servers measured.
+type bareServer struct {
+	addr string
+	srv  *http.Server
+}
+
+func startBare(ctx context.Context, body []byte, cert tls.Certificate) (*bareServer, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	etag := `"bare"`
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-None-Match") == etag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("ETag", etag)
+		_, _ = w.Write(body)
+	})
+	b := &bareServer{addr: l.Addr().String(), srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: quietLog,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}}
+	go func() {
+		if err := b.srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logf("bare server: %v", err)
+		}
+	}()
+	return b, nil
+}
+
+// quietLog drops the handshake errors that load runs end with.
+var quietLog = log.New(io.Discard, "", 0)
+
+func (b *bareServer) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = b.srv.Shutdown(ctx)
+}
+
+func freePort(ctx context.Context) (int, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
