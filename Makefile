@@ -22,11 +22,18 @@ build:
 e2e:
 	$(GO) test -race -count=1 -v ./test/e2e/...
 
-## fuzz: a short run of every fuzz target
+## fuzz: every fuzz target for FUZZTIME each (CI runs a short smoke)
+FUZZTIME ?= 30s
+FUZZ_TARGETS = \
+	./internal/bundle:FuzzParse ./internal/bundle:FuzzParsePEM ./internal/bundle:FuzzValidate \
+	./internal/config:FuzzParse ./internal/onboarding:FuzzParse ./internal/topology:FuzzParse \
+	./internal/adminapi:FuzzRequestConversion ./internal/workloadapi:FuzzRequestMetadata
 fuzz:
-	$(GO) test ./internal/bundle -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 30s
-	$(GO) test ./internal/bundle -run '^$$' -fuzz '^FuzzParsePEM$$' -fuzztime 30s
-	$(GO) test ./internal/config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 30s
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
 
 ## spire: build (or reuse) spire-server and spire-agent for interop tests
 spire:

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -21,9 +23,10 @@ func main() {
 	scale := flag.String("scale", "100,1000,10000", "federation sizes for treaty (SPIRE runs the first two)")
 	treatyBin := flag.String("treaty", "", "treaty binary (default: built into a temporary directory)")
 	spireBin := flag.String("spire", defaultSPIRE(), "spire-server binary (tools/spire/build.sh builds it)")
+	only := flag.String("only", "", "run only these measurements (comma-separated, e.g. rotation,footprint); results are written only for a full run")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, config{out: *out, duration: *duration, scale: *scale, treaty: *treatyBin, spire: *spireBin})
+	err := run(ctx, config{out: *out, duration: *duration, scale: *scale, treaty: *treatyBin, spire: *spireBin, only: *only})
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -37,6 +40,7 @@ type config struct {
 	scale    string
 	treaty   string
 	spire    string
+	only     string
 }
 
 func defaultSPIRE() string {
@@ -68,20 +72,27 @@ func run(ctx context.Context, cfg config) error {
 		fn   func(context.Context) error
 	}{
 		{"footprint", h.footprint},
-		{"bundle endpoint throughput", h.throughput},
-		{"TLS handshakes", h.handshakes},
-		{"conditional GET", h.conditional},
-		{"rotation propagation", h.rotation},
-		{"Workload API", h.workloadAPI},
-		{"federation scale", h.scaleRuns},
+		{"throughput", h.throughput},
+		{"handshakes", h.handshakes},
+		{"conditional", h.conditional},
+		{"rotation", h.rotation},
+		{"workload", h.workloadAPI},
+		{"scale", h.scaleRuns},
 	}
 	for _, s := range steps {
+		if cfg.only != "" && !slices.Contains(strings.Split(cfg.only, ","), s.name) {
+			continue
+		}
 		logf("== %s", s.name)
 		start := time.Now()
 		if err := s.fn(ctx); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		logf("   %s done in %s", s.name, time.Since(start).Round(time.Second))
+	}
+	if cfg.only != "" {
+		fmt.Print(r.markdown())
+		return nil
 	}
 	if err := os.MkdirAll(cfg.out, 0o750); err != nil {
 		return err

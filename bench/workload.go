@@ -158,26 +158,33 @@ func waitServed(ctx context.Context, addr, id string) (time.Time, error) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return time.Time{}, fmt.Errorf("the partner never served authority %s", id)
+	body, _, err := get(ctx, "https://"+addr)
+	return time.Time{}, fmt.Errorf("the partner never served authority %s (it serves %v): %w", id, authorityIDs(body), err)
 }
 
 func bundleHas(doc []byte, id string) bool {
+	return slices.Contains(authorityIDs(doc), id)
+}
+
+// authorityIDs lists the subject key IDs of a bundle's X.509 authorities.
+func authorityIDs(doc []byte) []string {
+	var ids []string
 	var b struct {
 		Keys []struct {
 			X5c [][]byte `json:"x5c"`
 		} `json:"keys"`
 	}
 	if json.Unmarshal(doc, &b) != nil {
-		return false
+		return nil
 	}
 	for _, k := range b.Keys {
 		for _, der := range k.X5c {
-			if c, err := x509.ParseCertificate(der); err == nil && hex.EncodeToString(c.SubjectKeyId) == id {
-				return true
+			if c, err := x509.ParseCertificate(der); err == nil {
+				ids = append(ids, hex.EncodeToString(c.SubjectKeyId))
 			}
 		}
 	}
-	return false
+	return ids
 }
 
 func waitTrusted(ctx context.Context, s *workloadapi.X509Source, td spiffeid.TrustDomain, id string) error {

@@ -209,12 +209,18 @@ func (s *Server) CertificateExpiry() time.Time {
 func (s *Server) watch(ctx context.Context) {
 	timer := time.NewTimer(s.nextCheck())
 	defer timer.Stop()
+	// The channel is taken before the state is read, every time: a change
+	// that lands between reading the bundle and asking for the next
+	// channel would otherwise go unnoticed until the one after it (seen as
+	// a prepared authority that was never published).
+	changed := s.cfg.Source.Changed()
+	s.refresh(true) // anything that changed since the first response was built
 	for {
-		changed := s.cfg.Source.Changed()
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
+			changed = s.cfg.Source.Changed()
 			s.refresh(true)
 		case <-timer.C:
 			s.refresh(false)

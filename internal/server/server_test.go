@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"net"
@@ -10,13 +12,16 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/config"
+	"github.com/treatyhq/treaty/internal/datastore"
 )
 
 func testConfig(t *testing.T) *config.Config {
@@ -132,4 +137,50 @@ func TestEndpointPortInUseStopsStartUp(t *testing.T) {
 	require.ErrorContains(t, err, "bundle endpoint: listen on")
 	_, err = os.Stat(cfg.AdminSocket)
 	require.True(t, os.IsNotExist(err), "the admin socket is closed again")
+}
+
+// TestEndpointFollowsQuickChanges prepares and activates authorities in
+// quick succession; the bundle endpoint must serve every prepared authority.
+// (It once missed a change that landed while it was reading the previous
+// one.)
+func TestEndpointFollowsQuickChanges(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.BundleEndpoint.Address = "127.0.0.1:0"
+	s, err := New(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // only the body matters here
+	defer client.CloseIdleConnections()
+	url := "https://" + s.endpointListener.Addr().String()
+	for range 15 {
+		prepared, err := s.CA().Prepare(t.Context(), datastore.KindX509)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+			require.NoError(t, err)
+			resp, err := client.Do(req)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			b, err := spiffebundle.Parse(cfg.TrustDomain, body)
+			require.NoError(t, err)
+			for _, c := range b.X509Authorities() {
+				if hex.EncodeToString(c.SubjectKeyId) == prepared.ID {
+					return true
+				}
+			}
+			return false
+		}, 5*time.Second, 5*time.Millisecond, "prepared authority %s never served", prepared.ID)
+		_, _, err = s.CA().Activate(t.Context(), datastore.KindX509, prepared.ID)
+		require.NoError(t, err)
+	}
 }

@@ -73,7 +73,13 @@ func (a *attestor) groups(pid int) ([]int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read process status: %w", err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
+	return parseGroups(data), nil
+}
+
+// parseGroups returns the supplementary groups of a /proc/<pid>/status
+// document; numbers that do not parse are skipped.
+func parseGroups(status []byte) []int {
+	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
 		rest, ok := strings.CutPrefix(sc.Text(), "Groups:")
 		if !ok {
@@ -81,13 +87,13 @@ func (a *attestor) groups(pid int) ([]int, error) {
 		}
 		var gids []int
 		for f := range strings.FieldsSeq(rest) {
-			if gid, err := strconv.Atoi(f); err == nil {
+			if gid, err := strconv.Atoi(f); err == nil && gid >= 0 {
 				gids = append(gids, gid)
 			}
 		}
-		return gids, nil
+		return gids
 	}
-	return nil, nil
+	return nil
 }
 
 // executable returns the path and SHA-256 of the process's executable, or

@@ -1,0 +1,27 @@
+package topology
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// FuzzParse: no topology file may panic the planner, and whatever parses
+// gets a decision per peer.
+func FuzzParse(f *testing.F) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "examples", "topology", "provisioning.yaml"))
+	require.NoError(f, err)
+	f.Add(data)
+	f.Add([]byte("self:\n  trust_domain: a.example\npeers:\n  - name: p\n    air_gapped: true\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		topo, _, err := Parse(data)
+		if err != nil {
+			return
+		}
+		plan := Plan(topo)
+		require.Len(t, plan, len(topo.Peers))
+		_ = Markdown(topo, plan)
+	})
+}
