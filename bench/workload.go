@@ -159,7 +159,10 @@ func waitServed(ctx context.Context, addr, id string) (time.Time, error) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	body, _, err := get(ctx, "https://"+addr)
-	return time.Time{}, fmt.Errorf("the partner never served authority %s (it serves %v): %w", id, authorityIDs(body), err)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("the partner never served authority %s: %w", id, err)
+	}
+	return time.Time{}, fmt.Errorf("the partner never served authority %s (it serves %v)", id, authorityIDs(body))
 }
 
 func bundleHas(doc []byte, id string) bool {
