@@ -46,6 +46,11 @@ pebble:
 clean:
 	rm -rf bin
 
+## soak: crash, bad-partner and disk-full soak (minutes; counts in bench/soak.json, folded into RESULTS.md by make bench)
+.PHONY: soak
+soak: spire
+	TREATY_SOAK=1 TREATY_E2E=1 $(GO) test -count=1 -timeout 60m -v -run 'TestSoak' ./test/e2e/
+
 # Side-by-side benchmarks: treaty, SPIRE (built by `make spire`) and a bare
 # Go HTTPS server on loopback; writes bench/RESULTS.md and bench/results.json.
 .PHONY: bench

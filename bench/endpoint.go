@@ -38,7 +38,7 @@ func (h *harness) startServers(ctx context.Context) (*servers, error) {
 	if s.body, s.etag, err = get(ctx, "https://"+s.treaty.addr); err != nil {
 		return s, err
 	}
-	s.bare, err = startBare(ctx, s.body, pki.cert)
+	s.bare, err = h.startBare(ctx, s.body, pki)
 	return s, err
 }
 

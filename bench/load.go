@@ -9,6 +9,8 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -147,16 +149,64 @@ func waitReady(ctx context.Context, url string, limit time.Duration) (time.Time,
 
 // bareServer is the practical limit: Go's net/http over TLS returning
 // fixed bytes from memory, with the same key type as the servers measured.
+// It runs in a process of its own, like the servers it is compared with.
 type bareServer struct {
 	addr string
-	srv  *http.Server
+	proc *proc
 }
 
-func startBare(ctx context.Context, body []byte, cert tls.Certificate) (*bareServer, error) {
-	var lc net.ListenConfig
-	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+// quietLog drops the handshake errors that load runs end with.
+var quietLog = log.New(io.Discard, "", 0)
+
+func (h *harness) startBare(ctx context.Context, body []byte, pki *webPKI) (*bareServer, error) {
+	d := h.dir("bare")
+	port, err := freePort(ctx)
 	if err != nil {
 		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for name, data := range map[string][]byte{"body": body, "addr": []byte(addr)} {
+		if err := os.WriteFile(filepath.Join(d, name), data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range []string{"cert.pem", "key.pem"} {
+		data, err := os.ReadFile(filepath.Join(filepath.Dir(pki.certFile), f))
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(d, f), data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	b := &bareServer{addr: addr, proc: &proc{name: "bare", addr: addr}}
+	if err := h.start(ctx, b.proc, d, nil, self, "-bare-serve", d); err != nil {
+		return nil, err
+	}
+	_, err = waitReady(ctx, "https://"+addr, 30*time.Second)
+	return b, err
+}
+
+func (b *bareServer) stop() { b.proc.stop() }
+
+// serveBare is the bare server's process: dir holds body, addr, cert.pem
+// and key.pem.
+func serveBare(ctx context.Context, dir string) error {
+	body, err := os.ReadFile(filepath.Join(dir, "body"))
+	if err != nil {
+		return err
+	}
+	addr, err := os.ReadFile(filepath.Join(dir, "addr"))
+	if err != nil {
+		return err
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		return err
 	}
 	etag := `"bare"`
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -168,23 +218,18 @@ func startBare(ctx context.Context, body []byte, cert tls.Certificate) (*bareSer
 		w.Header().Set("ETag", etag)
 		_, _ = w.Write(body)
 	})
-	b := &bareServer{addr: l.Addr().String(), srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: quietLog,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}}
+	srv := &http.Server{Addr: string(addr), Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: quietLog,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
 	go func() {
-		if err := b.srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logf("bare server: %v", err)
-		}
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
 	}()
-	return b, nil
-}
-
-// quietLog drops the handshake errors that load runs end with.
-var quietLog = log.New(io.Discard, "", 0)
-
-func (b *bareServer) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = b.srv.Shutdown(ctx)
+	if err := srv.ListenAndServeTLS("", ""); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 func freePort(ctx context.Context) (int, error) {

@@ -23,9 +23,19 @@ func main() {
 	scale := flag.String("scale", "100,1000,10000", "federation sizes for treaty (SPIRE runs the first two)")
 	treatyBin := flag.String("treaty", "", "treaty binary (default: built into a temporary directory)")
 	spireBin := flag.String("spire", defaultSPIRE(), "spire-server binary (tools/spire/build.sh builds it)")
+	bare := flag.String("bare-serve", "", "internal: serve BODY with CERT and KEY as the bare server (dir holding body, cert.pem, key.pem)")
 	only := flag.String("only", "", "run only these measurements (comma-separated, e.g. rotation,footprint); results are written only for a full run")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if *bare != "" {
+		err := serveBare(ctx, *bare)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench bare server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	err := run(ctx, config{out: *out, duration: *duration, scale: *scale, treaty: *treatyBin, spire: *spireBin, only: *only})
 	stop()
 	if err != nil {

@@ -75,7 +75,29 @@ func machine() map[string]string {
 	return m
 }
 
+// addSoak folds the counts of the last make soak, if any, into the results.
+func (r *results) addSoak(dir string) {
+	data, err := os.ReadFile(filepath.Join(dir, "soak.json"))
+	if err != nil {
+		return
+	}
+	var soak map[string]any
+	if json.Unmarshal(data, &soak) != nil {
+		return
+	}
+	s := r.section("Fault and crash soak (make soak)", "test", "counts")
+	s.Note = fmt.Sprintf("From bench/soak.json, written by the last `make soak` on %v (not re-run by make bench).", soak["date"])
+	for _, k := range []string{"crash", "bad_partner", "disk_full"} {
+		if v, ok := soak[k]; ok {
+			js, _ := json.Marshal(v)
+			s.row(k, "`"+string(js)+"`")
+		}
+	}
+	s.Data["soak"] = soak
+}
+
 func (r *results) write(dir string) error {
+	r.addSoak(dir)
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err

@@ -13,7 +13,9 @@ import (
 )
 
 // steadyWindow is how long steady-state CPU is sampled.
-const steadyWindow = 30 * time.Second
+// It covers one refresh hint of the fleet (60 s) plus jitter, so every
+// partner is polled once inside it.
+const steadyWindow = 70 * time.Second
 
 // scaleResult is one federation-scale run.
 type scaleResult struct {

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -161,6 +163,8 @@ func decodeStored(rec datastore.Bundle) (*spiffebundle.Bundle, error) {
 // caStatus maps CA errors to gRPC statuses.
 func caStatus(err error) error {
 	switch {
+	case diskFull(err):
+		return status.Error(codes.ResourceExhausted, diskFullMessage(err))
 	case errors.Is(err, ca.ErrFailedPrecondition):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ca.ErrUnknownAuthority):
@@ -168,4 +172,15 @@ func caStatus(err error) error {
 	default:
 		return status.Error(codes.Internal, err.Error())
 	}
+}
+
+// diskFull reports whether err comes from a full disk: the key store's
+// ENOSPC or SQLite's SQLITE_FULL.
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), "disk is full") ||
+		strings.Contains(err.Error(), "no space left on device")
+}
+
+func diskFullMessage(err error) string {
+	return "the disk of the data directory is full: free some space and retry; nothing was changed (" + err.Error() + ")"
 }

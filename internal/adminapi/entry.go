@@ -462,6 +462,8 @@ func storeStatus(err error, doing string) *types.Status {
 		return apiStatus(codes.NotFound, "failed to %s: entry not found", doing)
 	case errors.Is(err, datastore.ErrAlreadyExists):
 		return apiStatus(codes.AlreadyExists, "failed to %s: %v", doing, err)
+	case diskFull(err):
+		return apiStatus(codes.ResourceExhausted, "failed to %s: %s", doing, diskFullMessage(err))
 	}
 	return apiStatus(codes.Internal, "failed to %s: %v", doing, err)
 }

@@ -45,6 +45,9 @@ func (s *svidService) MintX509SVID(_ context.Context, req *svidv1.MintX509SVIDRe
 	if err := s.checkID(id); err != nil {
 		return nil, err
 	}
+	if err := checkDNSNames(csr.DNSNames); err != nil {
+		return nil, err
+	}
 	if req.GetTtl() < 0 {
 		return nil, status.Error(codes.InvalidArgument, "TTL cannot be negative")
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -110,7 +111,7 @@ func TestJWTMint(t *testing.T) {
 // own trust domain and checks that it is shown and tracked like a partner.
 func TestStaticDeviceBundle(t *testing.T) {
 	socket := startServer(t, "alpha.test")
-	ca := testpki.CACert(t, "spiffe://devices.test")
+	ca := testpki.CACertValid(t, "spiffe://devices.test", time.Now().AddDate(-1, 0, 0), time.Now().Add(10*24*time.Hour+time.Hour))
 	file := filepath.Join(t.TempDir(), "devices.pem")
 	require.NoError(t, os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}), 0o600))
 	_, stderr, code := run(t, "", "bundle", "set", "-socketPath", socket, "-format", "pem", "-id", "spiffe://devices.test", "-path", file)
@@ -123,5 +124,5 @@ func TestStaticDeviceBundle(t *testing.T) {
 	out, stderr, code = run(t, "", "federation", "status", "-socketPath", socket)
 	require.Zero(t, code, stderr)
 	require.Regexp(t, `devices\.test\s+static\s+never`, out)
-	require.Contains(t, out, "devices.test: warning: an authority of this static bundle expires in 1h0m0s", "the test CA lives an hour")
+	require.Contains(t, out, "devices.test: warning: an authority of this static bundle expires in 10 days", "the device CA has 10 days left")
 }

@@ -38,13 +38,22 @@ func StaticStatus(td spiffeid.TrustDomain, b *spiffebundle.Bundle, now time.Time
 	if seq, ok := b.SequenceNumber(); ok {
 		st.Sequence = seq
 	}
+	// Warn within 30 days of expiry, or within the last third of a shorter
+	// lifetime: a treaty partner's 30-day authorities would otherwise warn
+	// from the day they are issued.
+	window := StaticExpiryWarning
+	for _, c := range b.X509Authorities() {
+		if c.NotAfter.Equal(st.EarliestExpiry) {
+			window = min(window, c.NotAfter.Sub(c.NotBefore)/3)
+		}
+	}
 	switch exp := st.EarliestExpiry; {
 	case exp.IsZero():
 	case !now.Before(exp):
 		st.Warnings = append(st.Warnings, fmt.Sprintf("an authority of this static bundle expired at %s: import the current CA with treaty bundle set", exp.UTC().Format(time.RFC3339)))
-	case exp.Sub(now) < StaticExpiryWarning:
+	case exp.Sub(now) < window:
 		st.Warnings = append(st.Warnings, fmt.Sprintf("an authority of this static bundle expires in %s (%s): nothing refreshes it, so import the next CA with treaty bundle set before then",
-			exp.Sub(now).Round(time.Hour), exp.UTC().Format(time.RFC3339)))
+			roughly(exp.Sub(now)), exp.UTC().Format(time.RFC3339)))
 	}
 	return st
 }
@@ -93,4 +102,12 @@ func (s *Status) state(now time.Time, interval time.Duration) State {
 	default:
 		return StateFailing
 	}
+}
+
+// roughly writes d in days when it is more than two, else in hours.
+func roughly(d time.Duration) string {
+	if d > 48*time.Hour {
+		return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+	}
+	return d.Round(time.Minute).String()
 }

@@ -19,6 +19,12 @@ import (
 // either side of now, whose URI SAN is uri.
 func CACert(t testing.TB, uri string) *x509.Certificate {
 	t.Helper()
+	return CACertValid(t, uri, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+// CACertValid is CACert with the given validity.
+func CACertValid(t testing.TB, uri string, notBefore, notAfter time.Time) *x509.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	u, err := url.Parse(uri)
@@ -26,8 +32,8 @@ func CACert(t testing.TB, uri string) *x509.Certificate {
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{Organization: []string{"test"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		KeyUsage:              x509.KeyUsageCertSign,
