@@ -46,6 +46,11 @@ pebble:
 clean:
 	rm -rf bin
 
+## vulncheck: known vulnerabilities in dependencies (needs vuln.go.dev)
+.PHONY: vulncheck
+vulncheck:
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0 ./...
+
 ## soak: crash, bad-partner and disk-full soak (minutes; counts in bench/soak.json, folded into RESULTS.md by make bench)
 .PHONY: soak
 soak: spire

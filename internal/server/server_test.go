@@ -3,14 +3,19 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,5 +187,64 @@ func TestEndpointFollowsQuickChanges(t *testing.T) {
 		}, 5*time.Second, 5*time.Millisecond, "prepared authority %s never served", prepared.ID)
 		_, _, err = s.CA().Activate(t.Context(), datastore.KindX509, prepared.ID)
 		require.NoError(t, err)
+	}
+}
+
+// TestEndpointNeverLeaksKeys fetches the published bundle and searches it
+// for every private key the server holds, in every encoding a leak could
+// take, and for JWK private members.
+func TestEndpointNeverLeaksKeys(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.BundleEndpoint.Address = "127.0.0.1:0"
+	s, err := New(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+	_, err = s.CA().Prepare(t.Context(), datastore.KindJWT) // a second key of each kind
+	require.NoError(t, err)
+	_, err = s.CA().Prepare(t.Context(), datastore.KindX509)
+	require.NoError(t, err)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // only the body matters here
+	defer client.CloseIdleConnections()
+	var body string
+	require.Eventually(t, func() bool {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+s.endpointListener.Addr().String(), nil)
+		require.NoError(t, err)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		body = string(data)
+		return strings.Count(body, `"use":`) >= 4
+	}, 5*time.Second, 10*time.Millisecond, "the prepared keys are published")
+
+	for _, member := range []string{`"d":`, `"p":`, `"q":`, `"dp":`, `"dq":`, `"qi":`, `"k":`, "PRIVATE KEY"} {
+		require.NotContains(t, body, member)
+	}
+	files, err := filepath.Glob(filepath.Join(cfg.DataDir, "keys", "*"))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(files), 4)
+	for _, f := range files {
+		pemData, err := os.ReadFile(f)
+		require.NoError(t, err)
+		block, _ := pem.Decode(pemData)
+		require.NotNil(t, block, f)
+		key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		require.NoError(t, err)
+		ec, ok := key.(*ecdsa.PrivateKey)
+		require.True(t, ok, "default keys are EC")
+		d, err := ec.Bytes()
+		require.NoError(t, err)
+		for _, enc := range []string{base64.RawURLEncoding.EncodeToString(d), base64.StdEncoding.EncodeToString(d), hex.EncodeToString(d), base64.StdEncoding.EncodeToString(block.Bytes)} {
+			require.NotContains(t, body, enc, "private key of %s served", filepath.Base(f))
+		}
 	}
 }
