@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -58,6 +59,9 @@ type Config struct {
 	// EndpointExpiry, when set, adds the bundle endpoint certificate's
 	// expiry to the status report.
 	EndpointExpiry func() time.Time
+	// AuditLog, when set, receives every change as one JSON line; the log
+	// gets every change too, marked audit=true.
+	AuditLog io.Writer
 	// Logger receives request failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -83,7 +87,8 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log, health: health.NewServer()}
-	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.logErrors, s.notifyChanges))
+	audit := &auditor{log: log.With("component", "audit"), file: cfg.AuditLog, now: time.Now}
+	s.grpc = grpc.NewServer(grpc.Creds(socket.PeerCredentials{}), grpc.ChainUnaryInterceptor(audit.intercept, s.logErrors, s.notifyChanges))
 	bundlev1.RegisterBundleServer(s.grpc, &bundleService{ca: cfg.CA, store: cfg.Store})
 	localauthorityv1.RegisterLocalAuthorityServer(s.grpc, &localAuthorityService{ca: cfg.CA})
 	trustdomainv1.RegisterTrustDomainServer(s.grpc, &trustDomainService{

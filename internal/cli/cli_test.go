@@ -32,8 +32,19 @@ func startServerWithWorkload(t *testing.T, td string) (string, string) {
 	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
 	socket := filepath.Join(sockDir, "admin.sock")
 	workload := filepath.Join(sockDir, "public", "workload.sock")
-	cfg, err := config.Build("", config.Overrides{TrustDomain: td, DataDir: t.TempDir(), AdminSocket: socket, WorkloadSocket: workload})
+	startWith(t, config.Overrides{TrustDomain: td, DataDir: t.TempDir(), AdminSocket: socket, WorkloadSocket: workload}, nil)
+	return socket, workload
+}
+
+// startWith runs a server built from o, adjusted by edit, and returns its
+// admin socket.
+func startWith(t *testing.T, o config.Overrides, edit func(*config.Config)) string {
+	t.Helper()
+	cfg, err := config.Build("", o)
 	require.NoError(t, err)
+	if edit != nil {
+		edit(cfg)
+	}
 	srv, err := server.New(t.Context(), cfg, nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -43,7 +54,7 @@ func startServerWithWorkload(t *testing.T, td string) (string, string) {
 		cancel()
 		require.NoError(t, <-done)
 	})
-	return socket, workload
+	return o.AdminSocket
 }
 
 func run(t *testing.T, stdin string, args ...string) (string, string, int) {

@@ -6,9 +6,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/config"
 )
 
 func TestEntryCommands(t *testing.T) {
@@ -102,4 +105,47 @@ Hint                    : api
 		require.Equal(t, 1, code)
 		require.Contains(t, stderr, "(code: NotFound")
 	})
+}
+
+// TestAuditTrail checks the audit records of admin changes: caller, operation,
+// target, result, in the JSON-lines file.
+func TestAuditTrail(t *testing.T) {
+	sockDir, err := os.MkdirTemp("", "treaty-audit") //nolint:usetesting // unix socket paths must stay short
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	socket := startWith(t, config.Overrides{TrustDomain: "alpha.test", DataDir: t.TempDir(),
+		AdminSocket: filepath.Join(sockDir, "admin.sock"), WorkloadSocket: filepath.Join(sockDir, "wl.sock")}, func(c *config.Config) { c.AuditLog = audit })
+	_, stderr, code := run(t, "", "entry", "create", "-socketPath", socket, "-spiffeID", "spiffe://alpha.test/x", "-selector", "unix:uid:1")
+	require.Zero(t, code, stderr)
+	_, _, code = run(t, "", "localauthority", "x509", "activate", "-socketPath", socket, "-authorityID", "nope")
+	require.NotZero(t, code)
+	_, _, code = run(t, "", "entry", "show", "-socketPath", socket)
+	require.Zero(t, code)
+
+	data, err := os.ReadFile(audit)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	require.Len(t, lines, 2, "reads are not audited:\n%s", data)
+	var created, refused struct {
+		CallerUID int    `json:"caller_uid"`
+		CallerPID int    `json:"caller_pid"`
+		Operation string `json:"operation"`
+		Target    string `json:"target"`
+		Result    string `json:"result"`
+		Message   string `json:"message"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &created))
+	require.NoError(t, json.Unmarshal([]byte(lines[1]), &refused))
+	require.Equal(t, "/spire.api.server.entry.v1.Entry/BatchCreateEntry", created.Operation)
+	require.Equal(t, os.Getuid(), created.CallerUID)
+	require.Equal(t, os.Getpid(), created.CallerPID, "the CLI ran in this process")
+	require.Contains(t, created.Target, "/x")
+	require.Equal(t, "ok", created.Result)
+	require.Equal(t, "/spire.api.server.localauthority.v1.LocalAuthority/ActivateX509Authority", refused.Operation)
+	require.NotEqual(t, "ok", refused.Result)
+	require.NotEmpty(t, refused.Message)
+	info, err := os.Stat(audit)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
 }

@@ -53,6 +53,10 @@ type Config struct {
 	// WorkloadSocket is the unix socket of the SPIFFE Workload API
 	// (workload_socket, default DefaultWorkloadSocket).
 	WorkloadSocket string
+	// AuditLog, when set, is a file every admin API change is appended to
+	// as one JSON line (audit_log; default none: audit records go to the
+	// log only).
+	AuditLog string
 	// LogLevel is the least severe level logged (log_level: debug, info,
 	// warn or error, any case; default info, the zero slog.Level).
 	LogLevel slog.Level

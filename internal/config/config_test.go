@@ -158,7 +158,7 @@ func TestParseProblems(t *testing.T) {
 		{"fail/trust domain list", "trust_domain: [a]\n", 1, "trust_domain: must be text, got a list"},
 		{"fail/bool as text", "trust_domain: example.org\ndata_dir: true\n", 2, "data_dir: must be text, got the boolean true"},
 		{"fail/unknown key", "trust_domain: example.org\nfrobnicate: 1\n", 2,
-			"frobnicate: unknown key (known keys here: trust_domain, data_dir, admin_socket, workload_socket, log_level, ca, bundle_endpoint, federation, telemetry, datastore)"},
+			"frobnicate: unknown key (known keys here: trust_domain, data_dir, admin_socket, workload_socket, audit_log, log_level, ca, bundle_endpoint, federation, telemetry, datastore)"},
 		{"fail/unknown key with typo", "trust_domian: example.org\n", 1, "trust_domian: unknown key (known keys here: trust_domain, "},
 		{"fail/typo suggestion", "trust_domian: example.org\n", 1, "did you mean trust_domain?"},
 		{"fail/key in wrong section", "trust_domain: example.org\nrefresh_hint: 5m\n", 2, "did you mean bundle_endpoint.refresh_hint?"},

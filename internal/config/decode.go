@@ -36,6 +36,7 @@ func (d *decoder) root(n *yaml.Node) {
 	text(d, m["data_dir"], "data_dir", &d.c.DataDir)
 	text(d, m["admin_socket"], "admin_socket", &d.c.AdminSocket)
 	text(d, m["workload_socket"], "workload_socket", &d.c.WorkloadSocket)
+	text(d, m["audit_log"], "audit_log", &d.c.AuditLog)
 	d.logLevel(m["log_level"], "log_level")
 	d.ca(m["ca"], "ca")
 	d.bundleEndpoint(m["bundle_endpoint"], "bundle_endpoint")

@@ -9,7 +9,7 @@ import (
 // sections lists the keys each section of the file may hold, by section
 // path, in the order the documentation gives them.
 var sections = map[string][]string{
-	"": {"trust_domain", "data_dir", "admin_socket", "workload_socket", "log_level",
+	"": {"trust_domain", "data_dir", "admin_socket", "workload_socket", "audit_log", "log_level",
 		"ca", "bundle_endpoint", "federation", "telemetry", "datastore"},
 	"ca":                       {"key_type", "ca_ttl", "x509_svid_ttl", "jwt_svid_ttl", "upstream"},
 	"ca.upstream":              {"cert_file", "key_file", "bundle_file"},

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -58,6 +59,15 @@ type Server struct {
 	telemetryListener net.Listener
 	workload          *workloadapi.Server
 	workloadListener  net.Listener
+	auditFile         *os.File // nil without audit_log
+}
+
+// auditWriter keeps a nil file a nil writer.
+func auditWriter(f *os.File) io.Writer {
+	if f == nil {
+		return nil
+	}
+	return f
 }
 
 // New prepares every part of the server. On error everything already opened
@@ -201,6 +211,13 @@ func webRoots(caFile string) (*x509.CertPool, error) {
 }
 
 func (s *Server) listenAdmin(ctx context.Context) error {
+	if path := s.cfg.AuditLog; path != "" {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("audit_log: %w", err)
+		}
+		s.auditFile = f
+	}
 	admin, err := adminapi.New(adminapi.Config{
 		SocketPath:     s.cfg.AdminSocket,
 		CA:             s.ca,
@@ -210,6 +227,7 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		Entries:        s.store,
 		EndpointExpiry: s.endpointExpiry,
 		Changed:        s.workload.Refresh,
+		AuditLog:       auditWriter(s.auditFile),
 		FederationGaps: s.federationGaps,
 		Logger:         s.log.With(attrComponent, "adminapi"),
 	})
@@ -383,6 +401,9 @@ func (s *Server) close() {
 	}
 	if s.store != nil {
 		_ = s.store.Close()
+	}
+	if s.auditFile != nil {
+		_ = s.auditFile.Close()
 	}
 	if s.lock != nil {
 		_ = s.lock.Close()

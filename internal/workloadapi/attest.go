@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/socket"
 )
 
 // SelectorType is the only selector type treaty's attestor produces.
@@ -37,14 +38,14 @@ type attestor struct {
 // groups, and, when the server may read the process's executable,
 // unix:path and unix:sha256. It fails if the process exited meanwhile, so
 // a recycled pid never lends its identity to another program.
-func (a *attestor) attest(info peerInfo) ([]datastore.Selector, error) {
+func (a *attestor) attest(info socket.PeerInfo) ([]datastore.Selector, error) {
 	sel := newSelectorSet()
-	sel.add("uid:" + strconv.Itoa(info.uid))
-	if u, err := user.LookupId(strconv.Itoa(info.uid)); err == nil {
+	sel.add("uid:" + strconv.Itoa(info.UID))
+	if u, err := user.LookupId(strconv.Itoa(info.UID)); err == nil {
 		sel.add("user:" + u.Username)
 	}
-	gids := []int{info.gid}
-	supplementary, err := a.groups(info.pid)
+	gids := []int{info.GID}
+	supplementary, err := a.groups(info.PID)
 	if err != nil {
 		return nil, err
 	}
@@ -54,11 +55,11 @@ func (a *attestor) attest(info peerInfo) ([]datastore.Selector, error) {
 			sel.add("group:" + g.Name)
 		}
 	}
-	if path, sum, ok := a.executable(info.pid); ok {
+	if path, sum, ok := a.executable(info.PID); ok {
 		sel.add("path:" + path)
 		sel.add("sha256:" + sum)
 	}
-	if !info.alive() {
+	if !info.Alive() {
 		return nil, errExited
 	}
 	return sel.list(), nil

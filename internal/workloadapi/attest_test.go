@@ -10,11 +10,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/socket"
 )
 
 func TestAttestSelf(t *testing.T) {
 	a := &attestor{procDir: "/proc"}
-	info := peerInfo{pid: os.Getpid(), uid: os.Getuid(), gid: os.Getgid(), pidfd: -1}
+	info := socket.NewPeerInfo(os.Getpid(), os.Getuid(), os.Getgid())
 	sel, err := a.attest(info)
 	require.NoError(t, err)
 	want := []string{"uid:" + strconv.Itoa(os.Getuid()), "gid:" + strconv.Itoa(os.Getgid())}
@@ -38,7 +39,7 @@ func TestAttestSupplementaryGroups(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(proc, pid), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(proc, pid, "status"), []byte("Name:\tx\nGroups:\t4 24 27 \nNgid:\t0\n"), 0o644))
 	a := &attestor{procDir: proc}
-	sel, err := a.attest(peerInfo{pid: os.Getpid(), uid: 4242, gid: 4343, pidfd: -1})
+	sel, err := a.attest(socket.NewPeerInfo(os.Getpid(), 4242, 4343))
 	require.NoError(t, err)
 	require.NotContains(t, sel, datastore.Selector{Type: "unix", Value: "uid:" + strconv.Itoa(os.Getuid())})
 	for _, gid := range []string{"4343", "4", "24", "27"} {
@@ -48,6 +49,6 @@ func TestAttestSupplementaryGroups(t *testing.T) {
 
 func TestAttestRefusesExitedProcess(t *testing.T) {
 	a := &attestor{procDir: t.TempDir()}
-	_, err := a.attest(peerInfo{pid: 999999, uid: 1, gid: 1, pidfd: -1})
+	_, err := a.attest(socket.NewPeerInfo(999999, 1, 1))
 	require.ErrorIs(t, err, errExited)
 }

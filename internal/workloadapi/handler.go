@@ -16,12 +16,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/socket"
 )
 
 // securityHeader is the metadata every Workload API call must carry
@@ -54,20 +54,19 @@ func (h *handler) attest(ctx context.Context, method string) (*caller, error) {
 	if err := checkHeader(ctx); err != nil {
 		return nil, err
 	}
-	p, ok := peer.FromContext(ctx)
-	info, isPeer := p.AuthInfo.(peerInfo)
-	if !ok || !isPeer {
+	info, ok := socket.Peer(ctx)
+	if !ok {
 		return nil, status.Error(codes.Internal, "no peer credentials on this connection")
 	}
 	selectors, err := h.s.attestor.attest(info)
 	if err != nil {
-		h.s.log.Warn("workload attestation failed", attrMethod, method, attrPID, info.pid, attrUID, info.uid, attrError, err)
+		h.s.log.Warn("workload attestation failed", attrMethod, method, attrPID, info.PID, attrUID, info.UID, attrError, err)
 		if errors.Is(err, errExited) {
 			return nil, status.Error(codes.PermissionDenied, err.Error())
 		}
 		return nil, status.Errorf(codes.Internal, "attestation failed: %v", err)
 	}
-	return &caller{selectors: selectors, pid: info.pid, uid: info.uid}, nil
+	return &caller{selectors: selectors, pid: info.PID, uid: info.UID}, nil
 }
 
 // entries returns the entries of snap that c matches: every selector of

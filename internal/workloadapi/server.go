@@ -108,7 +108,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.state.load(ctx, false); err != nil {
 		return nil, err
 	}
-	s.grpc = grpc.NewServer(grpc.Creds(peerCredentials{}))
+	s.grpc = grpc.NewServer(grpc.Creds(socket.PeerCredentials{}))
 	workload.RegisterSpiffeWorkloadAPIServer(s.grpc, &handler{s: s})
 	return s, nil
 }
