@@ -28,7 +28,9 @@ type PeerInfo struct {
 }
 
 // NewPeerInfo describes a process without a pidfd (for tests).
-func NewPeerInfo(pid, uid, gid int) PeerInfo { return PeerInfo{PID: pid, UID: uid, GID: gid, pidfd: -1} }
+func NewPeerInfo(pid, uid, gid int) PeerInfo {
+	return PeerInfo{PID: pid, UID: uid, GID: gid, pidfd: -1}
+}
 
 // Peer returns the credentials of the caller of a gRPC call served with
 // PeerCredentials.
@@ -56,6 +58,7 @@ func (p PeerInfo) Alive() bool {
 	return unix.PidfdSendSignal(p.pidfd, 0, nil, 0) == nil
 }
 
+// ServerHandshake reads the peer's credentials; it does no encryption.
 func (PeerCredentials) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	uc, ok := conn.(*net.UnixConn)
 	if !ok {
@@ -101,15 +104,20 @@ func (c *pidfdConn) Close() error {
 	return c.Conn.Close()
 }
 
+// ClientHandshake is not supported: PeerCredentials is for servers.
 func (PeerCredentials) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	return nil, nil, errors.New("unix socket: peer credentials are server-side only")
 }
 
+// Info names the protocol.
 func (PeerCredentials) Info() credentials.ProtocolInfo {
 	return credentials.ProtocolInfo{SecurityProtocol: "peercred"}
 }
 
+// Clone returns a copy.
 func (PeerCredentials) Clone() credentials.TransportCredentials { return PeerCredentials{} }
 
+// OverrideServerName does nothing; the interface requires it.
+//
 //nolint:staticcheck // required by the interface
 func (PeerCredentials) OverrideServerName(string) error { return nil }
