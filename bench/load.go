@@ -175,7 +175,7 @@ func (h *harness) startBare(ctx context.Context, body []byte, pki *webPKI) (*bar
 		if err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(filepath.Join(d, f), data, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(d, f), data, 0o600); err != nil { //nolint:gosec // f is one of two constant names
 			return nil, err
 		}
 	}
