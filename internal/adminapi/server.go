@@ -48,6 +48,8 @@ type Config struct {
 	Refresher     Refresher
 	// Entries, when set, serves the Entry API.
 	Entries EntryStore
+	// Invites, when set, serves treaty's invite and join calls.
+	Invites *Invites
 	// Changed, when set, is called after every successful call that may
 	// have changed entries or bundles (anything but Get, List and Count),
 	// before the call returns, so the Workload API serves the change by the
@@ -97,6 +99,9 @@ func New(cfg Config) (*Server, error) {
 	svidv1.RegisterSVIDServer(s.grpc, &svidService{ca: cfg.CA})
 	if cfg.Entries != nil {
 		entryv1.RegisterEntryServer(s.grpc, &entryService{local: cfg.CA.TrustDomain(), store: cfg.Entries, bundles: cfg.Store, log: log})
+	}
+	if cfg.Invites != nil {
+		s.grpc.RegisterService(&inviteServiceDesc, &inviteService{cfg: *cfg.Invites, ca: cfg.CA, refresher: cfg.Refresher})
 	}
 	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, endpointExpiry: cfg.EndpointExpiry, gaps: cfg.FederationGaps})
 	healthpb.RegisterHealthServer(s.grpc, s.health)

@@ -19,6 +19,8 @@ var (
 	// ErrSequenceRegression means a write would move the local bundle's
 	// spiffe_sequence backwards or reuse it for different content.
 	ErrSequenceRegression = errors.New("bundle sequence would not increase")
+	// ErrInviteUsed means a federation invite was joined before.
+	ErrInviteUsed = errors.New("invite already used")
 )
 
 // AuthorityKind tells X.509 authorities from JWT signing keys.

@@ -228,6 +228,7 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		EndpointExpiry: s.endpointExpiry,
 		Changed:        s.workload.Refresh,
 		AuditLog:       auditWriter(s.auditFile),
+		Invites:        s.invites(),
 		FederationGaps: s.federationGaps,
 		Logger:         s.log.With(attrComponent, "adminapi"),
 	})
@@ -350,6 +351,21 @@ func (s *Server) listenWorkload(ctx context.Context) error {
 	}
 	s.workload, s.workloadListener = w, l
 	return nil
+}
+
+// invites configures the invite service: our advertised endpoint is the
+// bundle endpoint's address, unless it listens on every interface (then
+// invite -url must say how partners reach it).
+func (s *Server) invites() *adminapi.Invites {
+	be := s.cfg.BundleEndpoint
+	inv := &adminapi.Invites{Profile: string(be.Profile), Fetcher: s.fetcher, Store: s.store}
+	if be.Profile == config.ProfileHTTPSSPIFFE {
+		inv.EndpointSPIFFEID = be.EndpointSPIFFEID.String()
+	}
+	if host, _, err := net.SplitHostPort(be.Address); err == nil && host != "" && !net.ParseIP(host).IsUnspecified() {
+		inv.EndpointURL = "https://" + be.Address
+	}
+	return inv
 }
 
 // federationGaps converts the Workload API's gaps for the admin API.

@@ -1,0 +1,175 @@
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/invite"
+)
+
+// Method names of treaty's invite service. Like the status call, it uses
+// well-known protobuf types, so any gRPC client can call it.
+const (
+	InviteMethod = "/treaty.admin.v1.Invites/Invite"
+	JoinMethod   = "/treaty.admin.v1.Invites/Join"
+)
+
+// DefaultInviteTTL is how long an invite is valid unless asked otherwise.
+const DefaultInviteTTL = 24 * time.Hour
+
+// InviteStore records a joined invite with its relationship and bundle.
+type InviteStore interface {
+	JoinInvite(ctx context.Context, r datastore.Relationship, b datastore.Bundle, nonce string) error
+}
+
+// Invites configures the invite service.
+type Invites struct {
+	// EndpointURL is our advertised bundle endpoint, used when an invite
+	// names none; empty when we have no bundle endpoint.
+	EndpointURL      string
+	Profile          string
+	EndpointSPIFFEID string
+	Fetcher          invite.Fetcher
+	Store            InviteStore
+}
+
+type inviteService struct {
+	cfg       Invites
+	ca        *ca.CA
+	refresher Refresher
+}
+
+// invite makes a token for our trust domain. Request fields: url, ttl_seconds,
+// embed_bundle, reverse. Response: token, expires.
+func (s *inviteService) invite(_ context.Context, req *structpb.Struct) (*structpb.Struct, error) {
+	f := req.GetFields()
+	t, err := s.token(f["url"].GetStringValue(), time.Duration(f["ttl_seconds"].GetNumberValue())*time.Second,
+		f["embed_bundle"].GetBoolValue(), f["reverse"].GetBoolValue())
+	if err != nil {
+		return nil, err
+	}
+	enc, err := invite.Encode(t)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return structpb.NewStruct(map[string]any{"token": enc, "expires": time.Unix(t.Expires, 0).UTC().Format(time.RFC3339),
+		"trust_domain": t.TrustDomain, "url": t.URLs[0], "profile": t.Profile, "fingerprint": t.Fingerprint})
+}
+
+func (s *inviteService) token(url string, ttl time.Duration, embed, reverse bool) (invite.Token, error) {
+	if url == "" {
+		url = s.cfg.EndpointURL
+	}
+	if url == "" {
+		return invite.Token{}, status.Error(codes.FailedPrecondition,
+			"this server has no bundle endpoint to invite partners to: set bundle_endpoint.address, or give the URL partners reach it at (-url)")
+	}
+	if ttl <= 0 {
+		ttl = DefaultInviteTTL
+	}
+	b := s.ca.Bundle()
+	fp, err := bundle.Fingerprint(b)
+	if err != nil {
+		return invite.Token{}, status.Error(codes.Internal, err.Error())
+	}
+	nonce, err := invite.NewNonce()
+	if err != nil {
+		return invite.Token{}, status.Error(codes.Internal, err.Error())
+	}
+	t := invite.Token{TrustDomain: s.ca.TrustDomain().Name(), URLs: []string{url}, Profile: s.cfg.Profile,
+		EndpointSPIFFEID: s.cfg.EndpointSPIFFEID, Fingerprint: fp, Expires: time.Now().Add(ttl).Unix(), Nonce: nonce, Reverse: reverse}
+	if embed {
+		if t.Bundle, err = bundle.Marshal(b); err != nil {
+			return t, status.Error(codes.Internal, err.Error())
+		}
+	}
+	return t, nil
+}
+
+// join accepts a token. Request fields: token, reverse, url (ours, for the
+// reverse invite). Response: trust_domain, profile, url, fingerprint,
+// sequence, and reverse_token when asked for.
+func (s *inviteService) join(ctx context.Context, req *structpb.Struct) (*structpb.Struct, error) {
+	f := req.GetFields()
+	t, err := invite.Decode(f["token"].GetStringValue(), time.Now())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if t.TrustDomain == s.ca.TrustDomain().Name() {
+		return nil, status.Error(codes.InvalidArgument, "this invite is for our own trust domain: give it to the partner, who joins it on their server")
+	}
+	v, err := invite.Verify(ctx, t, s.cfg.Fetcher)
+	if err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	boot, err := encodeBootstrap(v.Bundle, time.Now())
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	err = s.cfg.Store.JoinInvite(ctx, v.Relationship.Record(time.Now()), *boot, t.Nonce)
+	switch {
+	case errors.Is(err, datastore.ErrInviteUsed):
+		return nil, status.Error(codes.AlreadyExists, err.Error()+"; ask for a new invite")
+	case errors.Is(err, datastore.ErrAlreadyExists):
+		return nil, status.Errorf(codes.AlreadyExists, "a federation relationship with %s exists already; nothing was changed (treaty federation show -trustDomain %s)", t.TrustDomain, t.TrustDomain)
+	case err != nil:
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if s.refresher != nil {
+		_ = s.refresher.Reload(ctx) // the relationship is stored; a reload failure is logged and retried by the refresher
+	}
+	seq, _ := v.Bundle.SequenceNumber()
+	out := map[string]any{"trust_domain": t.TrustDomain, "profile": t.Profile, "url": t.URLs[0], "fingerprint": t.Fingerprint, "sequence": float64(seq)}
+	if t.Reverse || f["reverse"].GetBoolValue() {
+		rt, err := s.token(f["url"].GetStringValue(), DefaultInviteTTL, false, false)
+		if err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "joined %s, but cannot make the reverse invite: %v", t.TrustDomain, status.Convert(err).Message())
+		}
+		if out["reverse_token"], err = invite.Encode(rt); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+	}
+	return structpb.NewStruct(out)
+}
+
+// inviteServiceDesc describes the invite service to grpc.Server.
+var inviteServiceDesc = grpc.ServiceDesc{
+	ServiceName: "treaty.admin.v1.Invites",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{
+		structMethod("Invite", InviteMethod, func(s any) structHandler { return s.(*inviteService).invite }),
+		structMethod("Join", JoinMethod, func(s any) structHandler { return s.(*inviteService).join }),
+	},
+}
+
+type structHandler func(context.Context, *structpb.Struct) (*structpb.Struct, error)
+
+// structMethod builds a unary method taking and returning a Struct.
+func structMethod(name, full string, pick func(srv any) structHandler) grpc.MethodDesc {
+	return grpc.MethodDesc{
+		MethodName: name,
+		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			in := new(structpb.Struct)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			h := pick(srv)
+			if interceptor == nil {
+				return h(ctx, in)
+			}
+			info := &grpc.UnaryServerInfo{Server: srv, FullMethod: full}
+			return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+				return h(ctx, req.(*structpb.Struct))
+			})
+		},
+	}
+}
