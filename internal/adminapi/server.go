@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/doctor"
 	"github.com/treatyhq/treaty/internal/socket"
 )
 
@@ -48,6 +49,8 @@ type Config struct {
 	Refresher     Refresher
 	// Entries, when set, serves the Entry API.
 	Entries EntryStore
+	// Doctor, when set, serves treaty doctor's checks.
+	Doctor func(ctx context.Context) []doctor.Check
 	// Invites, when set, serves treaty's invite and join calls.
 	Invites *Invites
 	// Changed, when set, is called after every successful call that may
@@ -99,6 +102,9 @@ func New(cfg Config) (*Server, error) {
 	svidv1.RegisterSVIDServer(s.grpc, &svidService{ca: cfg.CA})
 	if cfg.Entries != nil {
 		entryv1.RegisterEntryServer(s.grpc, &entryService{local: cfg.CA.TrustDomain(), store: cfg.Entries, bundles: cfg.Store, log: log})
+	}
+	if cfg.Doctor != nil {
+		s.grpc.RegisterService(&doctorServiceDesc, &doctorService{run: cfg.Doctor})
 	}
 	if cfg.Invites != nil {
 		s.grpc.RegisterService(&inviteServiceDesc, &inviteService{cfg: *cfg.Invites, ca: cfg.CA, refresher: cfg.Refresher})

@@ -51,6 +51,7 @@ func commands() []command {
 	cmds = append(cmds, bundleToolCommands()...)
 	cmds = append(cmds, federationCommands()...)
 	cmds = append(cmds, inviteCommands()...)
+	cmds = append(cmds, doctorCommands()...)
 	cmds = append(cmds, probeCommands()...)
 	cmds = append(cmds, onboardingCommands()...)
 	cmds = append(cmds, topologyCommands()...)

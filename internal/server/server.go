@@ -25,6 +25,7 @@ import (
 	"github.com/treatyhq/treaty/internal/config"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
+	"github.com/treatyhq/treaty/internal/doctor"
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/keystore"
 	"github.com/treatyhq/treaty/internal/onboarding"
@@ -229,6 +230,7 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		Changed:        s.workload.Refresh,
 		AuditLog:       auditWriter(s.auditFile),
 		Invites:        s.invites(),
+		Doctor:         s.doctor().Run,
 		FederationGaps: s.federationGaps,
 		Logger:         s.log.With(attrComponent, "adminapi"),
 	})
@@ -366,6 +368,21 @@ func (s *Server) invites() *adminapi.Invites {
 		inv.EndpointURL = "https://" + be.Address
 	}
 	return inv
+}
+
+// doctor gathers what treaty doctor's checks look at.
+func (s *Server) doctor() *doctor.Doctor {
+	be := s.cfg.BundleEndpoint
+	view := federationView{Refresher: s.refresher, workload: s.workload, now: time.Now}
+	d := &doctor.Doctor{
+		CA: s.ca, CATTL: s.cfg.CA.CATTL, RefreshHint: be.RefreshHint,
+		EndpointURL: s.invites().EndpointURL, EndpointProfile: string(be.Profile), EndpointID: be.EndpointSPIFFEID,
+		EndpointExpiry: s.endpointExpiry, Federation: view.Status, Gaps: func() int { return len(s.workload.Gaps()) },
+		DataDir: s.cfg.DataDir, KeysDir: filepath.Join(s.cfg.DataDir, KeysDir),
+		Sockets:  map[string]string{"admin_socket": s.cfg.AdminSocket, "workload_socket": s.cfg.WorkloadSocket},
+		AuditLog: s.cfg.AuditLog, Integrity: s.store.CheckIntegrity,
+	}
+	return d
 }
 
 // federationGaps converts the Workload API's gaps for the admin API.
