@@ -165,9 +165,17 @@ type Federation struct {
 // Telemetry configures the metrics endpoint.
 type Telemetry struct {
 	// Address is the host:port to serve metrics on (address); empty, the
-	// default, turns metrics off.
+	// default, turns metrics off, unless Dashboard is on: then it is
+	// DefaultDashboardAddress.
 	Address string
+	// Dashboard serves a read-only web page of the server's state at
+	// /dashboard on Address (dashboard; default off).
+	Dashboard bool
 }
+
+// DefaultDashboardAddress is where the dashboard listens when telemetry has
+// no address: loopback only.
+const DefaultDashboardAddress = "127.0.0.1:9988"
 
 // Datastore configures the database.
 type Datastore struct {
@@ -232,6 +240,9 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.DataDir, DefaultDataDir)
 	setDefault(&c.AdminSocket, DefaultAdminSocket)
 	setDefault(&c.WorkloadSocket, DefaultWorkloadSocket)
+	if c.Telemetry.Dashboard {
+		setDefault(&c.Telemetry.Address, DefaultDashboardAddress)
+	}
 	setDefault(&c.CA.KeyType, ca.ECP256)
 	setDefault(&c.CA.CATTL, DefaultCATTL)
 	setDefault(&c.CA.X509SVIDTTL, DefaultX509SVIDTTL)

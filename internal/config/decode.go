@@ -96,6 +96,7 @@ func (d *decoder) federation(n *yaml.Node, path string) {
 func (d *decoder) telemetry(n *yaml.Node, path string) {
 	m := d.mapping(n, path)
 	text(d, m["address"], path+".address", &d.c.Telemetry.Address)
+	d.boolean(m["dashboard"], path+".dashboard", &d.c.Telemetry.Dashboard)
 }
 
 func (d *decoder) datastore(n *yaml.Node, path string) {

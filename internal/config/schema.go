@@ -17,7 +17,7 @@ var sections = map[string][]string{
 	"bundle_endpoint.web":      {"cert_file", "key_file", "acme"},
 	"bundle_endpoint.web.acme": {"directory_url", "domain_name", "email", "tos_accepted", "ca_file", "renew_before"},
 	"federation":               {"onboarding_dir", "class_name", "min_refresh", "max_refresh", "ca_file"},
-	"telemetry":                {"address"},
+	"telemetry":                {"address", "dashboard"},
 	"datastore":                {"driver", "dsn"},
 }
 

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"github.com/treatyhq/treaty/internal/bundleendpoint"
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/config"
+	"github.com/treatyhq/treaty/internal/dashboard"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/doctor"
@@ -306,6 +308,7 @@ func (s *Server) listenTelemetry(ctx context.Context) error {
 		Federation:     federationView{Refresher: s.refresher, workload: s.workload, now: time.Now},
 		EndpointExpiry: s.endpointExpiry,
 		FederationGaps: func() int { return len(s.workload.Gaps()) },
+		Dashboard:      s.dashboard(),
 		Ready:          s.ready,
 		Logger:         s.log.With(attrComponent, "telemetry"),
 	})
@@ -368,6 +371,26 @@ func (s *Server) invites() *adminapi.Invites {
 		inv.EndpointURL = "https://" + be.Address
 	}
 	return inv
+}
+
+// dashboard returns the read-only web page, or nil when it is off. It
+// warns when the page is reachable beyond loopback: it shows the whole
+// federation.
+func (s *Server) dashboard() http.Handler {
+	if !s.cfg.Telemetry.Dashboard {
+		return nil
+	}
+	if host, _, err := net.SplitHostPort(s.cfg.Telemetry.Address); err == nil {
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			s.log.Warn("the dashboard is reachable beyond this host; it shows the whole federation, so keep telemetry.address on loopback or put authentication in front", attrAddress, s.cfg.Telemetry.Address)
+		}
+	}
+	view := federationView{Refresher: s.refresher, workload: s.workload, now: time.Now}
+	return dashboard.Handler(dashboard.Config{
+		TrustDomain: s.cfg.TrustDomain, Authorities: s.ca.Authorities, Federation: view.Status,
+		Journal: s.store.Journal, Gaps: func() int { return len(s.workload.Gaps()) },
+		Logger: s.log.With(attrComponent, "dashboard"),
+	})
 }
 
 // doctor gathers what treaty doctor's checks look at.

@@ -37,6 +37,8 @@ type Config struct {
 	// FederationGaps, when set, counts registration entries that federate
 	// with a trust domain the server holds no bundle for.
 	FederationGaps func() int
+	// Dashboard, when set, is served at /dashboard.
+	Dashboard http.Handler
 	// Ready reports whether the server can serve; nil means always ready.
 	Ready  func() error
 	Logger *slog.Logger
@@ -91,6 +93,9 @@ func New(cfg Config) *Server {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if cfg.Dashboard != nil {
+		mux.Handle("GET /dashboard", cfg.Dashboard)
+	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	return s
 }

@@ -1,0 +1,148 @@
+// Package dashboard renders a read-only web page of a server's state: the
+// trust domain, our authorities on a timeline, every partner with its
+// freshness, a federation graph and recent authority events. The page is
+// plain server-rendered HTML with inline CSS and SVG, no JavaScript and no
+// external assets, so it works offline; it reloads itself every few
+// seconds.
+package dashboard
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/federation"
+)
+
+//go:embed page.html
+var pageHTML string
+
+var page = template.Must(template.New("page").Funcs(template.FuncMap{
+	"ago":  ago,
+	"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
+}).Parse(pageHTML))
+
+// Config says where the dashboard reads from.
+type Config struct {
+	TrustDomain spiffeid.TrustDomain
+	Authorities func(kind datastore.AuthorityKind) []ca.AuthorityInfo
+	Federation  func() []federation.Status
+	Journal     func(ctx context.Context, limit int) ([]datastore.JournalEvent, error)
+	Gaps        func() int
+	Now         func() time.Time
+	Logger      *slog.Logger
+}
+
+// Handler serves the page.
+func Handler(cfg Config) http.Handler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		view, err := build(r.Context(), cfg)
+		if err != nil {
+			cfg.Logger.Error("dashboard", "error", err)
+			http.Error(w, "the dashboard cannot read the server's state; see the server log", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:")
+		if err := page.Execute(w, view); err != nil {
+			cfg.Logger.Error("dashboard render", "error", err)
+		}
+	})
+}
+
+type view struct {
+	TrustDomain string
+	Now         time.Time
+	Authorities []authorityRow
+	Partners    []federation.Status
+	Graph       graph
+	Events      []datastore.JournalEvent
+	Gaps        int
+	Counts      map[string]int
+}
+
+type authorityRow struct {
+	ca.AuthorityInfo
+	Kind string
+	// Elapsed is how much of the lifetime has passed, 0 to 100.
+	Elapsed int
+}
+
+func build(ctx context.Context, cfg Config) (*view, error) {
+	now := cfg.Now()
+	v := &view{TrustDomain: cfg.TrustDomain.Name(), Now: now, Gaps: cfg.Gaps(), Counts: map[string]int{}}
+	for _, kind := range []datastore.AuthorityKind{datastore.KindX509, datastore.KindJWT} {
+		for _, a := range cfg.Authorities(kind) {
+			life := a.ExpiresAt.Sub(a.NotBefore)
+			elapsed := 0
+			if life > 0 {
+				elapsed = int(math.Round(100 * float64(now.Sub(a.NotBefore)) / float64(life)))
+			}
+			v.Authorities = append(v.Authorities, authorityRow{AuthorityInfo: a, Kind: string(kind), Elapsed: min(max(elapsed, 0), 100)})
+		}
+	}
+	v.Partners = cfg.Federation()
+	slices.SortFunc(v.Partners, func(a, b federation.Status) int { return strings.Compare(a.TrustDomain, b.TrustDomain) })
+	for _, p := range v.Partners {
+		v.Counts[string(p.State)]++
+	}
+	v.Graph = layout(v.TrustDomain, v.Partners)
+	events, err := cfg.Journal(ctx, 20)
+	if err != nil {
+		return nil, fmt.Errorf("read the authority journal: %w", err)
+	}
+	v.Events = events
+	return v, nil
+}
+
+// graph is the federation drawn as a star: us in the middle, partners on
+// a circle, edges coloured by state.
+type graph struct {
+	Size  int
+	Us    node
+	Nodes []node
+}
+
+type node struct {
+	X, Y  int
+	Label string
+	State string
+}
+
+func layout(us string, partners []federation.Status) graph {
+	const size, radius = 520, 200
+	g := graph{Size: size, Us: node{X: size / 2, Y: size / 2, Label: us, State: "us"}}
+	for i, p := range partners {
+		angle := 2*math.Pi*float64(i)/float64(max(len(partners), 1)) - math.Pi/2
+		g.Nodes = append(g.Nodes, node{
+			X: size/2 + int(radius*math.Cos(angle)), Y: size/2 + int(radius*math.Sin(angle)),
+			Label: p.TrustDomain, State: string(p.State),
+		})
+	}
+	return g
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
