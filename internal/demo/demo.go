@@ -254,7 +254,7 @@ func (r *run) stopAll() {
 
 // bootstrap creates both relationships the way operators do.
 func (r *run) bootstrap(ctx context.Context) error {
-	r.heading("Bootstrap the federation")
+	r.heading("Bootstrap the federation (by hand here; treaty federation invite and join do it in two commands)")
 	r.say("    beta.test cannot authenticate alpha.test's https_spiffe endpoint without alpha's bundle,")
 	r.say("    so alpha's operator hands it over once (later rotations travel over the endpoint):")
 	doc, err := r.treaty(ctx, false, "bundle", "show", "-socketPath", r.alpha.adminSocket, "-format", "spiffe")
