@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -65,15 +66,15 @@ func (h *harness) throughput(ctx context.Context) error {
 	return h.withServers(ctx, func(s *servers) error {
 		sec := h.res.section("1. Bundle endpoint GET throughput (16 keep-alive connections)",
 			"server", "requests/s", "p50", "p99", "errors")
-		sec.Note = fmt.Sprintf("%s per server, HTTP/1.1 keep-alive, the same %d-byte bundle. treaty and SPIRE use https_spiffe; the bare server is Go net/http with a P-256 certificate returning the bytes from memory.", h.cfg.duration, len(s.body))
+		sec.Note = fmt.Sprintf("%s per server in five interleaved slices, HTTP/1.1 keep-alive, the same %d-byte bundle. treaty and SPIRE use https_spiffe; the bare server is Go net/http with a P-256 certificate returning the bytes from memory.", h.cfg.duration, len(s.body))
 		rates := map[string]float64{}
-		for _, t := range []struct{ name, url string }{
-			{"treaty", "https://" + s.treaty.addr}, {"SPIRE", "https://" + s.spire.addr}, {"bare Go HTTPS", "https://" + s.bare.addr},
-		} {
-			r, err := load(ctx, loadOpts{url: t.url, conns: 16, duration: h.cfg.duration})
-			if err != nil {
-				return err
-			}
+		targets := []target{{"treaty", "https://" + s.treaty.addr}, {"SPIRE", "https://" + s.spire.addr}, {"bare Go HTTPS", "https://" + s.bare.addr}}
+		res, err := interleaved(ctx, targets, loadOpts{conns: 16, duration: h.cfg.duration})
+		if err != nil {
+			return err
+		}
+		for _, t := range targets {
+			r := res[t.name]
 			rates[t.name] = r.PerSecond
 			sec.Data[t.name] = r
 			sec.row(t.name, fmt.Sprintf("%.0f", r.PerSecond), ms(r.P50), ms(r.P99), fmt.Sprint(r.Errors))
@@ -91,22 +92,24 @@ func (h *harness) handshakes(ctx context.Context) error {
 		sec := h.res.section("2. New TLS handshakes per second (a new connection per request, 16 workers)",
 			"server", "profile", "handshakes/s", "p50", "p99")
 		d := h.cfg.duration / 2
-		sec.Note = fmt.Sprintf("%s per server; every key is EC P-256.", d)
+		sec.Note = fmt.Sprintf("%s per server in five interleaved slices; every key is EC P-256.", d)
 		rates := map[string]float64{}
-		for _, t := range []struct{ name, profile, url string }{
-			{"treaty", "https_spiffe", "https://" + s.treaty.addr},
-			{"treaty", "https_web", "https://" + s.treatyWeb.addr},
-			{"SPIRE", "https_spiffe", "https://" + s.spire.addr},
-			{"bare Go HTTPS", "web certificate", "https://" + s.bare.addr},
-		} {
-			r, err := load(ctx, loadOpts{url: t.url, conns: 16, duration: d, newConn: true})
-			if err != nil {
-				return err
+		targets := []target{{"treaty https_spiffe", "https://" + s.treaty.addr}, {"treaty https_web", "https://" + s.treatyWeb.addr},
+			{"SPIRE https_spiffe", "https://" + s.spire.addr}, {"bare Go HTTPS web certificate", "https://" + s.bare.addr}}
+		res, err := interleaved(ctx, targets, loadOpts{conns: 16, duration: d, newConn: true})
+		if err != nil {
+			return err
+		}
+		for _, t := range targets {
+			r := res[t.name]
+			server, profile, _ := strings.Cut(t.name, " ")
+			if strings.HasPrefix(t.name, "bare") {
+				server, profile = "bare Go HTTPS", "web certificate"
 			}
-			rates[t.name+" "+t.profile] = r.PerSecond
-			sec.Data[t.name+" "+t.profile] = r
-			sec.row(t.name, t.profile, fmt.Sprintf("%.0f", r.PerSecond), ms(r.P50), ms(r.P99))
-			logf("   %s %s: %.0f handshakes/s", t.name, t.profile, r.PerSecond)
+			rates[t.name] = r.PerSecond
+			sec.Data[t.name] = r
+			sec.row(server, profile, fmt.Sprintf("%.0f", r.PerSecond), ms(r.P50), ms(r.P99))
+			logf("   %s: %.0f handshakes/s", t.name, r.PerSecond)
 		}
 		bare := rates["bare Go HTTPS web certificate"]
 		for _, k := range []string{"treaty https_spiffe", "treaty https_web"} {
@@ -129,10 +132,11 @@ func (h *harness) conditional(ctx context.Context) error {
 		for _, t := range []struct{ name, url, etag string }{
 			{"treaty", "https://" + s.treaty.addr, s.etag}, {"SPIRE", "https://" + s.spire.addr, s.etag}, {"bare Go HTTPS", "https://" + s.bare.addr, `"bare"`},
 		} {
-			r, err := load(ctx, loadOpts{url: t.url, conns: 16, duration: d, ifNoneMatch: t.etag})
+			res, err := interleaved(ctx, []target{{t.name, t.url}}, loadOpts{conns: 16, duration: d, ifNoneMatch: t.etag})
 			if err != nil {
 				return err
 			}
+			r := res[t.name]
 			rates[t.name] = r.PerSecond
 			sec.Data[t.name] = r
 			sec.row(t.name, fmt.Sprintf("%.0f", r.PerSecond), fmt.Sprint(r.NotChanged), ms(r.P50), ms(r.P99))

@@ -40,6 +40,12 @@ type loadOpts struct {
 // off in the load generator, equally for every server measured: the client
 // side of the handshake is not what is being measured.
 func load(ctx context.Context, o loadOpts) (loadResult, error) {
+	r, _, err := loadRaw(ctx, o)
+	return r, err
+}
+
+// loadRaw is load that also returns every latency, sorted.
+func loadRaw(ctx context.Context, o loadOpts) (loadResult, []time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.duration)
 	defer cancel()
 	var mu sync.Mutex
@@ -61,12 +67,12 @@ func load(ctx context.Context, o loadOpts) (loadResult, error) {
 	res.Seconds = time.Since(start).Seconds()
 	res.Requests = len(all)
 	if res.Requests == 0 {
-		return res, fmt.Errorf("no request to %s succeeded (%d errors)", o.url, res.Errors)
+		return res, nil, fmt.Errorf("no request to %s succeeded (%d errors)", o.url, res.Errors)
 	}
 	res.PerSecond = float64(res.Requests) / res.Seconds
 	slices.Sort(all)
 	res.P50, res.P99 = all[len(all)/2], all[len(all)*99/100]
-	return res, nil
+	return res, all, nil
 }
 
 func worker(ctx context.Context, o loadOpts) (lat []time.Duration, errs, notMod int) {
@@ -107,6 +113,47 @@ func worker(ctx context.Context, o loadOpts) (lat []time.Duration, errs, notMod 
 		lat = append(lat, time.Since(t0))
 	}
 	return lat, errs, notMod
+}
+
+// target is one server under load.
+type target struct{ name, url string }
+
+// rounds is how many slices each load run is cut into. The servers take
+// turns slice by slice, so a burst of noise on the shared machine hits
+// them all alike instead of whichever ran at that moment.
+const rounds = 5
+
+// interleaved loads every target for o.duration in all, in turns, and
+// merges each target's slices.
+func interleaved(ctx context.Context, targets []target, o loadOpts) (map[string]loadResult, error) {
+	lat := map[string][]time.Duration{}
+	out := map[string]loadResult{}
+	slice := o.duration / rounds
+	for range rounds {
+		for _, t := range targets {
+			o := o
+			o.url, o.duration = t.url, slice
+			r, all, err := loadRaw(ctx, o)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", t.name, err)
+			}
+			acc := out[t.name]
+			acc.Requests += r.Requests
+			acc.Errors += r.Errors
+			acc.NotChanged += r.NotChanged
+			acc.Seconds += r.Seconds
+			out[t.name] = acc
+			lat[t.name] = append(lat[t.name], all...)
+		}
+	}
+	for name, acc := range out {
+		all := lat[name]
+		slices.Sort(all)
+		acc.PerSecond = float64(acc.Requests) / acc.Seconds
+		acc.P50, acc.P99 = all[len(all)/2], all[len(all)*99/100]
+		out[name] = acc
+	}
+	return out, nil
 }
 
 // get fetches url once (no verification) and returns the body and ETag.

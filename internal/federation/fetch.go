@@ -2,6 +2,7 @@ package federation
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -96,6 +97,7 @@ type Fetcher struct {
 
 	mu        sync.Mutex
 	spiffe    map[spiffeKey]*spiffeClient
+	parsed    map[string]parsed
 	lastPrune time.Time
 }
 
@@ -145,13 +147,51 @@ func (f *Fetcher) Fetch(ctx context.Context, rel Relationship, endpoint *url.URL
 	if err != nil {
 		return nil, err
 	}
-	res, err := bundle.Parse(rel.TrustDomain, body, bundle.Options{})
+	res, err := f.parse(rel.TrustDomain, endpoint, body)
 	if err != nil {
 		return nil, a.invalidBundle(err)
 	}
 	f.log.Debug("partner bundle fetched", attrTrustDomain, rel.TrustDomain.Name(), attrEndpointURL, endpoint.Redacted(), attrWarnings, len(res.Warnings))
 	return res, nil
 }
+
+// parsedTTL bounds how long a parsed bundle is reused for identical bytes,
+// so that expiry warnings are recomputed now and then.
+const parsedTTL = time.Hour
+
+// parsed is the last bundle parsed from one endpoint.
+type parsed struct {
+	sum [32]byte
+	res *bundle.Result
+	at  time.Time
+}
+
+// parse parses body unless the endpoint served the very same bytes last
+// time: most polls return an unchanged bundle, and with thousands of
+// partners parsing them again is most of the steady-state CPU.
+func (f *Fetcher) parse(td spiffeid.TrustDomain, endpoint *url.URL, body []byte) (*bundle.Result, error) {
+	key, sum, now := td.Name()+" "+endpoint.String(), sha256.Sum256(body), time.Now()
+	f.mu.Lock()
+	p, ok := f.parsed[key]
+	f.mu.Unlock()
+	if ok && p.sum == sum && now.Sub(p.at) < parsedTTL {
+		return p.res, nil
+	}
+	res, err := bundle.Parse(td, body, bundle.Options{})
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	if f.parsed == nil || len(f.parsed) > maxParsed {
+		f.parsed = map[string]parsed{}
+	}
+	f.parsed[key] = parsed{sum: sum, res: res, at: now}
+	f.mu.Unlock()
+	return res, nil
+}
+
+// maxParsed bounds the parse cache; it is emptied when full.
+const maxParsed = 100_000
 
 // Close releases idle connections. The Fetcher remains usable.
 func (f *Fetcher) Close() {

@@ -772,3 +772,26 @@ func TestDNSFailureIsExplained(t *testing.T) {
 	require.Contains(t, fe.Error(), `cannot resolve "bundle.nonexistent.invalid": no such host`)
 	require.Contains(t, fe.Error(), "check the host name")
 }
+
+// TestFetchReusesParseOfUnchangedBytes: an unchanged bundle is not parsed
+// again; a changed one is.
+func TestFetchReusesParseOfUnchangedBytes(t *testing.T) {
+	p := newFetchPKI(t)
+	var doc atomic.Value
+	doc.Store(document(p.beta))
+	target := webTarget(t, p.web.localhost(t), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(doc.Load().([]byte))
+	}))
+	f := NewFetcher(FetcherConfig{RootCAs: p.web.pool})
+	defer f.Close()
+	first, err := f.Fetch(t.Context(), target.rel, target.url, nil)
+	require.NoError(t, err)
+	again, err := f.Fetch(t.Context(), target.rel, target.url, nil)
+	require.NoError(t, err)
+	require.Same(t, first, again, "identical bytes reuse the parse")
+	doc.Store(document(p.rotated))
+	changed, err := f.Fetch(t.Context(), target.rel, target.url, nil)
+	require.NoError(t, err)
+	require.NotSame(t, first, changed)
+	require.False(t, changed.Bundle.Equal(first.Bundle))
+}
