@@ -60,19 +60,11 @@ func TestNewFailsCleanly(t *testing.T) {
 
 func TestDataDirectoryIsExclusive(t *testing.T) {
 	cfg := testConfig(t)
-	s, err := New(t.Context(), cfg, nil)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
+	runServer(t, cfg)
 
 	other := *cfg
 	other.AdminSocket = cfg.AdminSocket + ".2"
-	_, err = New(t.Context(), &other, nil)
+	_, err := New(t.Context(), &other, nil)
 	require.ErrorContains(t, err, "in use by another treaty server")
 }
 
@@ -89,17 +81,9 @@ func TestWarnsAboutReadableDataDirectory(t *testing.T) {
 
 func TestServesWorkloadAPI(t *testing.T) {
 	cfg := testConfig(t)
-	s, err := New(t.Context(), cfg, nil)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
+	runServer(t, cfg)
 	// No entry matches this process yet: the API answers, and says why.
-	_, err = workloadapi.FetchX509SVID(t.Context(), workloadapi.WithAddr("unix://"+cfg.WorkloadSocket))
+	_, err := workloadapi.FetchX509SVID(t.Context(), workloadapi.WithAddr("unix://"+cfg.WorkloadSocket))
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	require.ErrorContains(t, err, "no registration entry matches")
 }
@@ -108,15 +92,7 @@ func TestTelemetry(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Telemetry.Address = "127.0.0.1:0"
 	cfg.BundleEndpoint.Address = "127.0.0.1:0"
-	s, err := New(t.Context(), cfg, nil)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
+	s := runServer(t, cfg)
 	base := "http://" + s.telemetryListener.Addr().String()
 	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ok", "/metrics": "go_goroutines"} {
 		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
@@ -151,15 +127,7 @@ func TestEndpointPortInUseStopsStartUp(t *testing.T) {
 func TestEndpointFollowsQuickChanges(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.BundleEndpoint.Address = "127.0.0.1:0"
-	s, err := New(t.Context(), cfg, nil)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
+	s := runServer(t, cfg)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // only the body matters here
 	defer client.CloseIdleConnections()
 	url := "https://" + s.endpointListener.Addr().String()
@@ -196,16 +164,8 @@ func TestEndpointFollowsQuickChanges(t *testing.T) {
 func TestEndpointNeverLeaksKeys(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.BundleEndpoint.Address = "127.0.0.1:0"
-	s, err := New(t.Context(), cfg, nil)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
-	_, err = s.CA().Prepare(t.Context(), datastore.KindJWT) // a second key of each kind
+	s := runServer(t, cfg)
+	_, err := s.CA().Prepare(t.Context(), datastore.KindJWT) // a second key of each kind
 	require.NoError(t, err)
 	_, err = s.CA().Prepare(t.Context(), datastore.KindX509)
 	require.NoError(t, err)
@@ -247,4 +207,19 @@ func TestEndpointNeverLeaksKeys(t *testing.T) {
 			require.NotContains(t, body, enc, "private key of %s served", filepath.Base(f))
 		}
 	}
+}
+
+// runServer starts a server from cfg and stops it when the test ends.
+func runServer(t *testing.T, cfg *config.Config) *Server {
+	t.Helper()
+	s, err := New(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return s
 }
