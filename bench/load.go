@@ -36,10 +36,10 @@ type loadOpts struct {
 	ifNoneMatch string // send If-None-Match
 }
 
-// loadRaw hammers url with conns workers for duration. TLS verification is
+// loadRaw hammers url with conns workers for duration and returns the
+// run's figures and every latency, sorted. TLS verification is
 // off in the load generator, equally for every server measured: the client
 // side of the handshake is not what is being measured.
-// loadRaw returns the run's figures and every latency, sorted.
 func loadRaw(ctx context.Context, o loadOpts) (loadResult, []time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.duration)
 	defer cancel()
