@@ -354,6 +354,13 @@ func (s *entryService) entryFromProto(in *types.Entry) (datastore.Entry, *types.
 		Admin: in.GetAdmin(), Downstream: in.GetDownstream(), DNSNames: in.GetDnsNames(),
 		X509SVIDTTL: time.Duration(in.GetX509SvidTtl()) * time.Second, JWTSVIDTTL: time.Duration(in.GetJwtSvidTtl()) * time.Second,
 	}
+	// Settings treaty cannot honour are refused rather than dropped.
+	if in.GetStoreSvid() {
+		return fail("store_svid is not supported: treaty has no SVID store plugins; workloads fetch their SVIDs over the Workload API (or use treaty x509 mint)")
+	}
+	if in.GetAdditionalAttributes().GetJwtSvidIncludeJti() {
+		return fail("jwt_svid_include_jti is not supported: treaty's JWT-SVIDs carry no jti claim")
+	}
 	if in.GetX509SvidTtl() < 0 || in.GetJwtSvidTtl() < 0 {
 		return fail("TTLs cannot be negative")
 	}

@@ -63,7 +63,7 @@ func (f *entryFlags) register(fs *flag.FlagSet, create bool) {
 	fs.Var(&f.federatesWith, "federatesWith", "a trust domain whose bundle the workload receives, e.g. spiffe://beta.test, or * for all (repeatable)")
 	fs.BoolVar(&f.admin, "admin", false, "grant the SPIFFE ID admin rights (recorded for SPIRE compatibility)")
 	fs.BoolVar(&f.downstream, "downstream", false, "the entry describes a downstream server (recorded for SPIRE compatibility)")
-	fs.BoolVar(&f.storeSVID, "storeSVID", false, "accepted for SPIRE compatibility; treaty has no SVID stores")
+	fs.BoolVar(&f.storeSVID, "storeSVID", false, "refused by treaty, which has no SVID stores (the flag exists so SPIRE scripts get a clear error)")
 	fs.Int64Var(&f.expiry, "entryExpiry", 0, "when the entry stops being served, in seconds since the epoch")
 	fs.Var(&f.dns, "dns", "a DNS name to put in the X509-SVID (repeatable)")
 	fs.StringVar(&f.hint, "hint", "", "a hint that tells apart several SVIDs of one workload")

@@ -64,6 +64,11 @@ Hint                    : api
 		require.Equal(t, 1, code)
 		require.Contains(t, stderr, "not in this server's trust domain alpha.test")
 	})
+	t.Run("fail/storeSVID is refused, not dropped", func(t *testing.T) {
+		_, stderr, code := run(t, "", "entry", "create", "-socketPath", socket, "-spiffeID", "spiffe://alpha.test/svc/stored", "-selector", uid, "-storeSVID")
+		require.Equal(t, 1, code)
+		require.Contains(t, stderr, "store_svid is not supported")
+	})
 	t.Run("fail/no selector", func(t *testing.T) {
 		_, stderr, code := run(t, "", "entry", "create", "-socketPath", socket, "-spiffeID", "spiffe://alpha.test/svc/x")
 		require.Equal(t, 2, code)
