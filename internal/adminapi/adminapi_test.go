@@ -122,8 +122,8 @@ func TestBundleService(t *testing.T) {
 		{"ok/partner", good, codes.OK, ""},
 		{"fail/own trust domain", &types.Bundle{TrustDomain: "alpha.test", X509Authorities: good.X509Authorities}, codes.InvalidArgument, "own trust domain"},
 		{"fail/own trust domain as SPIFFE ID", &types.Bundle{TrustDomain: "spiffe://alpha.test", X509Authorities: good.X509Authorities}, codes.InvalidArgument, "own trust domain"},
-		{"fail/not a ca", &types.Bundle{TrustDomain: "gamma.test", X509Authorities: []*types.X509Certificate{{Asn1: caCert(t, false, "")}}}, codes.InvalidArgument, "x509_authorities[0] (subject"},
-		{"fail/trust domain mismatch", &types.Bundle{TrustDomain: "gamma.test", X509Authorities: good.X509Authorities}, codes.InvalidArgument, `belongs to trust domain "beta.test"`},
+		{"fail/not a ca", &types.Bundle{TrustDomain: "gamma.test", X509Authorities: []*types.X509Certificate{{Asn1: caCert(t, false, "")}}}, codes.InvalidArgument, "x509_authorities[0]: certificate"},
+		{"ok/certificate naming another trust domain is kept", &types.Bundle{TrustDomain: "zeta.test", X509Authorities: good.X509Authorities}, codes.OK, ""},
 		{"fail/garbage certificate", &types.Bundle{TrustDomain: "gamma.test", X509Authorities: []*types.X509Certificate{{Asn1: []byte{1}}}}, codes.InvalidArgument, "not a valid X.509 certificate"},
 		{"fail/no authorities", &types.Bundle{TrustDomain: "gamma.test"}, codes.InvalidArgument, "no X.509 or JWT authorities"},
 		{"fail/bad trust domain", &types.Bundle{TrustDomain: "Bad Name"}, codes.InvalidArgument, "trust_domain"},
@@ -141,6 +141,12 @@ func TestBundleService(t *testing.T) {
 
 	_, err = client.GetFederatedBundle(ctx, &bundlev1.GetFederatedBundleRequest{TrustDomain: "gamma.test"})
 	require.Equal(t, codes.NotFound, status.Code(err), "failed writes store nothing")
+	zeta, err := client.GetFederatedBundle(ctx, &bundlev1.GetFederatedBundleRequest{TrustDomain: "zeta.test"})
+	require.NoError(t, err, "a certificate naming beta.test is kept under the trust domain the request names")
+	require.Equal(t, good.GetX509Authorities()[0].GetAsn1(), zeta.GetX509Authorities()[0].GetAsn1())
+	del, err := client.BatchDeleteFederatedBundle(ctx, &bundlev1.BatchDeleteFederatedBundleRequest{TrustDomains: []string{"zeta.test"}})
+	require.NoError(t, err)
+	require.Equal(t, int32(codes.OK), del.GetResults()[0].GetStatus().GetCode())
 	got, err := client.GetFederatedBundle(ctx, &bundlev1.GetFederatedBundleRequest{TrustDomain: "beta.test"})
 	require.NoError(t, err)
 	require.Equal(t, good.GetX509Authorities()[0].GetAsn1(), got.GetX509Authorities()[0].GetAsn1())
@@ -176,7 +182,7 @@ func TestBundleService(t *testing.T) {
 	require.Len(t, page.GetBundles(), 1)
 	require.Empty(t, page.GetNextPageToken())
 
-	del, err := client.BatchDeleteFederatedBundle(ctx, &bundlev1.BatchDeleteFederatedBundleRequest{TrustDomains: []string{"beta.test", "beta.test", "alpha.test"}})
+	del, err = client.BatchDeleteFederatedBundle(ctx, &bundlev1.BatchDeleteFederatedBundleRequest{TrustDomains: []string{"beta.test", "beta.test", "alpha.test"}})
 	require.NoError(t, err)
 	require.Equal(t, int32(codes.OK), del.GetResults()[0].GetStatus().GetCode())
 	require.Equal(t, int32(codes.NotFound), del.GetResults()[1].GetStatus().GetCode())

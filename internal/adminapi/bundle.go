@@ -75,8 +75,11 @@ func (s *bundleService) AppendBundle(ctx context.Context, req *bundlev1.AppendBu
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "x509_authorities[%d]: not a valid X.509 certificate: %v", i, err)
 		}
-		if err := bundle.CheckX509Authority(s.ca.TrustDomain(), cert); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "x509_authorities[%d] %v", i, err)
+		if err := bundle.CheckX509Authority(cert); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "x509_authorities[%d]: %v", i, err)
+		}
+		if other, ok := bundle.ForeignTrustDomain(s.ca.TrustDomain(), cert); ok {
+			return nil, status.Errorf(codes.InvalidArgument, "x509_authorities[%d]: certificate %q names trust domain %q, not ours (%q); only our own trust domain's CAs can join the local bundle", i, cert.Subject, other.Name(), s.ca.TrustDomain().Name())
 		}
 		certs = append(certs, cert)
 	}

@@ -60,8 +60,12 @@ func jwtToProto(b *spiffebundle.Bundle, tainted taintChecker, expiry map[string]
 }
 
 // fromProto converts an API bundle for a federated trust domain, checking
-// every authority the way bundle.Parse checks documents. Problems name the
-// field, e.g. "x509_authorities[1]: ...".
+// every authority the way bundle.Parse checks documents, except that a
+// problem refuses the whole request: an operator sent it and is there to
+// fix it, so nothing is stored half. Problems name the field, e.g.
+// "x509_authorities[1]: ...". A certificate naming another trust domain is
+// kept, as bundle.Parse keeps it: the bundle belongs to the trust domain
+// the request names.
 func fromProto(in *types.Bundle) (*spiffebundle.Bundle, error) {
 	td, err := spiffeid.TrustDomainFromString(in.GetTrustDomain())
 	if err != nil {
@@ -73,8 +77,8 @@ func fromProto(in *types.Bundle) (*spiffebundle.Bundle, error) {
 		if err != nil {
 			return nil, fmt.Errorf("x509_authorities[%d]: not a valid X.509 certificate: %w", i, err)
 		}
-		if err := bundle.CheckX509Authority(td, cert); err != nil {
-			return nil, fmt.Errorf("x509_authorities[%d] %w", i, err)
+		if err := bundle.CheckX509Authority(cert); err != nil {
+			return nil, fmt.Errorf("x509_authorities[%d]: %w", i, err)
 		}
 		b.AddX509Authority(cert)
 	}

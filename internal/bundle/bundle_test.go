@@ -136,12 +136,11 @@ func TestParse(t *testing.T) {
 		{name: "fail/html page", doc: `<!DOCTYPE html><html>502</html>`, problems: []string{"looks like an HTML page"}},
 		{name: "fail/no keys member", doc: `{"spiffe_sequence":1}`, problems: []string{`no "keys" member`}},
 		{name: "fail/keys empty but required", doc: `{"keys":[]}`, opts: Options{RequireKeys: true}, problems: []string{"no usable keys"}},
-		{name: "fail/leaf not ca", doc: `{"keys":[` + leaf + `]}`, problems: []string{"keys[0] (x509-svid): x5c[0]", "is not a CA certificate"}},
-		{name: "fail/trust domain mismatch", doc: `{"keys":[` + foreign + `]}`, problems: []string{`belongs to trust domain "alpha.test"`}},
-		{name: "fail/two x5c", doc: strings.Replace(`{"keys":[`+ca+`]}`, `"x5c":[`, `"x5c":["AAAA",`, 1), problems: []string{`exactly one certificate, found 2`}},
-		{name: "fail/jwt without kid", doc: `{"keys":[{"use":"jwt-svid","kty":"EC","crv":"P-256","x":"a","y":"b"}]}`, problems: []string{`no "kid"`}},
-		{name: "fail/private key", doc: `{"keys":[{"use":"jwt-svid","kty":"EC","kid":"k","d":"secret"}]}`, problems: []string{"private key material"}},
-		{name: "fail/all problems at once", doc: `{"keys":[` + leaf + `,` + foreign + `]}`, problems: []string{"keys[0]", "keys[1]", "2 problems"}},
+		{name: "ok/leaf ignored", doc: `{"keys":[` + leaf + `,` + ca + `]}`, x509: 1, warnings: []string{"keys[0] (x509-svid) ignored: certificate"}},
+		{name: "ok/other trust domain kept with a warning", doc: `{"keys":[` + foreign + `]}`, x509: 1, warnings: []string{`names trust domain "alpha.test"`}},
+		{name: "ok/garbage first x5c ignores the entry", doc: strings.Replace(`{"keys":[`+ca+`]}`, `"x5c":[`, `"x5c":["AAAA",`, 1), warnings: []string{`"x5c" holds 2 certificates`, `keys[0] (x509-svid) ignored: x5c[0] is not a DER X.509 certificate`}},
+		{name: "fail/leaf only and keys required", doc: `{"keys":[` + leaf + `]}`, opts: Options{RequireKeys: true}, problems: []string{"no usable keys: all 1 of its entries were ignored", "is not a CA certificate"}},
+		{name: "fail/keys not an array", doc: `{"keys":{}}`, problems: []string{`"keys" must be an array`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,8 +170,11 @@ func TestParseDuplicateKid(t *testing.T) {
 	raw, err := Marshal(b)
 	require.NoError(t, err)
 	key := strings.TrimSuffix(strings.TrimPrefix(string(raw), `{"keys":[`), `]}`)
-	_, err = Parse(td, []byte(`{"keys":[`+key+`,`+key+`]}`), Options{})
-	require.ErrorContains(t, err, `duplicate kid "same"`)
+	res, err := Parse(td, []byte(`{"keys":[`+key+`,`+key+`]}`), Options{})
+	require.NoError(t, err)
+	require.True(t, res.Bundle.HasJWTAuthority("same"), "the same key twice is kept once")
+	require.Len(t, res.Ignored, 1)
+	require.Contains(t, res.Ignored[0].Message, "duplicate of keys[0]")
 }
 
 func pemOf(blocks ...*pem.Block) []byte {
@@ -195,10 +197,12 @@ func TestParsePEM(t *testing.T) {
 		{name: "ok/two cas", data: pemOf(&pem.Block{Type: "CERTIFICATE", Bytes: ca1.Raw}, &pem.Block{Type: "CERTIFICATE", Bytes: ca2.Raw}), n: 2},
 		{name: "fail/no pem", data: []byte("hello"), problem: "no PEM block found"},
 		{name: "fail/json given as pem", data: []byte(`{"keys":[]}`), problem: "use -format spiffe"},
-		{name: "fail/only a key", data: pemOf(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{1}}), problem: "no CERTIFICATE block"},
-		{name: "fail/private key", data: pemOf(&pem.Block{Type: "EC PRIVATE KEY", Bytes: []byte{1}}), problem: "private key"},
-		{name: "fail/leaf", data: pemOf(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), problem: "PEM block 1 (subject"},
+		{name: "fail/only a key", data: pemOf(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{1}}), problem: "PEM block 1 ignored: is a PUBLIC KEY"},
+		{name: "fail/private key", data: pemOf(&pem.Block{Type: "EC PRIVATE KEY", Bytes: []byte{1}}), problem: "private key must be considered compromised"},
+		{name: "fail/leaf", data: pemOf(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), problem: "PEM block 1 ignored: certificate"},
 		{name: "fail/garbage cert", data: pemOf(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1, 2}}), problem: "not a valid X.509 certificate"},
+		{name: "ok/leaf beside a ca ignored", data: pemOf(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}, &pem.Block{Type: "CERTIFICATE", Bytes: ca1.Raw}), n: 1},
+		{name: "ok/private key beside a ca ignored", data: pemOf(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1}}, &pem.Block{Type: "CERTIFICATE", Bytes: ca1.Raw}), n: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -223,21 +227,38 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res, err := Parse(td, data, Options{})
 		if err != nil {
+			require.Nil(t, res, "an error never comes with a half-filled result")
 			return
 		}
-		// Whatever Parse accepts must survive a round trip.
-		out, err := Marshal(res.Bundle)
-		require.NoError(t, err)
-		again, err := Parse(td, out, Options{})
-		require.NoError(t, err)
-		require.True(t, again.Bundle.Equal(res.Bundle))
+		checkRoundTrip(t, res)
 	})
+}
+
+// checkRoundTrip holds the properties of whatever Parse or ParsePEM
+// accepts: every entry is either an authority or ignored, and the bundle
+// survives Marshal and Parse unchanged, with nothing ignored.
+func checkRoundTrip(t *testing.T, res *Result) {
+	t.Helper()
+	kept := len(res.Bundle.X509Authorities()) + len(res.Bundle.JWTAuthorities())
+	require.Equal(t, res.Entries, kept+len(res.Ignored), "ignored: %v", res.Ignored)
+	out, err := Marshal(res.Bundle)
+	require.NoError(t, err)
+	again, err := Parse(td, out, Options{})
+	require.NoError(t, err)
+	require.True(t, again.Bundle.Equal(res.Bundle))
+	require.Empty(t, again.Ignored)
 }
 
 func FuzzParsePEM(f *testing.F) {
 	f.Add(pemOf(&pem.Block{Type: "CERTIFICATE", Bytes: newCert(f, true, "").Raw}))
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
-	f.Fuzz(func(_ *testing.T, data []byte) {
-		_, _ = ParsePEM(td, data, Options{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		res, err := ParsePEM(td, data, Options{})
+		if err != nil {
+			require.Nil(t, res, "an error never comes with a half-filled result")
+			return
+		}
+		require.NotEmpty(t, res.Bundle.X509Authorities(), "ParsePEM succeeds only with a certificate")
+		checkRoundTrip(t, res)
 	})
 }

@@ -13,12 +13,14 @@ const (
 	CheckPrivateKey  CheckID = "private-key"  // no private key material anywhere
 	CheckKeyType     CheckID = "key-type"     // every key has a supported "kty"
 	CheckUse         CheckID = "use"          // every key says "x509-svid" or "jwt-svid"
-	CheckX5C         CheckID = "x5c"          // x509-svid keys carry exactly one parseable certificate
+	CheckX5C         CheckID = "x5c"          // x509-svid keys carry one parseable certificate, standard base64
+	CheckKeyMatch    CheckID = "key-match"    // an x509-svid key's members are its certificate's public key
 	CheckCA          CheckID = "ca"           // X.509 authorities are CAs allowed to sign certificates
 	CheckTrustDomain CheckID = "trust-domain" // no certificate names another trust domain
 	CheckDuplicate   CheckID = "duplicate"    // no duplicate certificates or key IDs
 	CheckJWTKID      CheckID = "jwt-kid"      // JWT keys have a "kid"
 	CheckJWTKey      CheckID = "jwt-key"      // JWT keys decode
+	CheckUsable      CheckID = "usable"       // at least one entry is usable, unless the key set is empty
 	CheckX509Present CheckID = "x509-present" // at least one X.509 authority
 	CheckExpiry      CheckID = "expiry"       // nothing expired or expiring soon
 	CheckRefreshHint CheckID = "refresh-hint" // spiffe_refresh_hint is a sensible number of seconds
@@ -27,8 +29,8 @@ const (
 
 // Checks lists every check in report order.
 var Checks = []CheckID{
-	CheckFormat, CheckMembers, CheckKeys, CheckPrivateKey, CheckKeyType, CheckUse, CheckX5C, CheckCA,
-	CheckTrustDomain, CheckDuplicate, CheckJWTKID, CheckJWTKey, CheckX509Present, CheckExpiry,
+	CheckFormat, CheckMembers, CheckKeys, CheckPrivateKey, CheckKeyType, CheckUse, CheckX5C, CheckKeyMatch, CheckCA,
+	CheckTrustDomain, CheckDuplicate, CheckJWTKID, CheckJWTKey, CheckUsable, CheckX509Present, CheckExpiry,
 	CheckRefreshHint, CheckSequence,
 }
 

@@ -29,7 +29,13 @@ type Inspection struct {
 	Sequence           *uint64     `json:"sequence"`
 	Authorities        []Authority `json:"authorities"`
 	Warnings           []string    `json:"warnings"`
-	Fingerprint        string      `json:"fingerprint"`
+	// Ignored lists the entries a client leaves out (their messages are
+	// among Warnings too).
+	Ignored []Ignored `json:"ignored"`
+	// EffectivelyEmpty is set when the document has entries but none is
+	// usable (SPIFFE Trust Domain and Bundle §4.1.3).
+	EffectivelyEmpty bool   `json:"effectively_empty"`
+	Fingerprint      string `json:"fingerprint"`
 }
 
 // Authority is one key of a bundle.
@@ -69,7 +75,7 @@ func Inspect(td spiffeid.TrustDomain, data []byte, now time.Time) (*Inspection, 
 		return nil, err
 	}
 	b := res.Bundle
-	in := &Inspection{TrustDomain: td.Name(), Format: format, Warnings: res.Warnings}
+	in := &Inspection{TrustDomain: td.Name(), Format: format, Warnings: res.Warnings, Ignored: res.Ignored, EffectivelyEmpty: res.EffectivelyEmpty()}
 	if hint, ok := b.RefreshHint(); ok {
 		in.RefreshHintSeconds, in.RefreshHint = int64(hint/time.Second), hint.String()+" ("+humanDuration(hint)+")"
 	}
@@ -88,6 +94,9 @@ func Inspect(td spiffeid.TrustDomain, data []byte, now time.Time) (*Inspection, 
 	}
 	if in.Warnings == nil {
 		in.Warnings = []string{}
+	}
+	if in.Ignored == nil {
+		in.Ignored = []Ignored{}
 	}
 	return in, nil
 }

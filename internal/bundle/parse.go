@@ -2,15 +2,13 @@ package bundle
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -21,23 +19,35 @@ const MaxRefreshHint = 24 * time.Hour
 
 // Options tune Parse.
 type Options struct {
-	// RequireKeys makes an empty key set an error. The standard allows an
-	// empty set (the trust domain revoked everything), but a bootstrap
-	// bundle without keys can authenticate nothing.
+	// RequireKeys makes a bundle without usable keys an error. The standard
+	// allows an empty set (the trust domain revoked everything), but a
+	// bootstrap bundle without keys can authenticate nothing.
 	RequireKeys bool
 	// Now is the time used to report expired authorities; zero means
 	// time.Now().
 	Now time.Time
 }
 
-// Result is a parsed bundle with the warnings about what Parse skipped or
-// found odd.
+// Result is a parsed bundle, the warnings about what Parse found odd, and
+// the entries it ignored.
 type Result struct {
-	Bundle   *spiffebundle.Bundle
+	Bundle *spiffebundle.Bundle
+	// Warnings are for people; every ignored entry has one too.
 	Warnings []string
+	// Ignored lists the JWK elements (or PEM blocks) left out of Bundle.
+	Ignored []Ignored
+	// Entries is the number of elements of "keys" (or PEM blocks) read.
+	Entries int
 }
 
-// Error lists every problem that made a document unusable.
+// EffectivelyEmpty reports whether the document had entries but none was
+// usable. SPIFFE Trust Domain and Bundle §4.1.3 treats such a bundle like
+// an empty one: every SVID of the trust domain is untrusted.
+func (r *Result) EffectivelyEmpty() bool {
+	return r.Entries > 0 && r.Bundle.Empty()
+}
+
+// Error lists every problem that made a document unusable as a whole.
 type Error struct {
 	Problems []string
 }
@@ -49,16 +59,32 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("invalid bundle, %d problems:\n  %s", len(e.Problems), strings.Join(e.Problems, "\n  "))
 }
 
-// parser collects problems and warnings while decoding one document.
+// parser collects problems, warnings and ignored entries while decoding
+// one document.
 type parser struct {
 	td       spiffeid.TrustDomain
 	opts     Options
 	problems []string
 	warnings []string
 	findings []Finding
+	ignored  []Ignored
+	entries  int
 	bundle   *spiffebundle.Bundle
+	// jwtEntries maps each JWT key ID added to the entry it came from;
+	// ambiguous holds key IDs that named different keys.
+	jwtEntries map[string]entry
+	ambiguous  map[string]bool
 }
 
+func newParser(td spiffeid.TrustDomain, opts Options) *parser {
+	p := &parser{td: td, opts: opts, bundle: spiffebundle.New(td), jwtEntries: map[string]entry{}, ambiguous: map[string]bool{}}
+	if p.opts.Now.IsZero() {
+		p.opts.Now = time.Now()
+	}
+	return p
+}
+
+// problem records what makes the whole document unusable.
 func (p *parser) problem(check CheckID, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	p.problems = append(p.problems, msg)
@@ -71,33 +97,59 @@ func (p *parser) warn(check CheckID, format string, args ...any) {
 	p.findings = append(p.findings, Finding{Check: check, Severity: SeverityWarn, Message: msg})
 }
 
+// ignore records an entry left out of the bundle. An entry the standard
+// tells clients to skip (unknown kty or use) is a warning; a malformed one
+// is a failure of the publisher's bundle, though the rest of it stands.
+func (p *parser) ignore(e entry, check CheckID, severity Severity, format string, args ...any) {
+	ig := Ignored{Index: e.index, Use: e.use, KeyID: e.kid, Check: check, Severity: severity, Message: e.where() + " ignored: " + fmt.Sprintf(format, args...)}
+	p.ignored = append(p.ignored, ig)
+	p.warnings = append(p.warnings, ig.Message)
+	p.findings = append(p.findings, Finding{Check: check, Severity: severity, Message: ig.Message})
+}
+
 func (p *parser) result() (*Result, error) {
+	res := &Result{Bundle: p.bundle, Warnings: p.warnings, Ignored: p.ignored, Entries: p.entries}
+	if p.opts.RequireKeys && len(p.problems) == 0 && p.bundle.Empty() {
+		p.noUsableKeys()
+	}
 	if len(p.problems) > 0 {
 		return nil, &Error{Problems: p.problems}
 	}
-	return &Result{Bundle: p.bundle, Warnings: p.warnings}, nil
+	return res, nil
 }
 
-// Parse decodes a SPIFFE bundle for trust domain td. Unknown members and
-// keys with an unknown use or key type are skipped with a warning, as the
-// SPIFFE Trust Domain and Bundle standard (section 4) requires of clients;
-// anything that makes a key unusable or unsafe is a problem, and all
-// problems are reported together in an *Error.
+// noUsableKeys refuses a bundle that can authenticate nothing, listing
+// why each entry was ignored.
+func (p *parser) noUsableKeys() {
+	if p.entries == 0 {
+		p.problem(CheckKeys, "the bundle has no usable keys: it needs at least one x509-svid or jwt-svid authority")
+		return
+	}
+	reasons := make([]string, len(p.ignored))
+	for i, ig := range p.ignored {
+		reasons[i] = ig.Message
+	}
+	p.problem(CheckKeys, "the bundle has no usable keys: all %d of its entries were ignored (%s)", p.entries, strings.Join(reasons, "; "))
+}
+
+// Parse decodes a SPIFFE bundle for trust domain td, entry by entry, as
+// SPIFFE Trust Domain and Bundle §4 and the SVID standards' §6.2 require
+// of clients: unknown members are skipped; a JWK element with an unknown
+// key type or use, or one that is malformed, is ignored on its own and
+// reported in Result.Ignored, and the rest of the bundle stands. Only a
+// document that is unusable as a whole (not a JWK Set, over the limits)
+// is an *Error, with every problem listed.
 func Parse(td spiffeid.TrustDomain, data []byte, opts Options) (*Result, error) {
 	p := newParser(td, opts)
 	p.parseJSON(data)
 	return p.result()
 }
 
-func newParser(td spiffeid.TrustDomain, opts Options) *parser {
-	p := &parser{td: td, opts: opts, bundle: spiffebundle.New(td)}
-	if p.opts.Now.IsZero() {
-		p.opts.Now = time.Now()
-	}
-	return p
-}
-
 func (p *parser) parseJSON(data []byte) {
+	if len(data) > MaxDocumentBytes {
+		p.problem(CheckFormat, "the document is %d bytes, over the limit of %d (1 MiB); a trust domain's bundle holds a handful of authorities", len(data), MaxDocumentBytes)
+		return
+	}
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(data, &members); err != nil {
 		p.problem(CheckFormat, "not a JSON object: %s%s", jsonError(data, err), htmlHint(data))
@@ -120,7 +172,7 @@ func (p *parser) topLevel(members map[string]json.RawMessage) {
 	p.sequence(members["spiffe_sequence"])
 	raw, ok := members["keys"]
 	if !ok {
-		p.problem(CheckKeys, `no "keys" member: a SPIFFE bundle is a JWK Set, {"keys": [...]}`)
+		p.problem(CheckKeys, `no "keys" member: a SPIFFE bundle is a JWK Set, {"keys": [...]} (SPIFFE Trust Domain and Bundle §4.1.3)`)
 		return
 	}
 	var keys []json.RawMessage
@@ -128,20 +180,25 @@ func (p *parser) topLevel(members map[string]json.RawMessage) {
 		p.problem(CheckKeys, `"keys" must be an array of JWKs`)
 		return
 	}
+	if len(keys) > MaxKeys {
+		p.problem(CheckKeys, "the bundle has %d keys, over the limit of %d; a trust domain publishes a handful of authorities", len(keys), MaxKeys)
+		return
+	}
+	p.entries = len(keys)
 	for i, key := range keys {
 		p.key(i, key)
 	}
-	if p.opts.RequireKeys && p.bundle.Empty() && len(p.problems) == 0 {
-		p.problem(CheckKeys, "the bundle has no usable keys: it needs at least one x509-svid or jwt-svid authority")
-	}
 }
+
+// maxHintSeconds is the longest refresh hint a time.Duration can hold.
+const maxHintSeconds = math.MaxInt64 / int64(time.Second)
 
 func (p *parser) refreshHint(raw json.RawMessage) {
 	if raw == nil {
 		return
 	}
 	var secs int64
-	if err := json.Unmarshal(raw, &secs); err != nil || secs < 0 {
+	if err := json.Unmarshal(raw, &secs); err != nil || secs < 0 || secs > maxHintSeconds {
 		p.warn(CheckRefreshHint, "spiffe_refresh_hint %s is not a non-negative whole number of seconds; ignored", raw)
 		return
 	}
@@ -163,207 +220,19 @@ func looksLikeMilliseconds(secs int64) bool {
 	return ms <= MaxRefreshHint && ms%time.Minute == 0 && (time.Duration(secs)*time.Second)%time.Hour != 0
 }
 
+// sequence reads spiffe_sequence as an unsigned 64-bit integer, straight
+// from its digits: SPIFFE Trust Domain and Bundle §4.1.1 asks for at least
+// 64 bits of precision, which a float64 does not have.
 func (p *parser) sequence(raw json.RawMessage) {
 	if raw == nil {
 		return
 	}
 	var seq uint64
 	if err := json.Unmarshal(raw, &seq); err != nil {
-		p.warn(CheckSequence, "spiffe_sequence %s is not a non-negative whole number; ignored", raw)
+		p.warn(CheckSequence, "spiffe_sequence %s is not a whole number from 0 to 2^64-1; ignored", raw)
 		return
 	}
 	p.bundle.SetSequenceNumber(seq)
-}
-
-// keyHeader holds the members Parse looks at before handing a key to jose.
-type keyHeader struct {
-	Use string            `json:"use"`
-	Kty string            `json:"kty"`
-	Kid string            `json:"kid"`
-	X5c []json.RawMessage `json:"x5c"`
-	// Private key members of EC, RSA, OKP and symmetric JWKs (RFC 7518).
-	D  json.RawMessage `json:"d"`
-	P  json.RawMessage `json:"p"`
-	Q  json.RawMessage `json:"q"`
-	DP json.RawMessage `json:"dp"`
-	DQ json.RawMessage `json:"dq"`
-	QI json.RawMessage `json:"qi"`
-	K  json.RawMessage `json:"k"`
-}
-
-// privateMember names the first private key member of h, if any.
-func (h keyHeader) privateMember() string {
-	for _, m := range []struct {
-		name string
-		raw  json.RawMessage
-	}{{"d", h.D}, {"p", h.P}, {"q", h.Q}, {"dp", h.DP}, {"dq", h.DQ}, {"qi", h.QI}} {
-		if m.raw != nil {
-			return m.name
-		}
-	}
-	return ""
-}
-
-func (p *parser) key(i int, raw json.RawMessage) {
-	where := fmt.Sprintf("keys[%d]", i)
-	var h keyHeader
-	if err := json.Unmarshal(raw, &h); err != nil {
-		p.problem(CheckKeys, "%s: not a JWK object: %v", where, err)
-		return
-	}
-	if h.K != nil {
-		p.warn(CheckPrivateKey, `%s: a symmetric key ("k") is a shared secret and has no place in a bundle; key skipped`, where)
-		return
-	}
-	if m := h.privateMember(); m != "" {
-		p.problem(CheckPrivateKey, `%s: contains private key material (%q); a bundle must hold public keys only, and this private key should be considered compromised`, where, m)
-		return
-	}
-	switch h.Kty {
-	case "EC", "RSA", "OKP":
-	case "":
-		p.warn(CheckKeyType, `%s: no "kty"; key skipped`, where)
-		return
-	default:
-		p.warn(CheckKeyType, "%s: unsupported key type %q; key skipped", where, h.Kty)
-		return
-	}
-	switch h.Use {
-	case UseX509SVID:
-		p.x509Key(where, raw, h)
-	case UseJWTSVID:
-		p.jwtKey(where, raw, h)
-	case "":
-		p.warn(CheckUse, `%s: no "use"; SPIFFE bundles need "x509-svid" or "jwt-svid"; key skipped`, where)
-	default:
-		p.warn(CheckUse, "%s: unknown use %q; key skipped", where, h.Use)
-	}
-}
-
-func (p *parser) x509Key(where string, raw json.RawMessage, h keyHeader) {
-	if len(h.X5c) != 1 {
-		p.problem(CheckX5C, `%s (x509-svid): "x5c" must hold exactly one certificate, found %d`, where, len(h.X5c))
-		return
-	}
-	var jwk jose.JSONWebKey
-	if err := jwk.UnmarshalJSON(raw); err != nil {
-		p.problem(CheckX5C, "%s (x509-svid): %s", where, joseError(err))
-		return
-	}
-	cert := jwk.Certificates[0]
-	if check, msg := p.checkAuthority(cert); msg != "" {
-		p.problem(check, "%s (x509-svid): x5c[0] %s", where, msg)
-		return
-	}
-	for _, existing := range p.bundle.X509Authorities() {
-		if existing.Equal(cert) {
-			p.warn(CheckDuplicate, "%s (x509-svid): duplicate of an earlier certificate; skipped", where)
-			return
-		}
-	}
-	p.bundle.AddX509Authority(cert)
-}
-
-func (p *parser) jwtKey(where string, raw json.RawMessage, h keyHeader) {
-	if h.Kid == "" {
-		p.problem(CheckJWTKID, `%s (jwt-svid): no "kid"; JWT authorities need a key ID so that tokens can name them`, where)
-		return
-	}
-	var jwk jose.JSONWebKey
-	if err := jwk.UnmarshalJSON(raw); err != nil {
-		p.problem(CheckJWTKey, "%s (jwt-svid, kid %q): %s", where, h.Kid, joseError(err))
-		return
-	}
-	if p.bundle.HasJWTAuthority(h.Kid) {
-		p.problem(CheckDuplicate, "%s (jwt-svid): duplicate kid %q; key IDs must be unique within a bundle", where, h.Kid)
-		return
-	}
-	if err := p.bundle.AddJWTAuthority(h.Kid, jwk.Key); err != nil {
-		p.problem(CheckJWTKey, "%s (jwt-svid, kid %q): %v", where, h.Kid, err)
-	}
-}
-
-// checkAuthority returns why cert cannot be an X.509 authority of the trust
-// domain, or "" if it can. An expired certificate is only a warning: it
-// stays harmlessly in the bundle until its owner removes it.
-func (p *parser) checkAuthority(cert *x509.Certificate) (CheckID, string) {
-	if err := CheckX509Authority(p.td, cert); err != nil {
-		if !cert.BasicConstraintsValid || !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 && cert.KeyUsage != 0 {
-			return CheckCA, err.Error()
-		}
-		return CheckTrustDomain, err.Error()
-	}
-	if p.opts.Now.After(cert.NotAfter) {
-		p.warn(CheckExpiry, "certificate %q expired at %s", cert.Subject, cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	return "", ""
-}
-
-// CheckX509Authority returns an error saying why cert cannot be an X.509
-// authority of trust domain td: it must be a CA certificate (SPIFFE X509-SVID
-// standard, section 4.1), and a SPIFFE ID in its URI SAN, if any, must be in
-// td.
-func CheckX509Authority(td spiffeid.TrustDomain, cert *x509.Certificate) error {
-	if !cert.BasicConstraintsValid || !cert.IsCA {
-		return fmt.Errorf("(subject %q) is not a CA certificate (basic constraints CA:TRUE missing); an x509-svid authority must be a CA", cert.Subject)
-	}
-	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return fmt.Errorf("(subject %q) is a CA whose key usage lacks keyCertSign, so it may not sign SVIDs (SPIFFE X509-SVID standard, section 4.3)", cert.Subject)
-	}
-	for _, uri := range cert.URIs {
-		id, err := spiffeid.FromURI(uri)
-		if err == nil && id.TrustDomain() != td {
-			return fmt.Errorf("(subject %q) belongs to trust domain %q (URI SAN %s), not %q: is this the right partner's bundle?", cert.Subject, id.TrustDomain().Name(), uri, td.Name())
-		}
-	}
-	return nil
-}
-
-// ParsePEM decodes PEM certificates as the X.509 authorities of trust
-// domain td. Every certificate must be a CA; private keys are refused.
-func ParsePEM(td spiffeid.TrustDomain, data []byte, opts Options) (*Result, error) {
-	p := newParser(td, opts)
-	p.parsePEM(data)
-	return p.result()
-}
-
-func (p *parser) parsePEM(data []byte) {
-	rest, n := data, 0
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		n++
-		p.pemBlock(n, block)
-	}
-	if n == 0 {
-		p.problem(CheckFormat, "no PEM block found: expected one or more -----BEGIN CERTIFICATE----- blocks%s", jsonHint(data))
-	} else if p.bundle.Empty() && len(p.problems) == 0 {
-		p.problem(CheckFormat, "no CERTIFICATE block found among %d PEM blocks", n)
-	}
-}
-
-func (p *parser) pemBlock(n int, block *pem.Block) {
-	where := fmt.Sprintf("PEM block %d", n)
-	switch {
-	case strings.Contains(block.Type, "PRIVATE KEY"):
-		p.problem(CheckPrivateKey, "%s is a %s: a bundle must hold public certificates only, and this private key should be considered compromised", where, block.Type)
-	case block.Type != "CERTIFICATE":
-		p.warn(CheckFormat, "%s (%s) skipped: only CERTIFICATE blocks are used", where, block.Type)
-	default:
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			p.problem(CheckX5C, "%s: not a valid X.509 certificate: %v", where, err)
-			return
-		}
-		if check, msg := p.checkAuthority(cert); msg != "" {
-			p.problem(check, "%s %s", where, msg)
-			return
-		}
-		p.bundle.AddX509Authority(cert)
-	}
 }
 
 func jsonError(data []byte, err error) string {
@@ -390,13 +259,4 @@ func jsonHint(data []byte) string {
 		return "; this looks like JSON: use -format spiffe"
 	}
 	return ""
-}
-
-// joseError turns go-jose's messages into something an operator can act on.
-func joseError(err error) string {
-	msg := strings.TrimPrefix(err.Error(), "go-jose/go-jose: ")
-	if strings.Contains(msg, "x5c") || strings.Contains(msg, "certificate") {
-		return "bad certificate in x5c: " + msg
-	}
-	return "bad key: " + msg
 }

@@ -29,7 +29,10 @@ type Validation struct {
 	// Format is "spiffe" (JSON) or "pem".
 	Format   string    `json:"format"`
 	Findings []Finding `json:"findings"`
-	// Bundle is the usable bundle, nil when a check failed.
+	// Ignored lists the entries a client leaves out of the bundle.
+	Ignored []Ignored `json:"ignored"`
+	// Bundle is what a client would use, nil when the document is
+	// unusable as a whole.
 	Bundle *spiffebundle.Bundle `json:"-"`
 }
 
@@ -55,12 +58,14 @@ var Fix = map[CheckID]string{
 	CheckPrivateKey:  "remove the private key from the bundle, then treat it as compromised: rotate that authority",
 	CheckKeyType:     `give each key a "kty" of EC or RSA (unsupported keys are skipped by clients)`,
 	CheckUse:         `set "use" to "x509-svid" for CA certificates and "jwt-svid" for JWT signing keys`,
-	CheckX5C:         `put exactly one DER certificate, base64, in each x509-svid key's "x5c"`,
+	CheckX5C:         `put the CA certificate, DER in standard base64, first (and best alone) in each x509-svid key's "x5c"`,
+	CheckKeyMatch:    `export the key again from its certificate: an x509-svid key's kty, crv, x, y (or n, e) must be the x5c certificate's public key`,
 	CheckCA:          "publish the trust domain's CA certificate (CA:TRUE, keyCertSign), not a leaf SVID",
-	CheckTrustDomain: "check that this is the bundle of the trust domain you named; every certificate must belong to it",
+	CheckTrustDomain: "check that this is the bundle of the trust domain you named; its certificates name another one",
 	CheckDuplicate:   "remove the duplicate keys; key IDs must be unique",
 	CheckJWTKID:      `give every jwt-svid key a unique "kid"`,
 	CheckJWTKey:      "re-export the JWT key; it does not decode as a public key",
+	CheckUsable:      "fix the ignored entries (see their findings): a bundle whose every entry is ignored verifies nothing",
 	CheckX509Present: "include the trust domain's X.509 authorities; without one no X509-SVID can be verified",
 	CheckExpiry:      "get the current bundle from the owner; expired authorities verify nothing, and ones about to expire need a successor",
 	CheckRefreshHint: "publish spiffe_refresh_hint in seconds, minutes rather than days (treaty's default is 300)",
@@ -75,11 +80,13 @@ var passMessage = map[CheckID]string{
 	CheckKeyType:     "every key has a supported kty",
 	CheckUse:         "every key has a known use",
 	CheckX5C:         "every x509-svid key carries one certificate",
+	CheckKeyMatch:    "every x509-svid key matches its certificate",
 	CheckCA:          "every X.509 authority is a CA allowed to sign",
 	CheckTrustDomain: "no certificate names another trust domain",
 	CheckDuplicate:   "no duplicate keys",
 	CheckJWTKID:      "every JWT key has a kid",
 	CheckJWTKey:      "every JWT key decodes",
+	CheckUsable:      "has usable entries (or an empty key set)",
 	CheckX509Present: "has X.509 authorities",
 	CheckExpiry:      "nothing expired or expiring soon",
 	CheckRefreshHint: "refresh hint is sensible",
@@ -100,10 +107,19 @@ func Validate(td spiffeid.TrustDomain, data []byte, opts ValidateOptions) *Valid
 		p.parseJSON(data)
 	}
 	skip := []CheckID{CheckX509Present, CheckExpiry}
-	if len(p.problems) == 0 {
+	switch {
+	case len(p.problems) > 0:
+	case p.entries > 0 && p.bundle.Empty():
+		v.Bundle = p.bundle
+		p.problem(CheckUsable, "every one of its %d entries is ignored, so the bundle is effectively empty: a client must treat every SVID of %q as untrusted (SPIFFE Trust Domain and Bundle §4.1.3)", p.entries, p.td.Name())
+	default:
 		v.Bundle = p.bundle
 		p.extraChecks(v.Format, opts.ExpiryWarning)
 		skip = nil
+	}
+	v.Ignored = p.ignored
+	if v.Ignored == nil {
+		v.Ignored = []Ignored{}
 	}
 	v.Findings = withPasses(p.findings, skip)
 	return v

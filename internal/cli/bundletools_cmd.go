@@ -57,10 +57,14 @@ func runBundleInspect(_ context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w\nRun `treaty bundle validate %s -trustDomain <td>` for every finding and its fix", err, path)
 	}
 	if *output == outputJSON {
-		return printIndented(e, in)
+		err = printIndented(e, in)
+	} else {
+		printInspection(e, in)
 	}
-	printInspection(e, in)
-	return nil
+	if err == nil && in.EffectivelyEmpty {
+		err = fmt.Errorf("every entry of the bundle is ignored (see the warnings), so it is effectively empty: no SVID of %s can be verified with it", in.TrustDomain)
+	}
+	return err
 }
 
 func printInspection(e *env, in *bundle.Inspection) {
@@ -140,11 +144,12 @@ func runBundleValidate(_ context.Context, e *env, args []string) error {
 			Fix string `json:"fix,omitempty"`
 		}
 		out := struct {
-			TrustDomain string    `json:"trust_domain"`
-			Format      string    `json:"format"`
-			Result      string    `json:"result"`
-			Findings    []finding `json:"findings"`
-		}{TrustDomain: v.TrustDomain, Format: v.Format, Result: string(worst)}
+			TrustDomain string           `json:"trust_domain"`
+			Format      string           `json:"format"`
+			Result      string           `json:"result"`
+			Findings    []finding        `json:"findings"`
+			Ignored     []bundle.Ignored `json:"ignored"`
+		}{TrustDomain: v.TrustDomain, Format: v.Format, Result: string(worst), Ignored: v.Ignored}
 		for _, f := range v.Findings {
 			fx := finding{Finding: f}
 			if f.Severity != bundle.SeverityPass {
@@ -176,14 +181,24 @@ func printValidation(e *env, path string, v *bundle.Validation) {
 			e.printf("  %-18s fix: %s\n", "", bundle.Fix[f.Check])
 		}
 	}
-	verdict := "OK: the bundle is valid"
+	e.printf("\nResult: %s (%d failure(s), %d warning(s))\n", verdict(v, fails, warns), fails, warns)
+}
+
+// verdict sums a validation up the way a server would treat the bundle.
+func verdict(v *bundle.Validation, fails, warns int) string {
 	switch {
+	case v.Bundle == nil:
+		return "INVALID: treaty would refuse this bundle"
+	case len(v.Ignored) > 0 && v.Bundle.Empty():
+		return "INVALID: every entry would be ignored, so the bundle is effectively empty"
+	case fails > 0 && len(v.Ignored) > 0:
+		return fmt.Sprintf("INVALID: treaty would use the rest but ignore %d entr%s", len(v.Ignored), plural(len(v.Ignored), "y", "ies"))
 	case fails > 0:
-		verdict = "INVALID: treaty would refuse this bundle"
+		return "INVALID: fix the failures above"
 	case warns > 0:
-		verdict = "usable, with warnings"
+		return "usable, with warnings"
 	}
-	e.printf("\nResult: %s (%d failure(s), %d warning(s))\n", verdict, fails, warns)
+	return "OK: the bundle is valid"
 }
 
 func validationExit(worst bundle.Severity, strict bool) error {

@@ -500,12 +500,17 @@ func fetchCases() []fetchCase {
 			phrases: []string{"not a JSON object", "the partner must fix what its endpoint serves"},
 		},
 		{
-			name: "fail/bundle for another trust domain",
+			// SPIFFE Federation §5.1: the bundle belongs to the trust domain
+			// the relationship names, whatever its certificates say.
+			name: "ok/bundle naming another trust domain is kept as ours",
 			target: func(t *testing.T, p *fetchPKI) fetchTarget {
 				return webTarget(t, p.web.localhost(t), serveJSON(document(p.gamma)))
 			},
-			reason:  ReasonInvalidBundle,
-			phrases: []string{`trust domain "gamma.test"`, "right partner's bundle", "correct the URL"},
+			phrases: []string{`names trust domain "gamma.test"`, `kept as an authority of "beta.test"`, "right partner's bundle"},
+			check: func(t *testing.T, p *fetchPKI, res *bundle.Result) {
+				require.Equal(t, partner, res.Bundle.TrustDomain())
+				require.Equal(t, p.gamma.Bundle().X509Authorities(), res.Bundle.X509Authorities())
+			},
 		},
 		{
 			name: "fail/wrong endpoint SPIFFE ID",

@@ -205,7 +205,7 @@ func TestParseOK(t *testing.T) {
 
 func TestParseProblems(t *testing.T) {
 	good := bundleJSON(t, "partner.example", "spiffe://partner.example")
-	foreign := bundleJSON(t, "partner.example", "spiffe://other.example")
+	unusable := `{"keys":[{"use":"x509-svid","kty":"EC"}]}`
 	for _, tc := range []struct {
 		name     string
 		yaml     string
@@ -315,8 +315,8 @@ func TestParseProblems(t *testing.T) {
 			problems: []want{{6, "trustDomainBundle: not a JSON object"}}},
 		{name: "fail/bundle without keys", yaml: lines(tdLine, urlLine, profileLine, webLine, `trustDomainBundle: '{"keys": []}'`),
 			problems: []want{{5, "trustDomainBundle: the bundle has no usable keys"}}},
-		{name: "fail/bundle of another trust domain", yaml: lines(tdLine, urlLine, profileLine, spiffeLine, idLine, "trustDomainBundle: '"+foreign+"'"),
-			problems: []want{{6, `trustDomainBundle: keys[0] (x509-svid): x5c[0] (subject "O=test") belongs to trust domain "other.example"`}}},
+		{name: "fail/bundle without a usable key", yaml: lines(tdLine, urlLine, profileLine, spiffeLine, idLine, "trustDomainBundle: '"+unusable+"'"),
+			problems: []want{{6, `trustDomainBundle: the bundle has no usable keys: all 1 of its entries were ignored (keys[0] (x509-svid) ignored: no certificate in "x5c" (SPIFFE X509-SVID §6.2))`}}},
 		{name: "fail/bundle not text", yaml: lines(tdLine, urlLine, profileLine, webLine, "trustDomainBundle:", "  keys: []"),
 			problems: []want{{5, "trustDomainBundle must be text, got a mapping"}}},
 
