@@ -10,8 +10,9 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-## lint: golangci-lint at the version pinned in tools/lint/go.mod
+## lint: no build outputs tracked (tools/check-tracked.sh), then golangci-lint at the version pinned in tools/lint/go.mod
 lint:
+	tools/check-tracked.sh
 	@GOLANGCI_LINT="$$(tools/lint/install.sh | tail -n1)" && "$$GOLANGCI_LINT" run --allow-parallel-runners ./...
 
 ## build: the treaty binary in bin/
