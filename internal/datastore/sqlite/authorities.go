@@ -104,7 +104,7 @@ func putLocalBundle(ctx context.Context, tx *sql.Tx, b datastore.Bundle) error {
 	var stored datastore.Bundle
 	var td string
 	err := tx.QueryRowContext(ctx, `SELECT trust_domain, document, sequence FROM bundles WHERE local = 1`).
-		Scan(&td, &stored.Document, &stored.Sequence)
+		Scan(&td, &stored.Document, (*sequence)(&stored.Sequence))
 	switch {
 	case isNoRows(err):
 	case err != nil:
@@ -120,7 +120,7 @@ func putLocalBundle(ctx context.Context, tx *sql.Tx, b datastore.Bundle) error {
 		VALUES (?, 1, ?, ?, ?)
 		ON CONFLICT (trust_domain) DO UPDATE SET document = excluded.document,
 			sequence = excluded.sequence, updated_at = excluded.updated_at`,
-		b.TrustDomain.Name(), b.Document, b.Sequence, unixNano(b.UpdatedAt))
+		b.TrustDomain.Name(), b.Document, sequence(b.Sequence), unixNano(b.UpdatedAt))
 	if err != nil {
 		return fmt.Errorf("store local bundle: %w", err)
 	}

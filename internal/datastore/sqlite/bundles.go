@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -140,7 +141,7 @@ func upsertFederated(ctx context.Context, tx *sql.Tx, b datastore.Bundle) error 
 		ON CONFLICT (trust_domain) DO UPDATE SET document = excluded.document,
 			sequence = excluded.sequence, updated_at = excluded.updated_at
 		WHERE bundles.local = 0`,
-		b.TrustDomain.Name(), b.Document, b.Sequence, unixNano(b.UpdatedAt))
+		b.TrustDomain.Name(), b.Document, sequence(b.Sequence), unixNano(b.UpdatedAt))
 	if err != nil {
 		return fmt.Errorf("store bundle for %q: %w", b.TrustDomain.Name(), err)
 	}
@@ -156,7 +157,7 @@ func scanBundle(row scanner) (datastore.Bundle, error) {
 	var b datastore.Bundle
 	var td string
 	var updated int64
-	if err := row.Scan(&td, &b.Document, &b.Sequence, &updated); err != nil {
+	if err := row.Scan(&td, &b.Document, (*sequence)(&b.Sequence), &updated); err != nil {
 		return b, err
 	}
 	parsed, err := spiffeid.TrustDomainFromString(td)
@@ -165,4 +166,26 @@ func scanBundle(row scanner) (datastore.Bundle, error) {
 	}
 	b.TrustDomain, b.UpdatedAt = parsed, fromUnixNano(updated)
 	return b, nil
+}
+
+// sequence carries a spiffe_sequence, an unsigned 64-bit integer (SPIFFE
+// Trust Domain and Bundle §4.1.1), through SQLite's signed 64-bit INTEGER
+// by its bit pattern: database/sql refuses uint64 values with the high bit
+// set. SQL never orders or compares sequences; the store compares them in
+// Go, as uint64.
+type sequence uint64
+
+// Value implements driver.Valuer.
+func (s sequence) Value() (driver.Value, error) {
+	return int64(s), nil //nolint:gosec // the bit pattern is the point, see above
+}
+
+// Scan implements sql.Scanner.
+func (s *sequence) Scan(v any) error {
+	n, ok := v.(int64)
+	if !ok {
+		return fmt.Errorf("stored sequence is %T, not an integer", v)
+	}
+	*s = sequence(n) //nolint:gosec // the bit pattern is the point, see above
+	return nil
 }

@@ -129,13 +129,13 @@ func putBootstrap(ctx context.Context, tx *sql.Tx, b *datastore.Bundle) (bool, e
 	if b == nil {
 		return false, nil
 	}
-	var seq uint64
+	var seq sequence
 	err := tx.QueryRowContext(ctx, `SELECT sequence FROM bundles WHERE trust_domain = ?`, b.TrustDomain.Name()).Scan(&seq)
 	switch {
 	case isNoRows(err):
 	case err != nil:
 		return false, fmt.Errorf("read bundle for %q: %w", b.TrustDomain.Name(), err)
-	case b.Sequence <= seq:
+	case b.Sequence <= uint64(seq):
 		return false, nil
 	}
 	return true, upsertFederated(ctx, tx, *b)

@@ -168,3 +168,36 @@ func TestDatabaseFileIsPrivate(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, info.Mode().Perm()&0o077, "database file mode %v", info.Mode().Perm())
 }
+
+// SPIFFE Trust Domain and Bundle §4.1.1: spiffe_sequence needs at least 64
+// bits of precision. The store keeps all 64, and orders them unsigned
+// across the sign bit of SQLite's INTEGER.
+func TestSequenceKeepsAll64Bits(t *testing.T) {
+	s, path := openStore(t)
+	ctx := t.Context()
+	const (
+		belowSign = uint64(1)<<63 - 1
+		aboveSign = uint64(1)<<63 + 1
+		largest   = ^uint64(0)
+	)
+	commit := func(seq uint64, doc string) error {
+		return s.CommitAuthorities(ctx, datastore.AuthorityChange{LocalBundle: &datastore.Bundle{
+			TrustDomain: localTD, Document: []byte(doc), Sequence: seq,
+		}})
+	}
+	require.NoError(t, commit(belowSign, "a"))
+	require.NoError(t, commit(aboveSign, "b"), "2^63+1 is above 2^63-1")
+	require.ErrorIs(t, commit(belowSign, "c"), datastore.ErrSequenceRegression)
+	require.NoError(t, s.SetFederatedBundle(ctx, datastore.Bundle{TrustDomain: partnerTD, Document: []byte("p"), Sequence: largest}))
+
+	require.NoError(t, s.Close())
+	s2, err := Open(ctx, path)
+	require.NoError(t, err)
+	defer s2.Close()
+	local, err := s2.LocalBundle(ctx)
+	require.NoError(t, err)
+	require.Equal(t, aboveSign, local.Sequence)
+	fed, err := s2.FederatedBundle(ctx, partnerTD)
+	require.NoError(t, err)
+	require.Equal(t, largest, fed.Sequence)
+}
