@@ -19,6 +19,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 // corpusNow is the clock the corpus is judged at; its certificates are
@@ -39,31 +41,31 @@ func TestCorpus(t *testing.T) {
 	}
 	cases := []struct {
 		file     string
-		check    CheckID
-		severity Severity
+		check    finding.CheckID
+		severity finding.Severity
 		phrase   string
 	}{
-		{"good.json", "", SeverityPass, ""},
-		{"good.pem", "", SeverityPass, ""},
-		{"not-json.html", CheckFormat, SeverityFail, "looks like an HTML page"},
-		{"no-keys.json", CheckKeys, SeverityFail, `no "keys" member`},
-		{"private-key.json", CheckPrivateKey, SeverityFail, `private key material ("d")`},
-		{"private-key.pem", CheckPrivateKey, SeverityFail, "PRIVATE KEY"},
-		{"unknown-use.json", CheckUse, SeverityWarn, `unknown use "enc"`},
-		{"two-x5c.json", CheckX5C, SeverityWarn, "the first is the authority and the rest are ignored"},
-		{"leaf.json", CheckCA, SeverityFail, "not a CA certificate"},
-		{"no-keycertsign.json", CheckCA, SeverityFail, "lacks keyCertSign"},
-		{"mixed-td.json", CheckTrustDomain, SeverityWarn, `names trust domain "beta.test"`},
-		{"duplicate-kid.json", CheckDuplicate, SeverityWarn, "duplicate of keys[1]"},
-		{"no-kid.json", CheckJWTKID, SeverityFail, `no "kid"`},
-		{"jwt-only.json", CheckX509Present, SeverityFail, "no x509-svid authority"},
-		{"expired.json", CheckExpiry, SeverityFail, "every X.509 authority has expired"},
-		{"expiring.json", CheckExpiry, SeverityWarn, "expires in 14 days"},
-		{"hint-days.json", CheckRefreshHint, SeverityWarn, "will miss CA rotations"},
-		{"hint-ms.json", CheckRefreshHint, SeverityWarn, "looks like milliseconds (5m0s)"},
-		{"hint-string.json", CheckRefreshHint, SeverityWarn, "not a non-negative whole number"},
-		{"sequence-number.json", CheckSequence, SeverityWarn, "spiffe_sequence_number"},
-		{"unknown-member.json", CheckMembers, SeverityWarn, `unknown member "spiffe_refresh"`},
+		{"good.json", "", finding.Pass, ""},
+		{"good.pem", "", finding.Pass, ""},
+		{"not-json.html", CheckFormat, finding.Fail, "looks like an HTML page"},
+		{"no-keys.json", CheckKeys, finding.Fail, `no "keys" member`},
+		{"private-key.json", CheckPrivateKey, finding.Fail, `private key material ("d")`},
+		{"private-key.pem", CheckPrivateKey, finding.Fail, "PRIVATE KEY"},
+		{"unknown-use.json", CheckUse, finding.Warn, `unknown use "enc"`},
+		{"two-x5c.json", CheckX5C, finding.Warn, "the first is the authority and the rest are ignored"},
+		{"leaf.json", CheckCA, finding.Fail, "not a CA certificate"},
+		{"no-keycertsign.json", CheckCA, finding.Fail, "lacks keyCertSign"},
+		{"mixed-td.json", CheckTrustDomain, finding.Warn, `names trust domain "beta.test"`},
+		{"duplicate-kid.json", CheckDuplicate, finding.Warn, "duplicate of keys[1]"},
+		{"no-kid.json", CheckJWTKID, finding.Fail, `no "kid"`},
+		{"jwt-only.json", CheckX509Present, finding.Fail, "no x509-svid authority"},
+		{"expired.json", CheckExpiry, finding.Fail, "every X.509 authority has expired"},
+		{"expiring.json", CheckExpiry, finding.Warn, "expires in 14 days"},
+		{"hint-days.json", CheckRefreshHint, finding.Warn, "will miss CA rotations"},
+		{"hint-ms.json", CheckRefreshHint, finding.Warn, "looks like milliseconds (5m0s)"},
+		{"hint-string.json", CheckRefreshHint, finding.Warn, "not a non-negative whole number"},
+		{"sequence-number.json", CheckSequence, finding.Warn, "spiffe_sequence_number"},
+		{"unknown-member.json", CheckMembers, finding.Warn, `unknown member "spiffe_refresh"`},
 	}
 	for _, tc := range cases {
 		t.Run(string(tc.severity)+"/"+tc.file, func(t *testing.T) {
@@ -71,7 +73,7 @@ func TestCorpus(t *testing.T) {
 			require.NoError(t, err)
 			v := Validate(corpusTD, data, ValidateOptions{Now: corpusNow})
 			if tc.check == "" {
-				require.Equal(t, SeverityPass, v.Worst(), "%v", v.Findings)
+				require.Equal(t, finding.Pass, v.Worst(), "%v", v.Findings)
 				require.NotNil(t, v.Bundle)
 				return
 			}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 // FuzzValidate runs every offline tool on arbitrary input: none may panic,
@@ -27,7 +29,7 @@ func FuzzValidate(f *testing.F) {
 		for _, from := range []string{FormatSPIFFE, FormatPEM, FormatJWKS} {
 			_, _, _ = Convert(corpusTD, data, from, FormatSPIFFE)
 		}
-		if v.Worst() != SeverityFail && v.Format == FormatSPIFFE {
+		if v.Worst() != finding.Fail && v.Format == FormatSPIFFE {
 			_, err := Inspect(corpusTD, data, corpusNow.Add(time.Hour))
 			require.NoError(t, err, "a bundle that validates must inspect")
 		}
@@ -36,7 +38,7 @@ func FuzzValidate(f *testing.F) {
 
 // countExtra is how many findings go beyond one per check.
 func countExtra(v *Validation) int {
-	seen := map[CheckID]int{}
+	seen := map[finding.CheckID]int{}
 	for _, f := range v.Findings {
 		seen[f.Check]++
 	}

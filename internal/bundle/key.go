@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 // Ignored is a bundle entry that Parse left out of the bundle, and why.
@@ -21,11 +23,11 @@ type Ignored struct {
 	KeyID string `json:"kid,omitempty"`
 	// Check classifies the reason with a stable ID; metrics count ignored
 	// entries by it.
-	Check CheckID `json:"reason"`
-	// Severity is SeverityWarn for entries the standard tells clients to
-	// skip (an unknown key type or use, a duplicate) and SeverityFail for
+	Check finding.CheckID `json:"reason"`
+	// Severity is finding.Warn for entries the standard tells clients to
+	// skip (an unknown key type or use, a duplicate) and finding.Fail for
 	// malformed ones.
-	Severity Severity `json:"severity"`
+	Severity finding.Severity `json:"severity"`
 	// Message names the entry and says what is wrong with it.
 	Message string `json:"message"`
 }
@@ -110,7 +112,7 @@ func (h *keyHeader) publicKey() (crypto.PublicKey, error) {
 func (p *parser) key(i int, raw json.RawMessage) {
 	var h keyHeader
 	if err := json.Unmarshal(raw, &h); err != nil {
-		p.ignore(entry{index: i}, CheckKeys, SeverityFail, "not a JWK object: %v", err)
+		p.ignore(entry{index: i}, CheckKeys, finding.Fail, "not a JWK object: %v", err)
 		return
 	}
 	e := entry{index: i, use: h.Use, kid: h.Kid}
@@ -123,9 +125,9 @@ func (p *parser) key(i int, raw json.RawMessage) {
 	case UseJWTSVID:
 		p.jwtKey(e, &h)
 	case "":
-		p.ignore(e, CheckUse, SeverityFail, `no "use"; SPIFFE bundles need "x509-svid" or "jwt-svid" (SPIFFE Trust Domain and Bundle §4.2.2)`)
+		p.ignore(e, CheckUse, finding.Fail, `no "use"; SPIFFE bundles need "x509-svid" or "jwt-svid" (SPIFFE Trust Domain and Bundle §4.2.2)`)
 	default:
-		p.ignore(e, CheckUse, SeverityWarn, "unknown use %q (SPIFFE Trust Domain and Bundle §4.2.2)", h.Use)
+		p.ignore(e, CheckUse, finding.Warn, "unknown use %q (SPIFFE Trust Domain and Bundle §4.2.2)", h.Use)
 	}
 }
 
@@ -133,20 +135,20 @@ func (p *parser) key(i int, raw json.RawMessage) {
 // missing or unknown (SPIFFE Trust Domain and Bundle §4.2.1).
 func (p *parser) keyAllowed(e entry, h *keyHeader) bool {
 	if h.K != nil {
-		p.ignore(e, CheckPrivateKey, SeverityFail, `a symmetric key ("k") is a shared secret and has no place in a bundle`)
+		p.ignore(e, CheckPrivateKey, finding.Fail, `a symmetric key ("k") is a shared secret and has no place in a bundle`)
 		return false
 	}
 	if m := h.privateMember(); m != "" {
-		p.ignore(e, CheckPrivateKey, SeverityFail, `contains private key material (%q); a bundle must hold public keys only, and this key must be considered compromised`, m)
+		p.ignore(e, CheckPrivateKey, finding.Fail, `contains private key material (%q); a bundle must hold public keys only, and this key must be considered compromised`, m)
 		return false
 	}
 	switch h.Kty {
 	case "EC", "RSA", "OKP":
 		return true
 	case "":
-		p.ignore(e, CheckKeyType, SeverityFail, `no "kty" (SPIFFE Trust Domain and Bundle §4.2.1)`)
+		p.ignore(e, CheckKeyType, finding.Fail, `no "kty" (SPIFFE Trust Domain and Bundle §4.2.1)`)
 	default:
-		p.ignore(e, CheckKeyType, SeverityWarn, "unsupported key type %q (SPIFFE Trust Domain and Bundle §4.2.1)", h.Kty)
+		p.ignore(e, CheckKeyType, finding.Warn, "unsupported key type %q (SPIFFE Trust Domain and Bundle §4.2.1)", h.Kty)
 	}
 	return false
 }
@@ -156,7 +158,7 @@ func (p *parser) keyAllowed(e entry, h *keyHeader) bool {
 // §4.7), and matching the element's key members.
 func (p *parser) x509Key(e entry, h *keyHeader) {
 	if len(h.X5c) == 0 {
-		p.ignore(e, CheckX5C, SeverityFail, `no certificate in "x5c" (SPIFFE X509-SVID §6.2)`)
+		p.ignore(e, CheckX5C, finding.Fail, `no certificate in "x5c" (SPIFFE X509-SVID §6.2)`)
 		return
 	}
 	if h.Kid != "" {
@@ -167,16 +169,16 @@ func (p *parser) x509Key(e entry, h *keyHeader) {
 	}
 	cert, msg := decodeX5C(h.X5c[0])
 	if msg != "" {
-		p.ignore(e, CheckX5C, SeverityFail, "%s", msg)
+		p.ignore(e, CheckX5C, finding.Fail, "%s", msg)
 		return
 	}
 	pub, err := h.publicKey()
 	if err != nil {
-		p.ignore(e, CheckKeyMatch, SeverityFail, "its key members do not decode: %s", joseError(err))
+		p.ignore(e, CheckKeyMatch, finding.Fail, "its key members do not decode: %s", joseError(err))
 		return
 	}
 	if k, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(cert.PublicKey) {
-		p.ignore(e, CheckKeyMatch, SeverityFail, "its key members are not the public key of the x5c certificate (RFC 7517 §4.7)")
+		p.ignore(e, CheckKeyMatch, finding.Fail, "its key members are not the public key of the x5c certificate (RFC 7517 §4.7)")
 		return
 	}
 	p.addX509(e, cert)
@@ -205,13 +207,13 @@ func decodeX5C(raw json.RawMessage) (*x509.Certificate, string) {
 // addX509 adds cert to the bundle if it can be an authority.
 func (p *parser) addX509(e entry, cert *x509.Certificate) {
 	if err := CheckX509Authority(cert); err != nil {
-		p.ignore(e, CheckCA, SeverityFail, "%v", err)
+		p.ignore(e, CheckCA, finding.Fail, "%v", err)
 		return
 	}
 	p.checkValidity(e, cert)
 	for _, existing := range p.bundle.X509Authorities() {
 		if existing.Equal(cert) {
-			p.ignore(e, CheckDuplicate, SeverityWarn, "duplicate of an earlier certificate")
+			p.ignore(e, CheckDuplicate, finding.Warn, "duplicate of an earlier certificate")
 			return
 		}
 	}
@@ -241,16 +243,16 @@ func (p *parser) checkValidity(e entry, cert *x509.Certificate) {
 // ignored, since a token naming it could be checked against either.
 func (p *parser) jwtKey(e entry, h *keyHeader) {
 	if h.Kid == "" {
-		p.ignore(e, CheckJWTKID, SeverityFail, `no "kid"; JWT authorities need a key ID so that tokens can name them (SPIFFE JWT-SVID §6.1)`)
+		p.ignore(e, CheckJWTKID, finding.Fail, `no "kid"; JWT authorities need a key ID so that tokens can name them (SPIFFE JWT-SVID §6.1)`)
 		return
 	}
 	pub, err := h.publicKey()
 	if err != nil {
-		p.ignore(e, CheckJWTKey, SeverityFail, "%s", joseError(err))
+		p.ignore(e, CheckJWTKey, finding.Fail, "%s", joseError(err))
 		return
 	}
 	if p.ambiguous[h.Kid] {
-		p.ignore(e, CheckDuplicate, SeverityFail, "kid %q names more than one key", h.Kid)
+		p.ignore(e, CheckDuplicate, finding.Fail, "kid %q names more than one key", h.Kid)
 		return
 	}
 	if first, ok := p.jwtEntries[h.Kid]; ok {
@@ -258,7 +260,7 @@ func (p *parser) jwtKey(e entry, h *keyHeader) {
 		return
 	}
 	if err := p.bundle.AddJWTAuthority(h.Kid, pub); err != nil {
-		p.ignore(e, CheckJWTKey, SeverityFail, "%v", err)
+		p.ignore(e, CheckJWTKey, finding.Fail, "%v", err)
 		return
 	}
 	p.jwtEntries[h.Kid] = e
@@ -267,13 +269,13 @@ func (p *parser) jwtKey(e entry, h *keyHeader) {
 func (p *parser) duplicateKID(e, first entry, pub crypto.PublicKey) {
 	held, _ := p.bundle.FindJWTAuthority(e.kid)
 	if k, ok := held.(interface{ Equal(crypto.PublicKey) bool }); ok && k.Equal(pub) {
-		p.ignore(e, CheckDuplicate, SeverityWarn, "duplicate of %s", first.where())
+		p.ignore(e, CheckDuplicate, finding.Warn, "duplicate of %s", first.where())
 		return
 	}
 	p.bundle.RemoveJWTAuthority(e.kid)
 	p.ambiguous[e.kid] = true
-	p.ignore(first, CheckDuplicate, SeverityFail, "kid %q also names a different key in %s; a token naming it could be checked against either, so neither is used", e.kid, e.where())
-	p.ignore(e, CheckDuplicate, SeverityFail, "kid %q also names a different key in %s", e.kid, first.where())
+	p.ignore(first, CheckDuplicate, finding.Fail, "kid %q also names a different key in %s; a token naming it could be checked against either, so neither is used", e.kid, e.where())
+	p.ignore(e, CheckDuplicate, finding.Fail, "kid %q also names a different key in %s", e.kid, first.where())
 }
 
 // joseError turns go-jose's messages into something an operator can act on.

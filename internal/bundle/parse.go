@@ -11,6 +11,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 // MaxRefreshHint is the longest refresh hint Parse accepts without a
@@ -66,7 +68,7 @@ type parser struct {
 	opts     Options
 	problems []string
 	warnings []string
-	findings []Finding
+	findings []finding.Finding
 	ignored  []Ignored
 	entries  int
 	bundle   *spiffebundle.Bundle
@@ -85,26 +87,26 @@ func newParser(td spiffeid.TrustDomain, opts Options) *parser {
 }
 
 // problem records what makes the whole document unusable.
-func (p *parser) problem(check CheckID, format string, args ...any) {
+func (p *parser) problem(check finding.CheckID, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	p.problems = append(p.problems, msg)
-	p.findings = append(p.findings, Finding{Check: check, Severity: SeverityFail, Message: msg})
+	p.findings = append(p.findings, finding.Finding{Check: check, Severity: finding.Fail, Message: msg})
 }
 
-func (p *parser) warn(check CheckID, format string, args ...any) {
+func (p *parser) warn(check finding.CheckID, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	p.warnings = append(p.warnings, msg)
-	p.findings = append(p.findings, Finding{Check: check, Severity: SeverityWarn, Message: msg})
+	p.findings = append(p.findings, finding.Finding{Check: check, Severity: finding.Warn, Message: msg})
 }
 
 // ignore records an entry left out of the bundle. An entry the standard
 // tells clients to skip (unknown kty or use) is a warning; a malformed one
 // is a failure of the publisher's bundle, though the rest of it stands.
-func (p *parser) ignore(e entry, check CheckID, severity Severity, format string, args ...any) {
+func (p *parser) ignore(e entry, check finding.CheckID, severity finding.Severity, format string, args ...any) {
 	ig := Ignored{Index: e.index, Use: e.use, KeyID: e.kid, Check: check, Severity: severity, Message: e.where() + " ignored: " + fmt.Sprintf(format, args...)}
 	p.ignored = append(p.ignored, ig)
 	p.warnings = append(p.warnings, ig.Message)
-	p.findings = append(p.findings, Finding{Check: check, Severity: severity, Message: ig.Message})
+	p.findings = append(p.findings, finding.Finding{Check: check, Severity: severity, Message: ig.Message})
 }
 
 func (p *parser) result() (*Result, error) {

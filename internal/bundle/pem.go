@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 // ParsePEM decodes PEM certificates as the X.509 authorities of trust
@@ -52,13 +54,13 @@ func (p *parser) parsePEM(data []byte) {
 func (p *parser) pemBlock(e entry, block *pem.Block) {
 	switch {
 	case strings.Contains(block.Type, "PRIVATE KEY"):
-		p.ignore(e, CheckPrivateKey, SeverityFail, "is a %s: a bundle must hold public certificates only, and this private key must be considered compromised", block.Type)
+		p.ignore(e, CheckPrivateKey, finding.Fail, "is a %s: a bundle must hold public certificates only, and this private key must be considered compromised", block.Type)
 	case block.Type != "CERTIFICATE":
-		p.ignore(e, CheckFormat, SeverityWarn, "is a %s; only CERTIFICATE blocks are used", block.Type)
+		p.ignore(e, CheckFormat, finding.Warn, "is a %s; only CERTIFICATE blocks are used", block.Type)
 	default:
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			p.ignore(e, CheckX5C, SeverityFail, "not a valid X.509 certificate: %v", err)
+			p.ignore(e, CheckX5C, finding.Fail, "not a valid X.509 certificate: %v", err)
 			return
 		}
 		p.addX509(e, cert)

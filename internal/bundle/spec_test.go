@@ -14,6 +14,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 // jwk is a JWK element as a map, so that tests can break it member by
@@ -68,7 +70,7 @@ func TestParseEntryRules(t *testing.T) {
 	otherKey := x509JWK(t, ca2)
 	type ignored struct {
 		index int
-		check CheckID
+		check finding.CheckID
 	}
 	tests := []struct {
 		name    string

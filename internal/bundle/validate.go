@@ -2,12 +2,13 @@ package bundle
 
 import (
 	"bytes"
-	"fmt"
 	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 // DefaultExpiryWarning is how close to expiry an authority is flagged.
@@ -27,8 +28,8 @@ type ValidateOptions struct {
 type Validation struct {
 	TrustDomain string `json:"trust_domain"`
 	// Format is "spiffe" (JSON) or "pem".
-	Format   string    `json:"format"`
-	Findings []Finding `json:"findings"`
+	Format   string            `json:"format"`
+	Findings []finding.Finding `json:"findings"`
 	// Ignored lists the entries a client leaves out of the bundle.
 	Ignored []Ignored `json:"ignored"`
 	// Bundle is what a client would use, nil when the document is
@@ -36,22 +37,11 @@ type Validation struct {
 	Bundle *spiffebundle.Bundle `json:"-"`
 }
 
-// Worst returns the most severe finding's severity.
-func (v *Validation) Worst() Severity {
-	worst := SeverityPass
-	for _, f := range v.Findings {
-		switch f.Severity {
-		case SeverityFail:
-			return SeverityFail
-		case SeverityWarn:
-			worst = SeverityWarn
-		}
-	}
-	return worst
-}
+// Worst returns the severity that decides the validation (finding.Worst).
+func (v *Validation) Worst() finding.Severity { return finding.Worst(v.Findings) }
 
 // Fix says, for each check, what to do when it does not pass.
-var Fix = map[CheckID]string{
+var Fix = map[finding.CheckID]string{
 	CheckFormat:      "export the bundle again: `treaty bundle show -format spiffe` (or `spire-server bundle show -format spiffe`) on the owning server",
 	CheckMembers:     "remove the unknown members; a SPIFFE bundle has keys, spiffe_refresh_hint and spiffe_sequence",
 	CheckKeys:        `wrap the keys in a JWK Set: {"keys": [...]}`,
@@ -72,7 +62,7 @@ var Fix = map[CheckID]string{
 	CheckSequence:    `spell the member "spiffe_sequence" and make it a whole number that rises with every change`,
 }
 
-var passMessage = map[CheckID]string{
+var passMessage = map[finding.CheckID]string{
 	CheckFormat:      "well formed",
 	CheckMembers:     "no unknown members",
 	CheckKeys:        "keys is a JWK array",
@@ -106,7 +96,7 @@ func Validate(td spiffeid.TrustDomain, data []byte, opts ValidateOptions) *Valid
 	} else {
 		p.parseJSON(data)
 	}
-	skip := []CheckID{CheckX509Present, CheckExpiry}
+	skip := []finding.CheckID{CheckX509Present, CheckExpiry}
 	switch {
 	case len(p.problems) > 0:
 	case p.entries > 0 && p.bundle.Empty():
@@ -149,14 +139,15 @@ func (p *parser) extraChecks(format string, warnWithin time.Duration) {
 	}
 }
 
-// withPasses adds a pass finding for every check that found nothing and
-// orders findings by check.
-func withPasses(found []Finding, skipped []CheckID) []Finding {
-	var out []Finding
+// withPasses adds a pass finding for every check that found nothing,
+// orders findings by check and gives those that did not pass their fix.
+func withPasses(found []finding.Finding, skipped []finding.CheckID) []finding.Finding {
+	var out []finding.Finding
 	for _, check := range Checks {
 		n := 0
 		for _, f := range found {
 			if f.Check == check {
+				f.Fix = Fix[check]
 				out = append(out, f)
 				n++
 			}
@@ -164,9 +155,9 @@ func withPasses(found []Finding, skipped []CheckID) []Finding {
 		switch {
 		case n > 0:
 		case slices.Contains(skipped, check):
-			out = append(out, Finding{Check: check, Severity: SeveritySkip, Message: "not checked: the bundle is unusable (see the failures)"})
+			out = append(out, finding.Finding{Check: check, Severity: finding.Skip, Message: "not checked: the bundle is unusable (see the failures)", Fix: Fix[check]})
 		default:
-			out = append(out, Finding{Check: check, Severity: SeverityPass, Message: passMessage[check]})
+			out = append(out, finding.Finding{Check: check, Severity: finding.Pass, Message: passMessage[check]})
 		}
 	}
 	return out
@@ -185,9 +176,4 @@ func DetectFormat(data []byte) string {
 		return FormatPEM
 	}
 	return FormatSPIFFE
-}
-
-// String formats a finding for people.
-func (f Finding) String() string {
-	return fmt.Sprintf("%-4s %-13s %s", f.Severity, f.Check, f.Message)
 }

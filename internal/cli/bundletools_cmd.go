@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 // clock is the time offline checks judge expiry by; tests pin it.
@@ -139,24 +140,13 @@ func runBundleValidate(_ context.Context, e *env, args []string) error {
 	v := bundle.Validate(td, data, bundle.ValidateOptions{Now: clock(), ExpiryWarning: *within})
 	worst := v.Worst()
 	if *output == outputJSON {
-		type finding struct {
-			bundle.Finding
-			Fix string `json:"fix,omitempty"`
-		}
 		out := struct {
-			TrustDomain string           `json:"trust_domain"`
-			Format      string           `json:"format"`
-			Result      string           `json:"result"`
-			Findings    []finding        `json:"findings"`
-			Ignored     []bundle.Ignored `json:"ignored"`
-		}{TrustDomain: v.TrustDomain, Format: v.Format, Result: string(worst), Ignored: v.Ignored}
-		for _, f := range v.Findings {
-			fx := finding{Finding: f}
-			if f.Severity != bundle.SeverityPass {
-				fx.Fix = bundle.Fix[f.Check]
-			}
-			out.Findings = append(out.Findings, fx)
-		}
+			TrustDomain string            `json:"trust_domain"`
+			Format      string            `json:"format"`
+			Result      finding.Severity  `json:"result"`
+			Findings    []finding.Finding `json:"findings"`
+			Ignored     []bundle.Ignored  `json:"ignored"`
+		}{v.TrustDomain, v.Format, worst, v.Findings, v.Ignored}
 		if err := printIndented(e, out); err != nil {
 			return err
 		}
@@ -170,15 +160,15 @@ func printValidation(e *env, path string, v *bundle.Validation) {
 	e.printf("Checking %s as a %s bundle of %s\n\n", path, v.Format, v.TrustDomain)
 	warns, fails := 0, 0
 	for _, f := range v.Findings {
-		e.printf("  %s\n", f)
+		e.printf("  %-4s %-13s %s\n", f.Severity, f.Check, f.Message)
 		switch f.Severity {
-		case bundle.SeverityWarn:
+		case finding.Warn:
 			warns++
-		case bundle.SeverityFail:
+		case finding.Fail:
 			fails++
 		}
-		if f.Severity != bundle.SeverityPass {
-			e.printf("  %-18s fix: %s\n", "", bundle.Fix[f.Check])
+		if f.Fix != "" {
+			e.printf("  %-18s fix: %s\n", "", f.Fix)
 		}
 	}
 	e.printf("\nResult: %s (%d failure(s), %d warning(s))\n", verdict(v, fails, warns), fails, warns)
@@ -201,11 +191,11 @@ func verdict(v *bundle.Validation, fails, warns int) string {
 	return "OK: the bundle is valid"
 }
 
-func validationExit(worst bundle.Severity, strict bool) error {
+func validationExit(worst finding.Severity, strict bool) error {
 	switch {
-	case worst == bundle.SeverityFail:
+	case worst == finding.Fail:
 		return errors.New("the bundle is invalid (see above)")
-	case worst == bundle.SeverityWarn && strict:
+	case worst == finding.Warn && strict:
 		return errors.New("the bundle has warnings and -strict is set (see above)")
 	}
 	return nil
