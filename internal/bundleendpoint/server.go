@@ -3,8 +3,9 @@
 // profile: https_spiffe, presenting an X509-SVID from our own CA, or
 // https_web, presenting a web certificate from files. Responses are
 // pre-serialised once per bundle change and the server is hardened for the
-// internet: header and idle timeouts, bounded headers, TLS 1.2 or later,
-// conditional GET and an optional per-client rate limit.
+// internet: header and idle timeouts, bounded headers, TLS 1.3 or 1.2 with
+// ECDHE and AEAD suites only, conditional GET and an optional per-client
+// rate limit.
 package bundleendpoint
 
 import (
@@ -113,8 +114,41 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// cipherSuites are the TLS 1.2 suites the endpoint accepts: ECDHE key
+// exchange with an AEAD (AES-GCM or ChaCha20-Poly1305), for ECDSA and RSA
+// certificates (an https_web certificate may be RSA). The SPIFFE Federation
+// standard, section 5, requires bundle endpoint servers to meet Mozilla's
+// intermediate compatibility; Go has no DHE suites, so this is that list
+// without them. CBC and RSA key exchange suites are refused, whatever Go's
+// defaults or GODEBUG say. TLS 1.3 suites are not configurable and all fit.
+var cipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// curvePreferences are Mozilla intermediate's groups (X25519, P-256, P-384)
+// and Go's hybrid post-quantum ones. P-521 is left out: no client needs it,
+// and it is the costliest handshake a client could choose.
+var curvePreferences = []tls.CurveID{
+	tls.X25519MLKEM768, tls.SecP256r1MLKEM768, tls.SecP384r1MLKEM1024,
+	tls.X25519, tls.CurveP256, tls.CurveP384,
+}
+
+// tlsConfig builds the endpoint's TLS configuration for its profile, within
+// the SPIFFE Federation standard's section 5 (Mozilla intermediate): TLS
+// 1.2 with cipherSuites, or TLS 1.3.
 func (s *Server) tlsConfig() (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.NoClientCert, NextProtos: []string{"h2", "http/1.1"}}
+	cfg := &tls.Config{
+		MinVersion:       tls.VersionTLS12,
+		CipherSuites:     cipherSuites,
+		CurvePreferences: curvePreferences,
+		ClientAuth:       tls.NoClientCert,
+		NextProtos:       []string{"h2", "http/1.1"},
+	}
 	switch s.cfg.Profile {
 	case ProfileHTTPSSPIFFE:
 		s.svid = &svidCert{id: s.cfg.EndpointSPIFFEID, signer: s.cfg.Signer, now: s.cfg.Now}
