@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/treatyhq/treaty/internal/finding"
 	"github.com/treatyhq/treaty/internal/onboarding"
 	"github.com/treatyhq/treaty/internal/probe"
 )
@@ -38,10 +39,10 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // probeResult is one endpoint probed by `onboarding check -probe`.
 type probeResult struct {
-	Path    string        `json:"path"`
-	Verdict probe.Status  `json:"verdict"`
-	Summary string        `json:"summary"`
-	Report  *probe.Report `json:"report"`
+	Path    string           `json:"path"`
+	Verdict finding.Severity `json:"verdict"`
+	Summary string           `json:"summary"`
+	Report  *probe.Report    `json:"report"`
 }
 
 func runOnboardingCheck(ctx context.Context, e *env, args []string) error {
@@ -82,7 +83,7 @@ func runOnboardingCheck(ctx context.Context, e *env, args []string) error {
 	}
 	failedProbes := 0
 	for _, p := range probes {
-		if p.Verdict == probe.Fail {
+		if p.Verdict == finding.Fail {
 			failedProbes++
 		}
 	}

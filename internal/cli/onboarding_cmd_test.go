@@ -39,7 +39,7 @@ func TestOnboardingCheckProbe(t *testing.T) {
 
 	out, stderr, code := run(t, "", "onboarding", "check", "-probe", "-caFile", caFile, write("live.yaml", srv.URL))
 	require.Zero(t, code, "%s\n%s", out, stderr)
-	require.Contains(t, out, "probe    "+filepath.Join(dir, "live.yaml")+": ok:")
+	require.Contains(t, out, "probe    "+filepath.Join(dir, "live.yaml")+": pass:")
 
 	srv.Close()
 	out, _, code = run(t, "", "onboarding", "check", "-probe", "-caFile", caFile, write("live.yaml", srv.URL))

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/finding"
 	"github.com/treatyhq/treaty/internal/probe"
 )
 
@@ -80,7 +81,7 @@ func runProbe(ctx context.Context, e *env, args []string) error {
 	} else {
 		printProbe(e, report)
 	}
-	if report.Verdict == probe.Fail {
+	if report.Verdict == finding.Fail {
 		return errors.New("the endpoint would not work for federation (see above)")
 	}
 	return nil
@@ -156,20 +157,20 @@ func lookupBundle(socketPath string) func(context.Context, spiffeid.TrustDomain)
 	}
 }
 
-var probeMarks = map[probe.Status]string{probe.OK: "ok  ", probe.Warn: "WARN", probe.Fail: "FAIL", probe.Skip: "skip"}
+var probeMarks = map[finding.Severity]string{finding.Pass: "ok  ", finding.Warn: "WARN", finding.Fail: "FAIL", finding.Skip: "skip"}
 
 func printProbe(e *env, r *probe.Report) {
 	e.printf("Probing %s\n\n", r.URL)
 	for i, s := range r.Steps {
-		e.printf("  %s %-13s %s\n", probeMarks[s.Status], s.Name, s.Detail)
+		e.printf("  %s %-13s %s\n", probeMarks[s.Severity], s.Check, s.Message)
 		if s.Fix != "" {
 			e.printf("       %-13s fix: %s\n", "", s.Fix)
 		}
-		if s.Name == "tls" && len(r.Chain) > 0 && i >= 0 {
+		if s.Check == "tls" && len(r.Chain) > 0 && i >= 0 {
 			printChain(e, r.Chain)
 		}
 	}
-	e.printf("\nVerdict: %s: %s\n", strings.ToUpper(string(r.Verdict)), r.Summary)
+	e.printf("\nVerdict: %s: %s\n", strings.ToUpper(strings.TrimSpace(probeMarks[r.Verdict])), r.Summary)
 	if r.Create != "" {
 		e.printf("\nRelationship:\n  %s\n\nOnboarding file:\n%s", r.Create, indentLines(r.Onboarding, "  "))
 	}

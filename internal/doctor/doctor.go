@@ -19,6 +19,7 @@ import (
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/finding"
 	"github.com/treatyhq/treaty/internal/probe"
 )
 
@@ -115,7 +116,7 @@ func (d *Doctor) endpoint(ctx context.Context) Check {
 		cfg.Bundle, cfg.EndpointID = d.CA.Bundle(), d.EndpointID
 	}
 	r := probe.Run(ctx, cfg)
-	if r.Verdict == probe.Fail {
+	if r.Verdict == finding.Fail {
 		return check("bundle-endpoint", Fail, fmt.Sprintf("%s does not work as %s: %s", d.EndpointURL, d.EndpointProfile, r.Summary),
 			"run treaty probe "+d.EndpointURL+" for each step and its fix")
 	}

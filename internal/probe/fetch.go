@@ -17,6 +17,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 const maxBody = 1 << 20
@@ -26,7 +27,7 @@ const maxBody = 1 << 20
 func (p *prober) fetch(ctx context.Context) {
 	tlsConfig, ok := p.fetchTLS()
 	if !ok {
-		p.add("http", Skip, "pass -insecure to read the body anyway", "not fetched: no profile validated the endpoint")
+		p.add("http", finding.Skip, "pass -insecure to read the body anyway", "not fetched: no profile validated the endpoint")
 		return
 	}
 	client := &http.Client{Timeout: p.cfg.Timeout, Transport: &http.Transport{TLSClientConfig: tlsConfig},
@@ -34,18 +35,18 @@ func (p *prober) fetch(ctx context.Context) {
 	defer client.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url.String(), nil)
 	if err != nil {
-		p.add("http", Fail, "", "build request: %v", err)
+		p.add("http", finding.Fail, "", "build request: %v", err)
 		return
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		p.add("http", Fail, "check the URL and that nothing in front of the endpoint breaks TLS", "GET: %v", err)
+		p.add("http", finding.Fail, "check the URL and that nothing in front of the endpoint breaks TLS", "GET: %v", err)
 		return
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		p.add("http", Fail, "", "read body: %v", err)
+		p.add("http", finding.Fail, "", "read body: %v", err)
 		return
 	}
 	if p.checkHTTP(resp, body) {
@@ -56,12 +57,12 @@ func (p *prober) fetch(ctx context.Context) {
 func (p *prober) fetchTLS() (*tls.Config, bool) {
 	web, spiffe := p.stepStatus("https_web"), p.stepStatus("https_spiffe")
 	switch {
-	case web == OK:
+	case web == finding.Pass:
 		return &tls.Config{RootCAs: p.cfg.Roots, ServerName: p.url.Hostname(), MinVersion: tls.VersionTLS12}, true
-	case spiffe == OK, p.cfg.Insecure:
+	case spiffe == finding.Pass, p.cfg.Insecure:
 		// The chain was verified in checkSPIFFE (or -insecure asked for it).
 		return &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, true //nolint:gosec // see above
-	case spiffe == Warn && p.report.EndpointID != "":
+	case spiffe == finding.Warn && p.report.EndpointID != "":
 		// No bundle to verify with yet; read the body to show what a
 		// bootstrapped relationship would get.
 		return &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, true //nolint:gosec // reported as unverified
@@ -69,10 +70,10 @@ func (p *prober) fetchTLS() (*tls.Config, bool) {
 	return nil, false
 }
 
-func (p *prober) stepStatus(name string) Status {
+func (p *prober) stepStatus(check finding.CheckID) finding.Severity {
 	for _, s := range p.report.Steps {
-		if s.Name == name {
-			return s.Status
+		if s.Check == check {
+			return s.Severity
 		}
 	}
 	return ""
@@ -82,15 +83,15 @@ func (p *prober) checkHTTP(resp *http.Response, body []byte) bool {
 	ctype, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	switch {
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
-		p.add("http", Fail, "configure the URL the redirect points to, or remove the redirect", "%s, redirect to %q", resp.Status, resp.Header.Get("Location"))
+		p.add("http", finding.Fail, "configure the URL the redirect points to, or remove the redirect", "%s, redirect to %q", resp.Status, resp.Header.Get("Location"))
 	case resp.StatusCode != http.StatusOK:
-		p.add("http", Fail, "check the URL path (the bundle is usually served at /) and the partner's server", "%s", resp.Status)
+		p.add("http", finding.Fail, "check the URL path (the bundle is usually served at /) and the partner's server", "%s", resp.Status)
 	case len(body) > maxBody:
-		p.add("http", Fail, "the partner's endpoint serves something else than a bundle", "body larger than %d bytes", maxBody)
+		p.add("http", finding.Fail, "the partner's endpoint serves something else than a bundle", "body larger than %d bytes", maxBody)
 	case ctype == "text/html" || strings.HasPrefix(strings.TrimSpace(strings.ToLower(string(body[:min(len(body), 64)]))), "<"):
-		p.add("http", Fail, "something in front of the endpoint (a proxy error, a login or captive portal) answers instead of it", "%s, but the body is an HTML page", resp.Status)
+		p.add("http", finding.Fail, "something in front of the endpoint (a proxy error, a login or captive portal) answers instead of it", "%s, but the body is an HTML page", resp.Status)
 	default:
-		p.add("http", OK, "", "%s, %s, %d bytes", resp.Status, ctype, len(body))
+		p.add("http", finding.Pass, "", "%s, %s, %d bytes", resp.Status, ctype, len(body))
 		return true
 	}
 	return false
@@ -102,13 +103,13 @@ func (p *prober) checkBundle(body []byte) {
 		td = inferTrustDomain(body)
 	}
 	if td.IsZero() {
-		p.add("bundle", Warn, "pass -trustDomain with the partner's trust domain", "cannot tell which trust domain the bundle is for: no SPIFFE ID in its authorities")
+		p.add("bundle", finding.Warn, "pass -trustDomain with the partner's trust domain", "cannot tell which trust domain the bundle is for: no SPIFFE ID in its authorities")
 		return
 	}
 	p.report.TrustDomain = td.Name()
 	res, err := bundle.Parse(td, body, bundle.Options{Now: p.cfg.Now()})
 	if err != nil {
-		p.add("bundle", Fail, "the partner must fix what its endpoint serves (compare with treaty bundle show -format spiffe)", "%v", err)
+		p.add("bundle", finding.Fail, "the partner must fix what its endpoint serves (compare with treaty bundle show -format spiffe)", "%v", err)
 		return
 	}
 	b := res.Bundle
@@ -121,9 +122,9 @@ func (p *prober) checkBundle(body []byte) {
 	if first := earliest(b.X509Authorities()); !first.IsZero() {
 		detail += ", earliest authority expiry " + first.UTC().Format(time.RFC3339)
 	}
-	p.add("bundle", OK, "", "%s", detail)
+	p.add("bundle", finding.Pass, "", "%s", detail)
 	for _, w := range res.Warnings {
-		p.add("bundle", Warn, "", "%s", w)
+		p.add("bundle", finding.Warn, "", "%s", w)
 	}
 }
 
@@ -171,18 +172,11 @@ func inferTrustDomain(body []byte) spiffeid.TrustDomain {
 // verdict sums up and writes the relationship to create.
 func (p *prober) verdict() {
 	r := p.report
-	r.Verdict = OK
-	for _, s := range r.Steps {
-		if s.Status == Fail {
-			r.Verdict = Fail
-		} else if s.Status == Warn && r.Verdict == OK {
-			r.Verdict = Warn
-		}
-	}
+	r.Verdict = finding.Worst(r.Steps)
 	switch r.Verdict {
-	case Fail:
+	case finding.Fail:
 		r.Summary = "a federation relationship with this endpoint would fail; see the failed steps and their fixes"
-	case Warn:
+	case finding.Warn:
 		r.Summary = "the endpoint works, with the warnings above"
 	default:
 		r.Summary = "the endpoint works as " + r.Profile

@@ -2,7 +2,9 @@
 // client would and reports, step by step, what it finds: DNS, TCP, TLS, the
 // certificate chain, which profile the endpoint looks like, whether it
 // validates as https_web and as https_spiffe, the HTTP answer and the
-// bundle, then a verdict with the relationship to create.
+// bundle, then a verdict with the relationship to create. Each step is a
+// finding.Finding whose check is the step's name; the verdict is the worst
+// of them.
 package probe
 
 import (
@@ -22,26 +24,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/finding"
 )
-
-// Status of one step.
-type Status string
-
-// Step outcomes.
-const (
-	OK   Status = "ok"
-	Warn Status = "warn"
-	Fail Status = "fail"
-	Skip Status = "skip"
-)
-
-// Step is one finding.
-type Step struct {
-	Name   string `json:"name"`
-	Status Status `json:"status"`
-	Detail string `json:"detail"`
-	Fix    string `json:"fix,omitempty"`
-}
 
 // Certificate describes one certificate of the presented chain.
 type Certificate struct {
@@ -57,14 +41,14 @@ type Certificate struct {
 
 // Report is everything a probe found.
 type Report struct {
-	URL         string        `json:"url"`
-	Steps       []Step        `json:"steps"`
-	Chain       []Certificate `json:"chain,omitempty"`
-	Profile     string        `json:"profile,omitempty"`
-	EndpointID  string        `json:"endpoint_spiffe_id,omitempty"`
-	TrustDomain string        `json:"trust_domain,omitempty"`
-	Verdict     Status        `json:"verdict"`
-	Summary     string        `json:"summary"`
+	URL         string            `json:"url"`
+	Steps       []finding.Finding `json:"steps"`
+	Chain       []Certificate     `json:"chain,omitempty"`
+	Profile     string            `json:"profile,omitempty"`
+	EndpointID  string            `json:"endpoint_spiffe_id,omitempty"`
+	TrustDomain string            `json:"trust_domain,omitempty"`
+	Verdict     finding.Severity  `json:"verdict"`
+	Summary     string            `json:"summary"`
 	// Create is the `treaty federation create` line for this endpoint.
 	Create string `json:"create_command,omitempty"`
 	// Onboarding is the onboarding file for this endpoint.
@@ -101,8 +85,10 @@ type prober struct {
 	tlsOK  bool
 }
 
-func (p *prober) add(name string, st Status, fix string, format string, args ...any) {
-	p.report.Steps = append(p.report.Steps, Step{Name: name, Status: st, Detail: fmt.Sprintf(format, args...), Fix: fix})
+// add records a step: the check it is, how it went, what it found and
+// what to do about it.
+func (p *prober) add(check finding.CheckID, sev finding.Severity, fix string, format string, args ...any) {
+	p.report.Steps = append(p.report.Steps, finding.Finding{Check: check, Severity: sev, Message: fmt.Sprintf(format, args...), Fix: fix})
 }
 
 // Run probes cfg.URL. It returns a report whatever happens; Verdict says
@@ -131,11 +117,11 @@ func Run(ctx context.Context, cfg Config) *Report {
 func (p *prober) parseURL() bool {
 	u, err := url.Parse(p.cfg.URL)
 	if err != nil || u.Host == "" {
-		p.add("url", Fail, "write it like https://bundle.example.com:8443", "%q is not a URL", p.cfg.URL)
+		p.add("url", finding.Fail, "write it like https://bundle.example.com:8443", "%q is not a URL", p.cfg.URL)
 		return false
 	}
 	if u.Scheme != "https" {
-		p.add("url", Fail, "use the https:// URL of the endpoint", "scheme %q: the SPIFFE Federation standard requires TLS", u.Scheme)
+		p.add("url", finding.Fail, "use the https:// URL of the endpoint", "scheme %q: the SPIFFE Federation standard requires TLS", u.Scheme)
 		return false
 	}
 	p.url = u
@@ -152,15 +138,15 @@ func (p *prober) hostPort() string {
 func (p *prober) resolve(ctx context.Context) bool {
 	host := p.url.Hostname()
 	if net.ParseIP(host) != nil {
-		p.add("dns", Skip, "", "%s is an IP address (note: TLS clients send no SNI for IP addresses, so SNI-routing proxies cannot route it)", host)
+		p.add("dns", finding.Skip, "", "%s is an IP address (note: TLS clients send no SNI for IP addresses, so SNI-routing proxies cannot route it)", host)
 		return true
 	}
 	addrs, err := net.DefaultResolver.LookupHost(ctx, host)
 	if err != nil {
-		p.add("dns", Fail, "check the host name, and that this machine's resolver knows it", "cannot resolve %q: %v", host, err)
+		p.add("dns", finding.Fail, "check the host name, and that this machine's resolver knows it", "cannot resolve %q: %v", host, err)
 		return false
 	}
-	p.add("dns", OK, "", "%s → %s", host, strings.Join(addrs, ", "))
+	p.add("dns", finding.Pass, "", "%s → %s", host, strings.Join(addrs, ", "))
 	return true
 }
 
@@ -171,19 +157,19 @@ func (p *prober) handshake(ctx context.Context) bool {
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", p.hostPort())
 	if err != nil {
-		p.add("tcp", Fail, "check that the endpoint runs and listens on that port, and that no firewall drops the connection", "connect to %s: %v", p.hostPort(), err)
+		p.add("tcp", finding.Fail, "check that the endpoint runs and listens on that port, and that no firewall drops the connection", "connect to %s: %v", p.hostPort(), err)
 		return false
 	}
-	p.add("tcp", OK, "", "connected to %s in %s", raw.RemoteAddr(), p.cfg.Now().Sub(start).Round(time.Millisecond))
+	p.add("tcp", finding.Pass, "", "connected to %s in %s", raw.RemoteAddr(), p.cfg.Now().Sub(start).Round(time.Millisecond))
 	conn := tls.Client(raw, &tls.Config{ServerName: p.url.Hostname(), InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}}) //nolint:gosec // the chain is verified below, step by step
 	defer conn.Close()
 	if err := conn.HandshakeContext(ctx); err != nil {
-		p.add("tls", Fail, "the port may not speak TLS (a plain HTTP port?), or the server refused our TLS versions", "handshake: %v", err)
+		p.add("tls", finding.Fail, "the port may not speak TLS (a plain HTTP port?), or the server refused our TLS versions", "handshake: %v", err)
 		return false
 	}
 	st := conn.ConnectionState()
 	p.chain = st.PeerCertificates
-	p.add("tls", OK, "", "%s, ALPN %q, %d certificate(s)", tls.VersionName(st.Version), st.NegotiatedProtocol, len(p.chain))
+	p.add("tls", finding.Pass, "", "%s, ALPN %q, %d certificate(s)", tls.VersionName(st.Version), st.NegotiatedProtocol, len(p.chain))
 	p.tlsOK = true
 	return len(p.chain) > 0
 }
@@ -202,9 +188,9 @@ func (p *prober) describeChain() {
 	}
 	leaf := p.chain[0]
 	if now := p.cfg.Now(); now.After(leaf.NotAfter) {
-		p.add("validity", Fail, "the partner must renew its endpoint certificate", "the certificate expired %s ago (%s)", now.Sub(leaf.NotAfter).Round(time.Second), leaf.NotAfter.UTC().Format(time.RFC3339))
+		p.add("validity", finding.Fail, "the partner must renew its endpoint certificate", "the certificate expired %s ago (%s)", now.Sub(leaf.NotAfter).Round(time.Second), leaf.NotAfter.UTC().Format(time.RFC3339))
 	} else {
-		p.add("validity", OK, "", "valid until %s (in %s)", leaf.NotAfter.UTC().Format(time.RFC3339), leaf.NotAfter.Sub(now).Round(time.Minute))
+		p.add("validity", finding.Pass, "", "valid until %s (in %s)", leaf.NotAfter.UTC().Format(time.RFC3339), leaf.NotAfter.Sub(now).Round(time.Minute))
 	}
 }
 
@@ -215,11 +201,11 @@ func (p *prober) detectProfile() {
 		if p.cfg.TrustDomain.IsZero() {
 			p.cfg.TrustDomain = id.TrustDomain()
 		}
-		p.add("profile", OK, "", "looks like https_spiffe: the certificate is an X509-SVID for %s", id)
+		p.add("profile", finding.Pass, "", "looks like https_spiffe: the certificate is an X509-SVID for %s", id)
 		return
 	}
 	p.report.Profile = string(federation.ProfileHTTPSWeb)
-	p.add("profile", OK, "", "looks like https_web: a web certificate for %s (no SPIFFE ID in a URI SAN)", names(p.chain[0]))
+	p.add("profile", finding.Pass, "", "looks like https_web: a web certificate for %s (no SPIFFE ID in a URI SAN)", names(p.chain[0]))
 }
 
 func names(c *x509.Certificate) string {
@@ -241,14 +227,14 @@ func (p *prober) checkWeb() {
 	}
 	_, err := p.chain[0].Verify(x509.VerifyOptions{DNSName: p.url.Hostname(), Roots: p.cfg.Roots, Intermediates: inter, CurrentTime: p.cfg.Now()})
 	if err == nil {
-		p.add("https_web", OK, "", "the chain verifies with web PKI for %q", p.url.Hostname())
+		p.add("https_web", finding.Pass, "", "the chain verifies with web PKI for %q", p.url.Hostname())
 		return
 	}
 	if p.report.Profile == string(federation.ProfileHTTPSSPIFFE) {
-		p.add("https_web", Skip, "", "not a web PKI endpoint, as expected of https_spiffe (%v)", err)
+		p.add("https_web", finding.Skip, "", "not a web PKI endpoint, as expected of https_spiffe (%v)", err)
 		return
 	}
-	p.add("https_web", Fail, webFix(err), "does not validate as https_web: %v (the certificate is valid for %s)", err, names(p.chain[0]))
+	p.add("https_web", finding.Fail, webFix(err), "does not validate as https_web: %v (the certificate is valid for %s)", err, names(p.chain[0]))
 }
 
 func webFix(err error) string {
@@ -265,30 +251,30 @@ func webFix(err error) string {
 
 func (p *prober) checkSPIFFE(ctx context.Context) {
 	if p.report.EndpointID == "" {
-		status, fix := Skip, ""
+		status, fix := finding.Skip, ""
 		if !p.cfg.EndpointID.IsZero() {
 			// The operator expects an SVID: the classic termination mistake.
-			status, fix = Fail, "use -bundleEndpointProfile https_web, or if an ingress terminates TLS in front of the endpoint, switch it to TLS passthrough"
+			status, fix = finding.Fail, "use -bundleEndpointProfile https_web, or if an ingress terminates TLS in front of the endpoint, switch it to TLS passthrough"
 		}
 		p.add("https_spiffe", status, fix, "the endpoint presents no SPIFFE ID (no URI SAN): it cannot be used with https_spiffe")
 		return
 	}
 	presented := spiffeid.RequireFromString(p.report.EndpointID)
 	if !p.cfg.EndpointID.IsZero() && p.cfg.EndpointID != presented {
-		p.add("endpoint_id", Fail, "use -endpointSpiffeID "+presented.String()+" if that is the partner's endpoint", "presents %s, expected %s", presented, p.cfg.EndpointID)
+		p.add("endpoint_id", finding.Fail, "use -endpointSpiffeID "+presented.String()+" if that is the partner's endpoint", "presents %s, expected %s", presented, p.cfg.EndpointID)
 	}
 	trust := p.trustFor(ctx, presented.TrustDomain())
 	if trust == nil {
-		p.add("https_spiffe", Warn, fmt.Sprintf("pass the partner's bundle with -bundle FILE, or -socketPath to use the one a running server holds for %s", presented.TrustDomain().Name()),
+		p.add("https_spiffe", finding.Warn, fmt.Sprintf("pass the partner's bundle with -bundle FILE, or -socketPath to use the one a running server holds for %s", presented.TrustDomain().Name()),
 			"no bundle of %s to verify the SVID with; the relationship will need one (bootstrap)", presented.TrustDomain().Name())
 		return
 	}
 	source := x509bundle.FromX509Authorities(trust.TrustDomain(), trust.X509Authorities())
 	if _, _, err := x509svid.Verify(p.chain, source); err != nil {
-		p.add("https_spiffe", Fail, "the bundle is stale (the partner rotated its CA) or for another deployment: get the partner's current bundle (treaty bundle show -format spiffe on their side)", "the SVID does not verify with the bundle we have: %v", err)
+		p.add("https_spiffe", finding.Fail, "the bundle is stale (the partner rotated its CA) or for another deployment: get the partner's current bundle (treaty bundle show -format spiffe on their side)", "the SVID does not verify with the bundle we have: %v", err)
 		return
 	}
-	p.add("https_spiffe", OK, "", "the X509-SVID %s verifies with the bundle of %s", presented, trust.TrustDomain().Name())
+	p.add("https_spiffe", finding.Pass, "", "the X509-SVID %s verifies with the bundle of %s", presented, trust.TrustDomain().Name())
 }
 
 func (p *prober) trustFor(ctx context.Context, td spiffeid.TrustDomain) *spiffebundle.Bundle {

@@ -23,6 +23,7 @@ import (
 	"github.com/treatyhq/treaty/internal/bundleendpoint"
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
+	"github.com/treatyhq/treaty/internal/finding"
 	"github.com/treatyhq/treaty/internal/keystore"
 )
 
@@ -83,13 +84,13 @@ func webServer(t *testing.T, h http.Handler, dnsNames []string, ips []net.IP) (s
 	return srv.URL, pool
 }
 
-func stepOf(r *Report, name string) Step {
+func stepOf(r *Report, check finding.CheckID) finding.Finding {
 	for _, s := range r.Steps {
-		if s.Name == name {
+		if s.Check == check {
 			return s
 		}
 	}
-	return Step{}
+	return finding.Finding{}
 }
 
 func TestProbe(t *testing.T) {
@@ -117,30 +118,30 @@ func TestProbe(t *testing.T) {
 	tests := []struct {
 		name    string
 		cfg     Config
-		verdict Status
-		step    string
-		status  Status
+		verdict finding.Severity
+		step    finding.CheckID
+		status  finding.Severity
 		phrase  string
 	}{
-		{"ok/https_spiffe with bundle", Config{URL: spiffeURL, Bundle: c.Bundle()}, OK, "https_spiffe", OK, "verifies with the bundle of beta.test"},
-		{"ok/https_spiffe without bundle warns", Config{URL: spiffeURL}, Warn, "https_spiffe", Warn, "will need one (bootstrap)"},
-		{"ok/https_web", Config{URL: webURL, Roots: webRoots, TrustDomain: td}, OK, "bundle", OK, "SPIFFE bundle of beta.test"},
-		{"ok/trust domain inferred from the bundle", Config{URL: webURL, Roots: webRoots}, OK, "bundle", OK, "SPIFFE bundle of beta.test"},
-		{"fail/wrong endpoint ID", Config{URL: spiffeURL, Bundle: c.Bundle(), EndpointID: spiffeid.RequireFromString("spiffe://beta.test/other")}, Fail, "endpoint_id", Fail, "expected spiffe://beta.test/other"},
-		{"fail/web certificate where an SVID is expected", Config{URL: webURL, Roots: webRoots, EndpointID: endpointID}, Fail, "https_spiffe", Fail, "no URI SAN"},
-		{"fail/unknown web CA", Config{URL: webURL}, Fail, "https_web", Fail, "does not validate as https_web"},
-		{"fail/name mismatch", Config{URL: wrongNameURL, Roots: wrongNameRoots}, Fail, "https_web", Fail, "ingress.local"},
-		{"fail/html page", Config{URL: htmlURL, Roots: htmlRoots}, Fail, "http", Fail, "HTML page"},
-		{"fail/refused", Config{URL: refused}, Fail, "tcp", Fail, "connect to"},
-		{"fail/plain http", Config{URL: "http://127.0.0.1:1/"}, Fail, "url", Fail, "requires TLS"},
+		{"ok/https_spiffe with bundle", Config{URL: spiffeURL, Bundle: c.Bundle()}, finding.Pass, "https_spiffe", finding.Pass, "verifies with the bundle of beta.test"},
+		{"ok/https_spiffe without bundle warns", Config{URL: spiffeURL}, finding.Warn, "https_spiffe", finding.Warn, "will need one (bootstrap)"},
+		{"ok/https_web", Config{URL: webURL, Roots: webRoots, TrustDomain: td}, finding.Pass, "bundle", finding.Pass, "SPIFFE bundle of beta.test"},
+		{"ok/trust domain inferred from the bundle", Config{URL: webURL, Roots: webRoots}, finding.Pass, "bundle", finding.Pass, "SPIFFE bundle of beta.test"},
+		{"fail/wrong endpoint ID", Config{URL: spiffeURL, Bundle: c.Bundle(), EndpointID: spiffeid.RequireFromString("spiffe://beta.test/other")}, finding.Fail, "endpoint_id", finding.Fail, "expected spiffe://beta.test/other"},
+		{"fail/web certificate where an SVID is expected", Config{URL: webURL, Roots: webRoots, EndpointID: endpointID}, finding.Fail, "https_spiffe", finding.Fail, "no URI SAN"},
+		{"fail/unknown web CA", Config{URL: webURL}, finding.Fail, "https_web", finding.Fail, "does not validate as https_web"},
+		{"fail/name mismatch", Config{URL: wrongNameURL, Roots: wrongNameRoots}, finding.Fail, "https_web", finding.Fail, "ingress.local"},
+		{"fail/html page", Config{URL: htmlURL, Roots: htmlRoots}, finding.Fail, "http", finding.Fail, "HTML page"},
+		{"fail/refused", Config{URL: refused}, finding.Fail, "tcp", finding.Fail, "connect to"},
+		{"fail/plain http", Config{URL: "http://127.0.0.1:1/"}, finding.Fail, "url", finding.Fail, "requires TLS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := Run(t.Context(), tt.cfg)
 			require.Equal(t, tt.verdict, r.Verdict, "%+v", r.Steps)
 			s := stepOf(r, tt.step)
-			require.Equal(t, tt.status, s.Status, "%+v", r.Steps)
-			require.Contains(t, s.Detail+" "+s.Fix, tt.phrase)
+			require.Equal(t, tt.status, s.Severity, "%+v", r.Steps)
+			require.Contains(t, s.Message+" "+s.Fix, tt.phrase)
 		})
 	}
 
