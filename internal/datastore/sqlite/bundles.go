@@ -107,8 +107,15 @@ func (s *Store) UpdateFederatedBundle(ctx context.Context, b datastore.Bundle) e
 }
 
 // SetFederatedBundle creates or replaces the bundle of b's trust domain.
+// Calls that arrive together (the refresher's workers storing partners'
+// bundles) share one transaction; each returns only once its write has
+// committed.
 func (s *Store) SetFederatedBundle(ctx context.Context, b datastore.Bundle) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error { return upsertFederated(ctx, tx, b) })
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("store bundle for %q: %w", b.TrustDomain.Name(), err)
+	}
+	wctx := context.WithoutCancel(ctx) // see group.do
+	return s.writes.do(func(tx *sql.Tx) error { return upsertFederated(wctx, tx, b) })
 }
 
 // DeleteFederatedBundle removes the bundle of trust domain td; it returns an

@@ -26,6 +26,8 @@ var migrations embed.FS
 // Store is the SQLite datastore. It is safe for concurrent use.
 type Store struct {
 	db *sql.DB
+	// writes group-commits the writes that arrive together (see group).
+	writes *group
 }
 
 // Open opens (creating if needed) the database file at path and applies any
@@ -43,7 +45,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open datastore %s: %w", path, err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, writes: &group{db: db}}
 	if err := s.migrate(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open datastore %s: %w", path, err)

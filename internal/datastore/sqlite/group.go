@@ -1,0 +1,145 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+)
+
+// group commits concurrent writes together: the writes that arrive while
+// one transaction commits share the next one, so N writers waiting at once
+// pay for one fsync (synchronous=FULL) instead of N. This is what makes the
+// first sync of thousands of partners, whose bundles arrive from several
+// refresher workers at once, cheap.
+//
+// Each write runs in its own savepoint: one that fails is rolled back alone
+// and its caller gets its error, while the others commit. No caller hears
+// of success before the transaction holding its write has committed.
+type group struct {
+	db *sql.DB
+
+	mu      sync.Mutex
+	pending []*write
+	leading bool
+}
+
+// write is one caller's change, waiting for its outcome.
+type write struct {
+	fn   func(*sql.Tx) error
+	done chan error
+	// lead is closed when this write's caller is to commit the next batch.
+	lead chan struct{}
+}
+
+// maxGroup bounds how many writes one transaction carries.
+const maxGroup = 256
+
+// do runs fn in a transaction shared with the writes waiting at the same
+// time. fn must not depend on the caller's context being live: a write
+// that was interrupted halfway would abort the shared transaction, so the
+// writes given to do use a context without cancellation (they are short,
+// and SQLite's busy timeout bounds the wait for the lock).
+func (g *group) do(fn func(*sql.Tx) error) error {
+	w := &write{fn: fn, done: make(chan error, 1), lead: make(chan struct{})}
+	g.mu.Lock()
+	g.pending = append(g.pending, w)
+	if g.leading {
+		g.mu.Unlock()
+		select {
+		case err := <-w.done:
+			return err
+		case <-w.lead:
+		}
+	} else {
+		g.leading = true
+		g.mu.Unlock()
+	}
+	g.commitNext()
+	return <-w.done
+}
+
+// commitNext commits the pending writes (this caller's among them), then
+// hands leadership to the first write still waiting, if any.
+func (g *group) commitNext() {
+	g.mu.Lock()
+	n := min(len(g.pending), maxGroup)
+	batch := g.pending[:n:n]
+	g.pending = g.pending[n:]
+	g.mu.Unlock()
+
+	g.commit(batch)
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.pending) == 0 {
+		g.leading = false
+		return
+	}
+	close(g.pending[0].lead)
+}
+
+// commit runs batch in one transaction and tells every write its outcome.
+func (g *group) commit(batch []*write) {
+	errs, err := g.run(batch)
+	for i, w := range batch {
+		if err != nil {
+			w.done <- err
+			continue
+		}
+		w.done <- errs[i]
+	}
+}
+
+// run applies batch, each write in a savepoint, and commits. It returns
+// each write's own error, or an error that applies to all of them.
+func (g *group) run(batch []*write) ([]error, error) {
+	ctx := context.Background() // see do: the writes outlive their callers' contexts
+	tx, err := g.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin transaction: %w", err)
+	}
+	errs := make([]error, len(batch))
+	for i, w := range batch {
+		errs[i] = inSavepoint(ctx, tx, w.fn)
+		if errs[i] != nil && isTxError(errs[i]) {
+			_ = tx.Rollback()
+			return nil, errs[i]
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return errs, nil
+}
+
+// txError is a failure of the transaction itself, not of one write.
+type txError struct{ err error }
+
+func (e *txError) Error() string { return e.err.Error() }
+func (e *txError) Unwrap() error { return e.err }
+
+func isTxError(err error) bool {
+	_, ok := err.(*txError) //nolint:errorlint // only inSavepoint makes these, unwrapped
+	return ok
+}
+
+// inSavepoint runs fn so that its changes can be undone alone.
+func inSavepoint(ctx context.Context, tx *sql.Tx, fn func(*sql.Tx) error) error {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+		return &txError{fmt.Errorf("savepoint: %w", err)}
+	}
+	if err := fn(tx); err != nil {
+		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO w"); rerr != nil {
+			return &txError{fmt.Errorf("roll back a failed write (%v): %w", err, rerr)}
+		}
+		if _, rerr := tx.ExecContext(ctx, "RELEASE w"); rerr != nil {
+			return &txError{fmt.Errorf("release savepoint: %w", rerr)}
+		}
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "RELEASE w"); err != nil {
+		return &txError{fmt.Errorf("release savepoint: %w", err)}
+	}
+	return nil
+}
