@@ -10,25 +10,21 @@ import (
 	"time"
 
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
-// Severities of check findings.
-const (
-	SeverityError   = "error"
-	SeverityWarning = "warning"
-)
-
-// Finding is one thing Check found about a file.
+// Finding is one thing Check found about a file: a finding.Finding (fail or
+// warn) at a line of the file, or about the file as a whole when Line is 0.
 type Finding struct {
-	Severity string `json:"severity"`
-	Path     string `json:"path"`
-	Line     int    `json:"line,omitempty"`
-	Message  string `json:"message"`
+	finding.Finding
+	Path string `json:"path"`
+	Line int    `json:"line,omitempty"`
 }
 
-// String formats f as "path:line: severity: message".
+// String formats f as "path:line: error: message", or "warning: " for a
+// warning: the form editors and CI logs link to and annotate.
 func (f Finding) String() string {
-	return Problem{Path: f.Path, Line: f.Line, Message: f.Severity + ": " + f.Message}.String()
+	return Problem{Path: f.Path, Line: f.Line, Message: f.Severity.Diagnostic() + ": " + f.Message}.String()
 }
 
 // CheckedFile summarises one file Check read.
@@ -38,8 +34,9 @@ type CheckedFile struct {
 	Profile     string   `json:"profile,omitempty"`
 	Endpoints   []string `json:"endpoints,omitempty"`
 	ClassName   string   `json:"class_name,omitempty"`
-	// Status is "ok", "warning", "error" or "skipped" (another className).
-	Status string `json:"status"`
+	// Status is the worst severity of the file's findings: pass, warn or
+	// fail; skip for a file of another className.
+	Status finding.Severity `json:"status"`
 	// Relationship is the relationship a good file describes.
 	Relationship *federation.Relationship `json:"-"`
 }
@@ -62,11 +59,11 @@ type CheckReport struct {
 	Findings []Finding     `json:"findings"`
 }
 
-// Errors counts the error findings.
+// Errors counts the findings that fail.
 func (r *CheckReport) Errors() int {
 	n := 0
 	for _, f := range r.Findings {
-		if f.Severity == SeverityError {
+		if f.Severity == finding.Fail {
 			n++
 		}
 	}
@@ -132,8 +129,9 @@ func expand(paths []string) ([]string, error) {
 	return out, nil
 }
 
-func (r *CheckReport) add(severity, path string, line int, format string, args ...any) {
-	r.Findings = append(r.Findings, Finding{Severity: severity, Path: path, Line: line, Message: fmt.Sprintf(format, args...)})
+func (r *CheckReport) add(severity finding.Severity, path string, line int, format string, args ...any) {
+	f := finding.Finding{Severity: severity, Message: fmt.Sprintf(format, args...)}
+	r.Findings = append(r.Findings, Finding{Finding: f, Path: path, Line: line})
 }
 
 // checkFile parses one file and records what is wrong with it.
@@ -142,12 +140,12 @@ func (r *CheckReport) checkFile(path string, opts CheckOptions) (*File, CheckedF
 	f, class, problems := load(path)
 	cf.ClassName = class
 	if opts.ClassName != "" && class != "" && class != opts.ClassName {
-		cf.Status = "skipped"
-		r.add(SeverityWarning, path, 0, "skipped: its className %q is not %q, so a server with federation.class_name %q ignores this file", class, opts.ClassName, opts.ClassName)
+		cf.Status = finding.Skip
+		r.add(finding.Warn, path, 0, "skipped: its className %q is not %q, so a server with federation.class_name %q ignores this file", class, opts.ClassName, opts.ClassName)
 		return nil, cf
 	}
 	for _, p := range problems {
-		r.add(SeverityError, p.Path, p.Line, "%s", p.Message)
+		r.add(finding.Fail, p.Path, p.Line, "%s", p.Message)
 	}
 	if f == nil {
 		return nil, cf
@@ -159,15 +157,15 @@ func (r *CheckReport) checkFile(path string, opts CheckOptions) (*File, CheckedF
 	}
 	for _, w := range f.Warnings {
 		if rel.Profile == federation.ProfileHTTPSSPIFFE && rel.TrustDomainBundle == nil && strings.Contains(w, "cannot authenticate the endpoint") {
-			r.add(SeverityError, path, f.trustDomainLine, "https_spiffe without trustDomainBundle: %s; add the partner's bundle (treaty bundle show -format spiffe on their side) as trustDomainBundle", w)
+			r.add(finding.Fail, path, f.trustDomainLine, "https_spiffe without trustDomainBundle: %s; add the partner's bundle (treaty bundle show -format spiffe on their side) as trustDomainBundle", w)
 			continue
 		}
-		r.add(SeverityWarning, path, f.trustDomainLine, "%s", w)
+		r.add(finding.Warn, path, f.trustDomainLine, "%s", w)
 	}
 	if b := rel.TrustDomainBundle; b != nil {
 		for _, c := range b.X509Authorities() {
 			if left := c.NotAfter.Sub(opts.Now); left > 0 && left < opts.ExpiryWarning {
-				r.add(SeverityWarning, path, f.trustDomainLine, "trustDomainBundle: authority %q expires %s; ask the partner for a current bundle before then", c.Subject, c.NotAfter.UTC().Format(time.RFC3339))
+				r.add(finding.Warn, path, f.trustDomainLine, "trustDomainBundle: authority %q expires %s; ask the partner for a current bundle before then", c.Subject, c.NotAfter.UTC().Format(time.RFC3339))
 			}
 		}
 	}
@@ -178,7 +176,7 @@ func (r *CheckReport) checkFile(path string, opts CheckOptions) (*File, CheckedF
 func (r *CheckReport) checkDuplicates(good []File) {
 	_, dups := dropDuplicates(good)
 	for _, p := range dups {
-		r.add(SeverityError, p.Path, p.Line, "%s", p.Message)
+		r.add(finding.Fail, p.Path, p.Line, "%s", p.Message)
 	}
 }
 
@@ -186,7 +184,7 @@ func (r *CheckReport) checkDuplicates(good []File) {
 func (r *CheckReport) checkClassNames() {
 	var classes []string
 	for _, f := range r.Files {
-		if f.ClassName != "" && f.Status != "skipped" && !slices.Contains(classes, f.ClassName) {
+		if f.ClassName != "" && f.Status != finding.Skip && !slices.Contains(classes, f.ClassName) {
 			classes = append(classes, f.ClassName)
 		}
 	}
@@ -195,8 +193,8 @@ func (r *CheckReport) checkClassNames() {
 	}
 	slices.Sort(classes)
 	for _, f := range r.Files {
-		if f.ClassName != "" && f.Status != "skipped" {
-			r.add(SeverityWarning, f.Path, 0, "className %q: the files disagree (%s); a server applies only those of its own class_name and those without one",
+		if f.ClassName != "" && f.Status != finding.Skip {
+			r.add(finding.Warn, f.Path, 0, "className %q: the files disagree (%s); a server applies only those of its own class_name and those without one",
 				f.ClassName, strings.Join(classes, ", "))
 		}
 	}
@@ -209,17 +207,13 @@ func (r *CheckReport) settle() {
 	})
 	for i := range r.Files {
 		f := &r.Files[i]
-		if f.Status == "skipped" {
+		if f.Status == finding.Skip {
 			continue
 		}
-		f.Status = "ok"
+		f.Status = finding.Pass
 		for _, fd := range r.Findings {
-			switch {
-			case fd.Path != f.Path:
-			case fd.Severity == SeverityError:
-				f.Status = SeverityError
-			case f.Status == "ok":
-				f.Status = SeverityWarning
+			if fd.Path == f.Path && fd.Severity.Worse(f.Status) {
+				f.Status = fd.Severity
 			}
 		}
 	}

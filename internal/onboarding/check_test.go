@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 var checkNow = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -14,25 +16,25 @@ var checkNow = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 func TestCheckFiles(t *testing.T) {
 	cases := []struct {
 		file     string
-		status   string
-		severity string
+		status   finding.Severity
+		severity finding.Severity
 		line     int
 		phrase   string
 	}{
-		{"good-spiffe.yaml", "ok", "", 0, ""},
-		{"good-web.yaml", "ok", "", 0, ""},
-		{"expiring-bundle.yaml", SeverityWarning, SeverityWarning, 3, "ask the partner for a current bundle"},
-		{"http-url.yaml", SeverityError, SeverityError, 2, "uses http://"},
-		{"no-profile.yaml", SeverityError, SeverityError, 1, "bundleEndpointProfile is required"},
-		{"spiffe-no-bundle.yaml", SeverityError, SeverityError, 1, "https_spiffe without trustDomainBundle"},
-		{"wrong-endpoint-td.yaml", SeverityError, SeverityError, 7, "is not in trust domain alpha.test"},
-		{"leaf-bundle.yaml", SeverityError, SeverityError, 8, "not a CA certificate"},
-		{"web-endpointid.yaml", SeverityError, SeverityError, 5, "only used with type https_spiffe"},
-		{"unknown-key.yaml", SeverityError, SeverityError, 2, "did you mean bundleEndpointURL"},
-		{"not-yaml.yaml", SeverityError, SeverityError, 2, "not valid YAML"},
+		{"good-spiffe.yaml", finding.Pass, "", 0, ""},
+		{"good-web.yaml", finding.Pass, "", 0, ""},
+		{"expiring-bundle.yaml", finding.Warn, finding.Warn, 3, "ask the partner for a current bundle"},
+		{"http-url.yaml", finding.Fail, finding.Fail, 2, "uses http://"},
+		{"no-profile.yaml", finding.Fail, finding.Fail, 1, "bundleEndpointProfile is required"},
+		{"spiffe-no-bundle.yaml", finding.Fail, finding.Fail, 1, "https_spiffe without trustDomainBundle"},
+		{"wrong-endpoint-td.yaml", finding.Fail, finding.Fail, 7, "is not in trust domain alpha.test"},
+		{"leaf-bundle.yaml", finding.Fail, finding.Fail, 8, "not a CA certificate"},
+		{"web-endpointid.yaml", finding.Fail, finding.Fail, 5, "only used with type https_spiffe"},
+		{"unknown-key.yaml", finding.Fail, finding.Fail, 2, "did you mean bundleEndpointURL"},
+		{"not-yaml.yaml", finding.Fail, finding.Fail, 2, "not valid YAML"},
 	}
 	for _, tc := range cases {
-		t.Run(tc.status+"/"+tc.file, func(t *testing.T) {
+		t.Run(string(tc.status)+"/"+tc.file, func(t *testing.T) {
 			path := filepath.Join("testdata", "check", tc.file)
 			r, err := Check([]string{path}, CheckOptions{Now: checkNow})
 			require.NoError(t, err)
@@ -65,13 +67,13 @@ func TestCheckDirectory(t *testing.T) {
 		}
 		require.Contains(t, joined, "a.yaml:2: error: trust domain web.example is also defined in "+filepath.Join(dir, "b.yaml"))
 		require.Contains(t, joined, `a.yaml: warning: className "dir-a": the files disagree (dir-a, dir-b)`)
-		require.Equal(t, "ok", r.Files[2].Status, "c.yaml is fine")
+		require.Equal(t, finding.Pass, r.Files[2].Status, "c.yaml is fine")
 	})
 	t.Run("ok/className picks one file", func(t *testing.T) {
 		r, err := Check([]string{dir}, CheckOptions{ClassName: "dir-a", Now: checkNow})
 		require.NoError(t, err)
 		require.Zero(t, r.Errors(), "%v", r.Findings)
-		require.Equal(t, "skipped", r.Files[1].Status)
+		require.Equal(t, finding.Skip, r.Files[1].Status)
 		require.Contains(t, r.Findings[0].String(), `b.yaml: warning: skipped: its className "dir-b" is not "dir-a"`)
 	})
 	t.Run("fail/missing path", func(t *testing.T) {
@@ -87,6 +89,6 @@ func TestExamplesPassCheck(t *testing.T) {
 	require.Zero(t, r.Errors(), "%v", r.Findings)
 	require.Len(t, r.Files, 3, "the templates (leading dot) are not read")
 	for _, f := range r.Files {
-		require.Equal(t, "ok", f.Status, "%s: %v", f.Path, r.Findings)
+		require.Equal(t, finding.Pass, f.Status, "%s: %v", f.Path, r.Findings)
 	}
 }
