@@ -54,22 +54,67 @@ func (s *Store) Relationship(ctx context.Context, td spiffeid.TrustDomain) (data
 // bundle was stored, or an error wrapping datastore.ErrAlreadyExists.
 func (s *Store) CreateRelationship(ctx context.Context, r datastore.Relationship, bootstrap *datastore.Bundle) (bool, error) {
 	var stored bool
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM relationships WHERE trust_domain = ?`, r.TrustDomain.Name()).Scan(&n); err != nil {
-			return fmt.Errorf("look up relationship with %q: %w", r.TrustDomain.Name(), err)
-		}
-		if n > 0 {
-			return fmt.Errorf("relationship with %q: %w", r.TrustDomain.Name(), datastore.ErrAlreadyExists)
-		}
-		if err := writeRelationship(ctx, tx, r); err != nil {
-			return err
-		}
-		var err error
-		stored, err = putBootstrap(ctx, tx, bootstrap)
+	err := s.inTx(ctx, func(tx *sql.Tx) (err error) {
+		stored, err = createRelationship(ctx, tx, r, bootstrap)
 		return err
 	})
 	return stored, err
+}
+
+func createRelationship(ctx context.Context, tx *sql.Tx, r datastore.Relationship, bootstrap *datastore.Bundle) (bool, error) {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM relationships WHERE trust_domain = ?`, r.TrustDomain.Name()).Scan(&n); err != nil {
+		return false, fmt.Errorf("look up relationship with %q: %w", r.TrustDomain.Name(), err)
+	}
+	if n > 0 {
+		return false, fmt.Errorf("relationship with %q: %w", r.TrustDomain.Name(), datastore.ErrAlreadyExists)
+	}
+	if err := writeRelationship(ctx, tx, r); err != nil {
+		return false, err
+	}
+	return putBootstrap(ctx, tx, bootstrap)
+}
+
+// CreateRelationships creates every relationship of rels as
+// CreateRelationship does, with the bootstrap bundle of the same index in
+// bootstraps (nil for none), in one transaction: a batch of thousands pays
+// for one fsync. Each relationship has its own savepoint, so one that fails
+// (datastore.ErrAlreadyExists, say) leaves the others. It returns, per
+// relationship, whether its bootstrap bundle was stored and its error.
+func (s *Store) CreateRelationships(ctx context.Context, rels []datastore.Relationship, bootstraps []*datastore.Bundle) ([]bool, []error) {
+	stored := make([]bool, len(rels))
+	errs := make([]error, len(rels))
+	if err := ctx.Err(); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return stored, errs
+	}
+	wctx := context.WithoutCancel(ctx) // see group.do
+	for lo := 0; lo < len(rels); lo += maxGroup {
+		hi := min(lo+maxGroup, len(rels))
+		batch := make([]*write, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			var boot *datastore.Bundle
+			if i < len(bootstraps) {
+				boot = bootstraps[i]
+			}
+			batch = append(batch, &write{fn: func(tx *sql.Tx) error {
+				ok, err := createRelationship(wctx, tx, rels[i], boot)
+				stored[i] = ok && err == nil
+				return err
+			}})
+		}
+		got, err := s.writes.run(batch)
+		for i := lo; i < hi; i++ {
+			if err != nil {
+				errs[i], stored[i] = err, false
+				continue
+			}
+			errs[i] = got[i-lo]
+		}
+	}
+	return stored, errs
 }
 
 // UpdateRelationship replaces an existing relationship (keeping its

@@ -1,9 +1,11 @@
 package sqlite
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/treatyhq/treaty/internal/datastore"
@@ -62,4 +64,50 @@ func TestRelationships(t *testing.T) {
 	require.ErrorIs(t, s.DeleteRelationship(ctx, partnerTD), datastore.ErrNotFound)
 	_, err = s.FederatedBundle(ctx, partnerTD)
 	require.NoError(t, err, "deleting a relationship keeps the partner's bundle")
+}
+
+// A batch is one transaction, but a relationship that fails (here, one
+// that exists already, and the same one twice in the batch) leaves the
+// others, and its bootstrap bundle is not stored.
+func TestCreateRelationshipsInOneBatch(t *testing.T) {
+	s, path := openStore(t)
+	ctx := t.Context()
+	rel := func(name string) datastore.Relationship {
+		return datastore.Relationship{TrustDomain: spiffeid.RequireTrustDomainFromString(name), EndpointURLs: []string{"https://" + name}, Profile: "https_web"}
+	}
+	_, err := s.CreateRelationship(ctx, rel("old.test"), nil)
+	require.NoError(t, err)
+	n := maxGroup + 10 // more than one transaction's worth
+	var rels []datastore.Relationship
+	var boots []*datastore.Bundle
+	for i := range n {
+		rels = append(rels, rel(fmt.Sprintf("p%d.test", i)))
+		boots = append(boots, nil)
+	}
+	rels = append(rels, rel("old.test"), rel("p1.test"))
+	boots = append(boots,
+		&datastore.Bundle{TrustDomain: spiffeid.RequireTrustDomainFromString("old.test"), Document: []byte("boot")}, nil)
+	boots[3] = &datastore.Bundle{TrustDomain: rels[3].TrustDomain, Document: []byte("boot-3"), Sequence: 1}
+
+	stored, errs := s.CreateRelationships(ctx, rels, boots)
+	for i := range n {
+		require.NoError(t, errs[i], "relationship %d", i)
+		require.Equal(t, i == 3, stored[i])
+	}
+	require.ErrorIs(t, errs[n], datastore.ErrAlreadyExists)
+	require.False(t, stored[n], "a failed create stores no bootstrap bundle")
+	require.ErrorIs(t, errs[n+1], datastore.ErrAlreadyExists, "the same trust domain twice: the first wins")
+
+	require.NoError(t, s.Close())
+	s2, err := Open(ctx, path)
+	require.NoError(t, err)
+	defer s2.Close()
+	all, err := s2.ListRelationships(ctx)
+	require.NoError(t, err)
+	require.Len(t, all, n+1)
+	_, err = s2.FederatedBundle(ctx, spiffeid.RequireTrustDomainFromString("old.test"))
+	require.ErrorIs(t, err, datastore.ErrNotFound)
+	b, err := s2.FederatedBundle(ctx, rels[3].TrustDomain)
+	require.NoError(t, err)
+	require.Equal(t, "boot-3", string(b.Document))
 }
