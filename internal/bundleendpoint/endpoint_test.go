@@ -34,7 +34,7 @@ var (
 	endpointID = spiffeid.RequireFromString("spiffe://alpha.test/spire/server")
 )
 
-func newCA(t *testing.T) *ca.CA {
+func newCA(t testing.TB) *ca.CA {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "treaty.db"))
@@ -48,7 +48,7 @@ func newCA(t *testing.T) *ca.CA {
 }
 
 // serve runs the endpoint on a loopback port and returns its URL.
-func serve(t *testing.T, cfg Config) (*Server, string) {
+func serve(t testing.TB, cfg Config) (*Server, string) {
 	t.Helper()
 	cfg.Address = "127.0.0.1:0"
 	s, err := New(cfg)

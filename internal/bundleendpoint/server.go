@@ -28,7 +28,8 @@ const (
 	ProfileHTTPSSPIFFE = "https_spiffe"
 )
 
-// Timeouts and limits of the HTTP server.
+// Timeouts and limits of the HTTP server; readHeaderTimeout and
+// idleTimeout are the defaults of Config's fields.
 const (
 	readHeaderTimeout = 10 * time.Second
 	readTimeout       = 30 * time.Second
@@ -36,6 +37,18 @@ const (
 	idleTimeout       = 2 * time.Minute
 	maxHeaderBytes    = 16 << 10
 	shutdownTimeout   = 5 * time.Second
+)
+
+// HTTP/2 limits. A client fetches one small document and sends no body, so
+// it needs few streams, small frames and small receive windows. net/http's
+// defaults (250 streams, 1 MiB frames and windows) would let a client make
+// each connection hold a megabyte: the buffer of the largest frame read is
+// kept for the life of the connection.
+const (
+	http2MaxConcurrentStreams = 16
+	http2MaxReadFrameSize     = 16 << 10 // the protocol's minimum
+	http2MaxReceiveConn       = 64 << 10 // the least net/http takes
+	http2MaxReceiveStream     = 16 << 10
 )
 
 // Source provides the bundle to serve.
@@ -60,7 +73,21 @@ type Config struct {
 	ACME *ACMEConfig
 	// RateLimit is the requests per second allowed per client IP; 0 is off.
 	RateLimit float64
-	Source    Source
+	// MaxConnsPerClient caps the open connections from one client IP (for
+	// IPv6, its /64); a connection over it is closed as soon as it is
+	// accepted. Zero means 64: a partner needs one.
+	MaxConnsPerClient int
+	// MaxConns caps all open connections the same way. Zero means 4096
+	// (an idle HTTP/2 connection holds about 40 KB).
+	MaxConns int
+	// ReadHeaderTimeout bounds the TLS handshake and the reading of a
+	// request's headers, so that a client that dribbles them (slowloris)
+	// or never finishes its handshake is cut off. Zero means 10 seconds.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a connection, HTTP/1.1 or HTTP/2, that has had no
+	// request for this long. Zero means 2 minutes.
+	IdleTimeout time.Duration
+	Source      Source
 	// Observe, when set, is called after every request with its status
 	// code and duration (metrics).
 	Observe func(code int, d time.Duration)
@@ -84,9 +111,7 @@ type Server struct {
 // New prepares the endpoint: it loads or issues the serving certificate and
 // the first response, so that a problem stops start-up.
 func New(cfg Config) (*Server, error) {
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -102,16 +127,42 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.http = &http.Server{
-		Handler:           s.handler,
-		TLSConfig:         tlsConfig,
-		ReadHeaderTimeout: readHeaderTimeout,
+		Handler:   s.handler,
+		TLSConfig: tlsConfig,
+		// net/http bounds the TLS handshake by the least of these.
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          http2MaxConcurrentStreams,
+			MaxReadFrameSize:              http2MaxReadFrameSize,
+			MaxReceiveBufferPerConnection: http2MaxReceiveConn,
+			MaxReceiveBufferPerStream:     http2MaxReceiveStream,
+			WriteByteTimeout:              writeTimeout,
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return s, nil
+}
+
+// withDefaults fills in the zero fields.
+func (cfg Config) withDefaults() Config {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	setDefault(&cfg.MaxConnsPerClient, defaultMaxConnsPerClient)
+	setDefault(&cfg.MaxConns, defaultMaxConns)
+	setDefault(&cfg.ReadHeaderTimeout, readHeaderTimeout)
+	setDefault(&cfg.IdleTimeout, idleTimeout)
+	return cfg
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // cipherSuites are the TLS 1.2 suites the endpoint accepts: ECDHE key
@@ -189,8 +240,11 @@ func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
 }
 
 // Serve serves TLS on l until ctx is done, keeping the response and the
-// certificate current, then shuts down within a bounded time.
+// certificate current, then shuts down within a bounded time. Connections
+// over Config's caps are closed as soon as they are accepted.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	refusals := newRefusalLog(s.log, s.cfg.Now, s.cfg.MaxConnsPerClient, s.cfg.MaxConns)
+	l = newConnLimiter(l, s.cfg.MaxConnsPerClient, s.cfg.MaxConns, refusals)
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.ServeTLS(l, "", "") }()
 	if s.acme != nil {
@@ -301,4 +355,7 @@ const (
 	attrExpiresAt = "expires_at"
 	attrDomain    = "domain"
 	attrHint      = "hint"
+	attrClient    = "client"
+	attrLimit     = "limit"
+	attrRefused   = "refused"
 )

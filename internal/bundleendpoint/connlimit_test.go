@@ -1,0 +1,197 @@
+package bundleendpoint
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Loopback clients: every address in 127.0.0.0/8 is loopback on Linux, so a
+// second client can connect from 127.0.0.2.
+const (
+	clientA = "127.0.0.1"
+	clientB = "127.0.0.2"
+)
+
+func TestConnectionLimit(t *testing.T) {
+	tests := []struct {
+		name             string
+		perClient, total int
+		// otherGetsIn: a connection from clientB is accepted while clientA
+		// is refused.
+		otherGetsIn bool
+		logLine     string
+	}{
+		{"fail/over the per-client cap, other clients unaffected", 2, 100, true, "refusing connections from a client at its connection limit"},
+		{"fail/over the total cap, every client refused", 100, 2, false, "at its total connection limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCA(t)
+			logs := &lockedBuffer{}
+			_, url := serve(t, Config{Profile: ProfileHTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c,
+				MaxConnsPerClient: tt.perClient, MaxConns: tt.total, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			addr := addrOf(url)
+			doc, _ := c.Document()
+
+			held := make([]*tls.Conn, min(tt.perClient, tt.total))
+			for i := range held {
+				conn, err := dialTLS(t.Context(), addr, clientA)
+				require.NoError(t, err, "connection %d is within the caps", i+1)
+				t.Cleanup(func() { _ = conn.Close() })
+				held[i] = conn
+			}
+			for range 2 {
+				_, err := dialTLS(t.Context(), addr, clientA)
+				require.Error(t, err, "a connection over the cap is closed before the handshake")
+			}
+			require.Equal(t, 1, strings.Count(logs.String(), tt.logLine), "refusals are logged once a minute:\n%s", logs)
+			require.Contains(t, logs.String(), "client="+clientA)
+
+			if other, err := dialTLS(t.Context(), addr, clientB); !canBind(err) {
+				t.Log("cannot connect from " + clientB + ": the other client is not tried")
+			} else if tt.otherGetsIn {
+				require.NoError(t, err, "another client is not held to this one's cap")
+				requireBundle(t, other, doc)
+			} else {
+				require.Error(t, err, "the total cap holds for every client")
+			}
+
+			// Closing one connection makes room for a new one.
+			closeAndWait(t, held[0])
+			conn, err := dialTLS(t.Context(), addr, clientA)
+			require.NoError(t, err, "a closed connection gives its place back")
+			requireBundle(t, conn, doc)
+			// The held connections still work.
+			requireBundle(t, held[len(held)-1], doc)
+		})
+	}
+}
+
+func TestClientOf(t *testing.T) {
+	tests := []struct {
+		name string
+		addr net.Addr
+		want string
+	}{
+		{"ok/ipv4", &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 443}, "192.0.2.7"},
+		{"ok/ipv4-mapped ipv6 is the ipv4 client", &net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 443}, "192.0.2.7"},
+		{"ok/ipv6 counts by /64", &net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:3:4:5:6"), Port: 443}, "2001:db8:1:2::"},
+		{"ok/other address types", &net.UnixAddr{Name: "@sock", Net: "unix"}, "invalid IP"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Equal(t, tt.want, clientOf(tt.addr).String())
+		})
+	}
+}
+
+func TestRefusalLog(t *testing.T) {
+	now := time.Unix(1000, 0)
+	logs := &lockedBuffer{}
+	r := newRefusalLog(slog.New(slog.NewTextHandler(logs, nil)), func() time.Time { return now }, 2, 10)
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	r.note(a, false)
+	r.note(a, false)
+	r.note(b, false)
+	r.note(a, true)
+	r.note(b, true)
+	require.Equal(t, 2, strings.Count(logs.String(), "client at its connection limit"), "once per client")
+	require.Equal(t, 1, strings.Count(logs.String(), "total connection limit"), "once for the total cap")
+	now = now.Add(refusalLogInterval)
+	r.note(a, false)
+	require.Contains(t, logs.String(), "client=192.0.2.1 limit=2 refused=2", "a minute later, with the refusals in between")
+}
+
+// addrOf is the host:port of an endpoint URL returned by serve.
+func addrOf(url string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(url, "https://"), "/")
+}
+
+// dialTLS connects to addr from the loopback address local and completes
+// a TLS handshake for HTTP/1.1, within 5 seconds.
+func dialTLS(ctx context.Context, addr, local string) (*tls.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	d := &tls.Dialer{
+		NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}},
+		Config:    &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}, //nolint:gosec // only the limits are under test
+	}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return conn.(*tls.Conn), nil
+}
+
+// canBind reports whether a dial error is something other than the local
+// address being unusable (127.0.0.2 is not loopback everywhere).
+func canBind(err error) bool {
+	return !errors.Is(err, syscall.EADDRNOTAVAIL)
+}
+
+// requireBundle sends GET / on conn and requires the bundle back.
+func requireBundle(t *testing.T, conn net.Conn, doc []byte) {
+	t.Helper()
+	resp, body := roundTrip(t, conn, "GET / HTTP/1.1\r\nHost: endpoint\r\n\r\n")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, string(doc), body)
+}
+
+// roundTrip writes a raw HTTP/1.1 request on conn and reads the response,
+// within 5 seconds.
+func roundTrip(t *testing.T, conn net.Conn, raw string) (*http.Response, string) {
+	t.Helper()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err := io.WriteString(conn, raw)
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(body)
+}
+
+// closeAndWait half-closes conn and waits, at most 5 seconds, for the
+// server to close its side: by then its place is given back.
+func closeAndWait(t *testing.T, conn *tls.Conn) {
+	t.Helper()
+	require.NoError(t, conn.CloseWrite())
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err := io.Copy(io.Discard, conn)
+	require.NoError(t, err, "the server closes a connection whose client has")
+	_ = conn.Close()
+}
+
+// lockedBuffer is a log destination safe for concurrent writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
