@@ -10,21 +10,12 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/treatyhq/treaty/internal/adminwire"
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/invite"
 )
-
-// Method names of treaty's invite service. Like the status call, it uses
-// well-known protobuf types, so any gRPC client can call it.
-const (
-	InviteMethod = "/treaty.admin.v1.Invites/Invite"
-	JoinMethod   = "/treaty.admin.v1.Invites/Join"
-)
-
-// DefaultInviteTTL is how long an invite is valid unless asked otherwise.
-const DefaultInviteTTL = 24 * time.Hour
 
 // InviteStore records a joined invite with its relationship and bundle.
 type InviteStore interface {
@@ -48,12 +39,13 @@ type inviteService struct {
 	refresher Refresher
 }
 
-// invite makes a token for our trust domain. Request fields: url, ttl_seconds,
-// embed_bundle, reverse. Response: token, expires.
-func (s *inviteService) invite(_ context.Context, req *structpb.Struct) (*structpb.Struct, error) {
-	f := req.GetFields()
-	t, err := s.token(f["url"].GetStringValue(), time.Duration(f["ttl_seconds"].GetNumberValue())*time.Second,
-		f["embed_bundle"].GetBoolValue(), f["reverse"].GetBoolValue())
+// invite makes a token for our trust domain (adminwire.InviteMethod).
+func (s *inviteService) invite(_ context.Context, raw *structpb.Struct) (*structpb.Struct, error) {
+	var req adminwire.InviteRequest
+	if err := adminwire.FromStruct(raw, &req); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	t, err := s.token(req.URL, time.Duration(req.TTLSeconds)*time.Second, req.EmbedBundle, req.Reverse)
 	if err != nil {
 		return nil, err
 	}
@@ -61,8 +53,8 @@ func (s *inviteService) invite(_ context.Context, req *structpb.Struct) (*struct
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	return structpb.NewStruct(map[string]any{"token": enc, "expires": time.Unix(t.Expires, 0).UTC().Format(time.RFC3339),
-		"trust_domain": t.TrustDomain, "url": t.URLs[0], "profile": t.Profile, "fingerprint": t.Fingerprint})
+	return wireStruct(adminwire.InviteResponse{Token: enc, Expires: time.Unix(t.Expires, 0).UTC().Format(time.RFC3339),
+		TrustDomain: t.TrustDomain, URL: t.URLs[0], Profile: t.Profile, Fingerprint: t.Fingerprint})
 }
 
 func (s *inviteService) token(url string, ttl time.Duration, embed, reverse bool) (invite.Token, error) {
@@ -74,7 +66,7 @@ func (s *inviteService) token(url string, ttl time.Duration, embed, reverse bool
 			"this server has no bundle endpoint to invite partners to: set bundle_endpoint.address, or give the URL partners reach it at (-url)")
 	}
 	if ttl <= 0 {
-		ttl = DefaultInviteTTL
+		ttl = adminwire.DefaultInviteTTL
 	}
 	b := s.ca.Bundle()
 	fp, err := bundle.Fingerprint(b)
@@ -95,12 +87,13 @@ func (s *inviteService) token(url string, ttl time.Duration, embed, reverse bool
 	return t, nil
 }
 
-// join accepts a token. Request fields: token, reverse, url (ours, for the
-// reverse invite). Response: trust_domain, profile, url, fingerprint,
-// sequence, and reverse_token when asked for.
-func (s *inviteService) join(ctx context.Context, req *structpb.Struct) (*structpb.Struct, error) {
-	f := req.GetFields()
-	t, err := invite.Decode(f["token"].GetStringValue(), time.Now())
+// join accepts a token (adminwire.JoinMethod).
+func (s *inviteService) join(ctx context.Context, raw *structpb.Struct) (*structpb.Struct, error) {
+	var req adminwire.JoinRequest
+	if err := adminwire.FromStruct(raw, &req); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	t, err := invite.Decode(req.Token, time.Now())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -128,17 +121,17 @@ func (s *inviteService) join(ctx context.Context, req *structpb.Struct) (*struct
 		_ = s.refresher.Reload(ctx) // the relationship is stored; a reload failure is logged and retried by the refresher
 	}
 	seq, _ := v.Bundle.SequenceNumber()
-	out := map[string]any{"trust_domain": t.TrustDomain, "profile": t.Profile, "url": t.URLs[0], "fingerprint": t.Fingerprint, "sequence": float64(seq)}
-	if t.Reverse || f["reverse"].GetBoolValue() {
-		rt, err := s.token(f["url"].GetStringValue(), DefaultInviteTTL, false, false)
+	out := adminwire.JoinResponse{TrustDomain: t.TrustDomain, Profile: t.Profile, URL: t.URLs[0], Fingerprint: t.Fingerprint, Sequence: seq}
+	if t.Reverse || req.Reverse {
+		rt, err := s.token(req.URL, adminwire.DefaultInviteTTL, false, false)
 		if err != nil {
 			return nil, status.Errorf(codes.FailedPrecondition, "joined %s, but cannot make the reverse invite: %v", t.TrustDomain, status.Convert(err).Message())
 		}
-		if out["reverse_token"], err = invite.Encode(rt); err != nil {
+		if out.ReverseToken, err = invite.Encode(rt); err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 	}
-	return structpb.NewStruct(out)
+	return wireStruct(out)
 }
 
 // inviteServiceDesc describes the invite service to grpc.Server.
@@ -146,8 +139,8 @@ var inviteServiceDesc = grpc.ServiceDesc{
 	ServiceName: "treaty.admin.v1.Invites",
 	HandlerType: (*any)(nil),
 	Methods: []grpc.MethodDesc{
-		structMethod("Invite", InviteMethod, func(s any) structHandler { return s.(*inviteService).invite }),
-		structMethod("Join", JoinMethod, func(s any) structHandler { return s.(*inviteService).join }),
+		structMethod("Invite", adminwire.InviteMethod, func(s any) structHandler { return s.(*inviteService).invite }),
+		structMethod("Join", adminwire.JoinMethod, func(s any) structHandler { return s.(*inviteService).join }),
 	},
 }
 
@@ -172,4 +165,13 @@ func structMethod(name, full string, pick func(srv any) structHandler) grpc.Meth
 			})
 		},
 	}
+}
+
+// wireStruct encodes msg, an adminwire message, for the answer to a call.
+func wireStruct(msg any) (*structpb.Struct, error) {
+	out, err := adminwire.ToStruct(msg)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return out, nil
 }

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/treatyhq/treaty/internal/adminwire"
 )
 
 func spiffeProfile(id string) *types.FederationRelationship_HttpsSpiffe {
@@ -83,7 +85,7 @@ func TestTrustDomainService(t *testing.T) {
 	require.Equal(t, codes.NotFound, status.Code(err))
 
 	var st structpb.Struct
-	require.NoError(t, conn.Invoke(ctx, StatusMethod, &emptypb.Empty{}, &st))
+	require.NoError(t, conn.Invoke(ctx, adminwire.StatusMethod, &emptypb.Empty{}, &st))
 	rels := st.GetFields()["relationships"].GetListValue().GetValues()
 	require.Len(t, rels, 1)
 	fields := rels[0].GetStructValue().GetFields()

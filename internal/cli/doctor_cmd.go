@@ -8,7 +8,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/treatyhq/treaty/internal/adminapi"
+	"github.com/treatyhq/treaty/internal/adminwire"
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 func doctorCommands() []command {
@@ -22,36 +23,37 @@ func runDoctor(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
-		resp := &structpb.Struct{}
-		if err := conn.Invoke(ctx, adminapi.DoctorMethod, &structpb.Struct{}, resp); err != nil {
+		raw := &structpb.Struct{}
+		if err := conn.Invoke(ctx, adminwire.DoctorMethod, &structpb.Struct{}, raw); err != nil {
 			return err
 		}
-		checks := resp.GetFields()["checks"].GetListValue().GetValues()
+		var resp adminwire.DoctorResponse
+		if err := adminwire.FromStruct(raw, &resp); err != nil {
+			return err
+		}
 		if *output == outputJSON {
-			if err := printJSON(e.stdout, resp); err != nil {
+			if err := printJSON(e.stdout, raw); err != nil {
 				return err
 			}
 		}
 		fails, warns := 0, 0
-		for _, v := range checks {
-			f := v.GetStructValue().GetFields()
-			st := f["status"].GetStringValue()
-			switch st {
-			case "fail":
+		for _, c := range resp.Checks {
+			switch c.Status {
+			case finding.Fail:
 				fails++
-			case "warn":
+			case finding.Warn:
 				warns++
 			}
 			if *output == outputJSON {
 				continue
 			}
-			e.printf("%-4s  %-20s %s\n", st, f["name"].GetStringValue(), f["message"].GetStringValue())
-			if fix := f["fix"].GetStringValue(); fix != "" {
-				e.printf("      %-20s fix: %s (%s)\n", "", fix, f["doc"].GetStringValue())
+			e.printf("%-4s  %-20s %s\n", c.Status, c.Name, c.Message)
+			if c.Fix != "" {
+				e.printf("      %-20s fix: %s (%s)\n", "", c.Fix, c.Doc)
 			}
 		}
 		if *output != outputJSON {
-			e.printf("\n%d check(s): %d failed, %d warned\n", len(checks), fails, warns)
+			e.printf("\n%d check(s): %d failed, %d warned\n", len(resp.Checks), fails, warns)
 		}
 		if fails > 0 {
 			return errors.New(fmt.Sprint(fails, " check(s) failed"))

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/treatyhq/treaty/internal/adminapi"
+	"github.com/treatyhq/treaty/internal/adminwire"
 )
 
 func federationCommands() []command {
@@ -368,40 +368,41 @@ func runFederationStatus(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
-		resp := &structpb.Struct{}
-		if err := conn.Invoke(ctx, adminapi.StatusMethod, &emptypb.Empty{}, resp); err != nil {
+		raw := &structpb.Struct{}
+		if err := conn.Invoke(ctx, adminwire.StatusMethod, &emptypb.Empty{}, raw); err != nil {
 			return err
 		}
 		if *output == outputJSON {
-			return printJSON(e.stdout, resp)
+			return printJSON(e.stdout, raw)
+		}
+		var resp adminwire.StatusResponse
+		if err := adminwire.FromStruct(raw, &resp); err != nil {
+			return err
 		}
 		return printStatus(e, resp, time.Now())
 	})
 }
 
-func printStatus(e *env, resp *structpb.Struct, now time.Time) error {
-	if exp := resp.GetFields()["bundle_endpoint_certificate_expiry"].GetStringValue(); exp != "" {
+func printStatus(e *env, resp adminwire.StatusResponse, now time.Time) error {
+	if exp := resp.BundleEndpointCertificateExpiry; exp != "" {
 		e.printf("Bundle endpoint certificate expires %s\n\n", exp)
 	}
-	rels := resp.GetFields()["relationships"].GetListValue().GetValues()
-	if len(rels) == 0 {
+	if len(resp.Relationships) == 0 {
 		e.printf("No federation relationships. Create one with `treaty federation create`.\n")
-		printGaps(e, resp)
+		printGaps(e, resp.FederationGaps)
 		return nil
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TRUST DOMAIN\tSTATE\tLAST SUCCESS\tFAILURES\tSEQUENCE\tEARLIEST EXPIRY\tENDPOINT")
 	var notes []string
-	for _, v := range rels {
-		f := v.GetStructValue().GetFields()
-		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f\t%.0f\t%s\t%s\n", f["trust_domain"].GetStringValue(), f["state"].GetStringValue(),
-			ago(f["last_success"].GetStringValue(), now), f["consecutive_failures"].GetNumberValue(), f["sequence"].GetNumberValue(),
-			orDash(f["earliest_expiry"].GetStringValue()), f["endpoint"].GetStringValue())
-		if msg := f["last_error"].GetStringValue(); msg != "" {
-			notes = append(notes, fmt.Sprintf("%s: %s", f["trust_domain"].GetStringValue(), msg))
+	for _, r := range resp.Relationships {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.TrustDomain, r.State,
+			ago(r.LastSuccess, now), r.ConsecutiveFailures, r.Sequence, orDash(r.EarliestExpiry), r.Endpoint)
+		if r.LastError != "" {
+			notes = append(notes, fmt.Sprintf("%s: %s", r.TrustDomain, r.LastError))
 		}
-		for _, warn := range f["warnings"].GetListValue().GetValues() {
-			notes = append(notes, fmt.Sprintf("%s: warning: %s", f["trust_domain"].GetStringValue(), warn.GetStringValue()))
+		for _, warn := range r.Warnings {
+			notes = append(notes, fmt.Sprintf("%s: warning: %s", r.TrustDomain, warn))
 		}
 	}
 	if err := w.Flush(); err != nil {
@@ -410,21 +411,19 @@ func printStatus(e *env, resp *structpb.Struct, now time.Time) error {
 	for _, n := range notes {
 		e.printf("\n%s\n", n)
 	}
-	printGaps(e, resp)
+	printGaps(e, resp.FederationGaps)
 	return nil
 }
 
 // printGaps lists entries that federate with trust domains without a bundle.
-func printGaps(e *env, resp *structpb.Struct) {
-	gaps := resp.GetFields()["federation_gaps"].GetListValue().GetValues()
+func printGaps(e *env, gaps []adminwire.FederationGap) {
 	if len(gaps) == 0 {
 		return
 	}
 	e.printf("\nEntries federating with a trust domain we hold no bundle for (their SVIDs are served;\n" +
 		"peers from that trust domain cannot be verified until a bundle arrives: create a relationship or run treaty bundle set):\n")
 	for _, g := range gaps {
-		f := g.GetStructValue().GetFields()
-		e.printf("  %s (entry %s) -> %s\n", f["spiffe_id"].GetStringValue(), f["entry_id"].GetStringValue(), f["trust_domain"].GetStringValue())
+		e.printf("  %s (entry %s) -> %s\n", g.SPIFFEID, g.EntryID, g.TrustDomain)
 	}
 }
 

@@ -6,7 +6,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/treatyhq/treaty/internal/adminapi"
+	"github.com/treatyhq/treaty/internal/adminwire"
 )
 
 func inviteCommands() []command {
@@ -20,29 +20,32 @@ func runInvite(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "federation invite")
 	socketPath, output := socketFlag(fs), outputFlag(fs)
 	url := fs.String("url", "", "the URL partners reach our bundle endpoint at (default: https://<bundle_endpoint.address>)")
-	ttl := fs.Duration("ttl", adminapi.DefaultInviteTTL, "how long the invite can be joined")
+	ttl := fs.Duration("ttl", adminwire.DefaultInviteTTL, "how long the invite can be joined")
 	embed := fs.Bool("embedBundle", false, "carry our bundle in the invite (longer token; no first fetch needs trusting)")
 	reverse := fs.Bool("reverse", false, "ask the partner to answer with an invite of theirs, to federate both ways")
 	if err := parseOutput(fs, args, output); err != nil {
 		return err
 	}
-	req, err := structpb.NewStruct(map[string]any{"url": *url, "ttl_seconds": ttl.Seconds(), "embed_bundle": *embed, "reverse": *reverse})
+	req, err := adminwire.ToStruct(adminwire.InviteRequest{URL: *url, TTLSeconds: ttl.Seconds(), EmbedBundle: *embed, Reverse: *reverse})
 	if err != nil {
 		return err
 	}
 	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
-		resp := &structpb.Struct{}
-		if err := conn.Invoke(ctx, adminapi.InviteMethod, req, resp); err != nil {
+		raw := &structpb.Struct{}
+		if err := conn.Invoke(ctx, adminwire.InviteMethod, req, raw); err != nil {
 			return err
 		}
 		if *output == outputJSON {
-			return printJSON(e.stdout, resp)
+			return printJSON(e.stdout, raw)
 		}
-		f := resp.GetFields()
-		e.printf("%s\n", f["token"].GetStringValue())
+		var resp adminwire.InviteResponse
+		if err := adminwire.FromStruct(raw, &resp); err != nil {
+			return err
+		}
+		e.printf("%s\n", resp.Token)
 		e.warnf("give the line above to the partner; on their server they run: treaty federation join <invite>\n"+
 			"  it is for %s at %s (%s), valid until %s, and can be joined once",
-			f["trust_domain"].GetStringValue(), f["url"].GetStringValue(), f["profile"].GetStringValue(), f["expires"].GetStringValue())
+			resp.TrustDomain, resp.URL, resp.Profile, resp.Expires)
 		return nil
 	})
 }
@@ -59,23 +62,26 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 	if err := checkChoice("output", *output, outputPretty, outputJSON); err != nil {
 		return err
 	}
-	req, err := structpb.NewStruct(map[string]any{"token": token, "reverse": *reverse, "url": *url})
+	req, err := adminwire.ToStruct(adminwire.JoinRequest{Token: token, Reverse: *reverse, URL: *url})
 	if err != nil {
 		return err
 	}
 	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
-		resp := &structpb.Struct{}
-		if err := conn.Invoke(ctx, adminapi.JoinMethod, req, resp); err != nil {
+		raw := &structpb.Struct{}
+		if err := conn.Invoke(ctx, adminwire.JoinMethod, req, raw); err != nil {
 			return err
 		}
 		if *output == outputJSON {
-			return printJSON(e.stdout, resp)
+			return printJSON(e.stdout, raw)
 		}
-		f := resp.GetFields()
-		e.printf("Joined %s: its bundle (sequence %.0f) matches the invite and is stored; the relationship polls %s (%s).\n",
-			f["trust_domain"].GetStringValue(), f["sequence"].GetNumberValue(), f["url"].GetStringValue(), f["profile"].GetStringValue())
-		if rt := f["reverse_token"].GetStringValue(); rt != "" {
-			e.printf("\nFor %s to federate with us too, they run:\n\n  treaty federation join %s\n", f["trust_domain"].GetStringValue(), rt)
+		var resp adminwire.JoinResponse
+		if err := adminwire.FromStruct(raw, &resp); err != nil {
+			return err
+		}
+		e.printf("Joined %s: its bundle (sequence %d) matches the invite and is stored; the relationship polls %s (%s).\n",
+			resp.TrustDomain, resp.Sequence, resp.URL, resp.Profile)
+		if resp.ReverseToken != "" {
+			e.printf("\nFor %s to federate with us too, they run:\n\n  treaty federation join %s\n", resp.TrustDomain, resp.ReverseToken)
 		}
 		return nil
 	})

@@ -1,0 +1,41 @@
+package adminwire
+
+// StatusResponse is the federation status report. Times are RFC 3339 in
+// UTC, "" when they have not happened; durations are seconds.
+type StatusResponse struct {
+	Relationships []RelationshipStatus `json:"relationships"`
+	// BundleEndpointCertificateExpiry is when our bundle endpoint's
+	// certificate expires; "" without a bundle endpoint or certificate.
+	BundleEndpointCertificateExpiry string `json:"bundle_endpoint_certificate_expiry"`
+	// FederationGaps are the registration entries that federate with a
+	// trust domain the server holds no bundle for.
+	FederationGaps []FederationGap `json:"federation_gaps"`
+}
+
+// RelationshipStatus is the freshness of one partner's bundle.
+type RelationshipStatus struct {
+	TrustDomain string `json:"trust_domain"`
+	// State is healthy, failing, stale, never_fetched or static.
+	State               string   `json:"state"`
+	Endpoint            string   `json:"endpoint"`
+	LastAttempt         string   `json:"last_attempt"`
+	LastSuccess         string   `json:"last_success"`
+	NextAttempt         string   `json:"next_attempt"`
+	ConsecutiveFailures int      `json:"consecutive_failures"`
+	LastError           string   `json:"last_error"`
+	LastReason          string   `json:"last_reason"`
+	Warnings            []string `json:"warnings"`
+	HasBundle           bool     `json:"has_bundle"`
+	Sequence            uint64   `json:"sequence"`
+	BundleUpdated       string   `json:"bundle_updated"`
+	EarliestExpiry      string   `json:"earliest_expiry"`
+	RefreshHintSeconds  float64  `json:"refresh_hint_seconds"`
+}
+
+// FederationGap is a registration entry that federates with a trust domain
+// the server holds no bundle for.
+type FederationGap struct {
+	EntryID     string `json:"entry_id"`
+	SPIFFEID    string `json:"spiffe_id"`
+	TrustDomain string `json:"trust_domain"`
+}
