@@ -40,6 +40,9 @@ type Result struct {
 	Ignored []Ignored
 	// Entries is the number of elements of "keys" (or PEM blocks) read.
 	Entries int
+	// Findings are the warnings and ignored entries again, each tagged
+	// with its check.
+	Findings []finding.Finding
 }
 
 // EffectivelyEmpty reports whether the document had entries but none was
@@ -110,7 +113,7 @@ func (p *parser) ignore(e entry, check finding.CheckID, severity finding.Severit
 }
 
 func (p *parser) result() (*Result, error) {
-	res := &Result{Bundle: p.bundle, Warnings: p.warnings, Ignored: p.ignored, Entries: p.entries}
+	res := &Result{Bundle: p.bundle, Warnings: p.warnings, Ignored: p.ignored, Entries: p.entries, Findings: p.findings}
 	if p.opts.RequireKeys && len(p.problems) == 0 && p.bundle.Empty() {
 		p.noUsableKeys()
 	}

@@ -46,6 +46,7 @@ func TestOfflineGolden(t *testing.T) {
 		{"convert-spiffe-jwks.txt", []string{"bundle", "convert", "-in", corpus + "good.json", "-from", "spiffe", "-to", "jwks"}, 0},
 		{"convert-jwks-spiffe.txt", []string{"bundle", "convert", "-in", corpus + "jwks.json", "-from", "jwks", "-to", "spiffe", "-trustDomain", "alpha.test"}, 0},
 		{"onboarding-check.txt", []string{"onboarding", "check", onboardingData + "check"}, 1},
+		{"onboarding-check-bundle.txt", []string{"onboarding", "check", onboardingData + "check-bundle"}, 1},
 		{"onboarding-check-good.json", []string{"onboarding", "check", onboardingData + "check/good-spiffe.yaml", onboardingData + "check/good-web.yaml", "-output", "json"}, 0},
 		{"onboarding-check-class.txt", []string{"onboarding", "check", "-className", "dir-a", onboardingData + "check-dir"}, 0},
 		{"convert-pem-spiffe.txt", []string{"bundle", "convert", "-in", corpus + "good.pem", "-from", "pem", "-to", "spiffe"}, 0},

@@ -151,6 +151,9 @@ func (f *Fetcher) Fetch(ctx context.Context, rel Relationship, endpoint *url.URL
 	if err != nil {
 		return nil, a.invalidBundle(err)
 	}
+	if res.EffectivelyEmpty() {
+		return nil, a.effectivelyEmpty(res)
+	}
 	f.log.Debug("partner bundle fetched", attrTrustDomain, rel.TrustDomain.Name(), attrEndpointURL, endpoint.Redacted(), attrWarnings, len(res.Warnings))
 	return res, nil
 }

@@ -118,7 +118,8 @@ func newWebCA(t *testing.T, name string) *webCA {
 	return &webCA{cert: cert, key: key, pool: pool}
 }
 
-// leaf issues a server certificate for names (IP addresses or DNS names)
+// leaf issues a server certificate for names (IP addresses, DNS names or
+// SPIFFE IDs)
 // valid until notAfter.
 func (w *webCA) leaf(t *testing.T, notAfter time.Time, names ...string) tls.Certificate {
 	t.Helper()
@@ -130,6 +131,8 @@ func (w *webCA) leaf(t *testing.T, notAfter time.Time, names ...string) tls.Cert
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if u, err := url.Parse(n); err == nil && u.Scheme == "spiffe" {
+			tmpl.URIs = append(tmpl.URIs, u)
 		} else {
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
@@ -492,6 +495,18 @@ func fetchCases() []fetchCase {
 			phrases: []string{"declares 104857600 bytes"},
 		},
 		{
+			// SPIFFE Trust Domain and Bundle §4.1.3: every entry ignored
+			// makes the bundle effectively empty; treaty keeps the last
+			// good one instead of revoking the partner by accident.
+			name: "fail/effectively empty",
+			target: func(t *testing.T, p *fetchPKI) fetchTarget {
+				return webTarget(t, p.web.localhost(t), serveJSON([]byte(`{"keys":[{"use":"x509-svid","kty":"EC"},{"use":"jwt-svid","kty":"EC","crv":"P-256"}]}`)))
+			},
+			reason: ReasonEffectivelyEmpty,
+			phrases: []string{"every one of the 2 entries of the bundle is ignored", "keeping the last good bundle",
+				`keys[0] (x509-svid) ignored: no certificate in "x5c"`, `keys[1] (jwt-svid) ignored: no "kid"`, `publishes "keys": []`},
+		},
+		{
 			name: "fail/invalid JSON",
 			target: func(t *testing.T, p *fetchPKI) fetchTarget {
 				return webTarget(t, p.web.localhost(t), serveJSON([]byte(`{"keys": [`)))
@@ -534,7 +549,18 @@ func fetchCases() []fetchCase {
 				return webTarget(t, svidCert(t, p.beta, fetchEndpointID), serveJSON(document(p.beta)))
 			},
 			reason:  ReasonSVIDOnWeb,
-			phrases: []string{"looks like an https_spiffe endpoint", "endpoint SPIFFE ID spiffe://beta.test/spire/server", "bootstrap bundle"},
+			phrases: []string{"this endpoint presents an X509-SVID for spiffe://beta.test/spire/server", "use bundleEndpointProfile https_spiffe with endpointSpiffeID spiffe://beta.test/spire/server", "bootstrapped with the partner's bundle"},
+		},
+		{
+			// The SVID's CA is among our web roots, so only the missing
+			// DNS/IP SAN fails: still an https_spiffe endpoint, not a
+			// name mismatch to fix with another URL.
+			name: "fail/SVID without the host's name from a trusted CA on https_web",
+			target: func(t *testing.T, p *fetchPKI) fetchTarget {
+				return webTarget(t, p.web.leaf(t, time.Now().Add(time.Hour), "spiffe://beta.test/spire/server"), serveJSON(document(p.beta)))
+			},
+			reason:  ReasonSVIDOnWeb,
+			phrases: []string{"this endpoint presents an X509-SVID for spiffe://beta.test/spire/server", "use bundleEndpointProfile https_spiffe with endpointSpiffeID spiffe://beta.test/spire/server"},
 		},
 		{
 			name: "fail/expired server certificate",

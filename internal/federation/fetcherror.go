@@ -19,6 +19,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/bundle"
 )
 
 // Reason classifies why a fetch failed, for status, metrics and the advice
@@ -64,6 +66,9 @@ const (
 	// ReasonInvalidBundle: the document is not a valid bundle of the
 	// partner's trust domain; Err is the *bundle.Error.
 	ReasonInvalidBundle Reason = "invalid_bundle"
+	// ReasonEffectivelyEmpty: the document has entries but every one of
+	// them is ignored (SPIFFE Trust Domain and Bundle §4.1.3).
+	ReasonEffectivelyEmpty Reason = "effectively_empty"
 	// ReasonRedirect: the endpoint redirects; redirects are not followed.
 	ReasonRedirect Reason = "redirect"
 	// ReasonNoBootstrapBundle: https_spiffe without a bundle to
@@ -259,12 +264,12 @@ func (a *attempt) webCertFailure(err error) *FetchError {
 		return nil
 	}
 	chain := ve.UnverifiedCertificates
-	if id, ok := spiffeIDOf(chain[0]); ok && !webTrusted(chain, a.cfg.RootCAs) {
-		return a.fail(ReasonSVIDOnWeb,
-			fmt.Sprintf("the endpoint presents an X509-SVID (%s) that web PKI roots do not trust: it looks like an https_spiffe endpoint", id),
-			fmt.Sprintf("use profile https_spiffe with endpoint SPIFFE ID %s and a bootstrap bundle (-bundleEndpointProfile https_spiffe -endpointSpiffeID %s -trustDomainBundlePath <file>, the output of treaty bundle show -format spiffe on their side)", id, id), err)
+	he, nameMismatch := errors.AsType[x509.HostnameError](ve.Err)
+	if id, ok := spiffeIDOf(chain[0]); ok && (nameMismatch || !webTrusted(chain, a.cfg.RootCAs)) {
+		detail, fix := SVIDOnWeb(id)
+		return a.fail(ReasonSVIDOnWeb, detail, fix, err)
 	}
-	if he, ok := errors.AsType[x509.HostnameError](ve.Err); ok {
+	if nameMismatch {
 		return a.fail(ReasonNameMismatch, fmt.Sprintf("the endpoint's certificate is valid for %s, not for %q", certNames(he.Certificate), he.Host),
 			fmt.Sprintf("use a URL whose host is one of those names, or ask the partner for a certificate that includes %q", he.Host), err)
 	}
@@ -277,6 +282,16 @@ func (a *attempt) webCertFailure(err error) *FetchError {
 			"if the partner uses a private or enterprise CA, add its root certificate to federation.ca_file in the server config; otherwise a TLS-intercepting proxy may be in the path", err)
 	}
 	return a.fail(ReasonTLSHandshake, "the endpoint's certificate is not valid: "+ve.Err.Error(), "ask the partner to fix the endpoint's certificate", err)
+}
+
+// SVIDOnWeb says what an https_web relationship's endpoint is when it
+// presents the X509-SVID id instead of a web certificate for its host, and
+// what to do. The fetcher (and so federation status and doctor) and probe
+// use these same words.
+func SVIDOnWeb(id spiffeid.ID) (detail, fix string) {
+	return fmt.Sprintf("this endpoint presents an X509-SVID for %s, not a web certificate for its host: it is an https_spiffe endpoint", id),
+		fmt.Sprintf("use bundleEndpointProfile https_spiffe with endpointSpiffeID %s, bootstrapped with the partner's bundle (treaty federation update -trustDomain %s -bundleEndpointProfile https_spiffe -endpointSpiffeID %s -trustDomainBundlePath FILE, where FILE is treaty bundle show -format spiffe on their side)",
+			id, id.TrustDomain().Name(), id)
 }
 
 const fixExpired = "the partner must renew it; if the dates look wrong, check the clocks on both sides"
@@ -460,6 +475,24 @@ func (a *attempt) tooLarge(declared int64) error {
 func (a *attempt) invalidBundle(err error) error {
 	return a.fail(ReasonInvalidBundle, err.Error(),
 		"the partner must fix what its endpoint serves (compare with treaty bundle show -format spiffe on their side); if it is another trust domain's bundle, correct the URL", err)
+}
+
+// effectivelyEmpty refuses a document whose every entry is ignored. The
+// standard (SPIFFE Trust Domain and Bundle §4.1.3) treats it like an empty
+// key set, which revokes every authority of the partner; but a partner that
+// means to revoke everything publishes "keys": [], and a set of entries
+// that are all broken is far more likely a mistake (an encoding bug, a
+// botched rotation, a proxy rewriting the body) than a revocation. So the
+// last good bundle stays, and the failure says loudly what was wrong.
+func (a *attempt) effectivelyEmpty(res *bundle.Result) error {
+	reasons := make([]string, len(res.Ignored))
+	for i, ig := range res.Ignored {
+		reasons[i] = ig.Message
+	}
+	return a.fail(ReasonEffectivelyEmpty,
+		fmt.Sprintf("every one of the %d entries of the bundle is ignored, so it is effectively empty and would revoke every authority of %q (%s); keeping the last good bundle",
+			res.Entries, a.rel.TrustDomain.Name(), strings.Join(reasons, "; ")),
+		`the partner must fix the entries its endpoint serves (treaty bundle validate on the document shows each problem and its fix); to revoke everything on purpose a trust domain publishes "keys": []`, nil)
 }
 
 // isHTML reports whether a response is an HTML page, by its content type

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -153,6 +154,7 @@ func (r *Refresher) record(e *entry, attempt time.Time, res *bundle.Result, endp
 	if err == nil {
 		st.LastSuccess, st.ConsecutiveFailures, st.LastError, st.LastReason = attempt, 0, "", ""
 		st.Warnings = res.Warnings
+		r.logIgnored(st, res.Ignored)
 		if hint, ok := res.Bundle.RefreshHint(); ok {
 			st.RefreshHint = hint
 		}
@@ -163,13 +165,33 @@ func (r *Refresher) record(e *entry, attempt time.Time, res *bundle.Result, endp
 	} else {
 		st.ConsecutiveFailures++
 		st.LastError, st.LastReason = err.Error(), reasonOf(err)
-		if st.ConsecutiveFailures == 1 || st.LastReason != prevReason {
+		switch {
+		case st.ConsecutiveFailures > 1 && st.LastReason == prevReason:
+		case st.LastReason == string(ReasonEffectivelyEmpty):
+			// Loud: taken literally, the document would revoke the partner.
+			r.log.Error("partner published a bundle whose every entry is ignored; keeping the last good bundle", attrTrustDomain, st.TrustDomain, attrError, err)
+		default:
 			r.log.Warn("partner bundle fetch failed; keeping the last good bundle", attrTrustDomain, st.TrustDomain, attrError, err)
 		}
 		e.next = attempt.Add(backoff(st.ConsecutiveFailures, r.interval(st.RefreshHint)))
 	}
 	st.NextAttempt = e.next
 	st.State = st.state(attempt, r.interval(st.RefreshHint))
+}
+
+// logIgnored records the entries a fetch ignored, and logs them when they
+// differ from the previous fetch's: once per change, not once per poll.
+func (r *Refresher) logIgnored(st *Status, ignored []bundle.Ignored) {
+	prev := st.Ignored
+	st.Ignored = ignored
+	if len(ignored) == 0 || slices.Equal(prev, ignored) {
+		return
+	}
+	messages := make([]string, len(ignored))
+	for i, ig := range ignored {
+		messages[i] = ig.Message
+	}
+	r.log.Warn("partner bundle has entries that are ignored; the rest of it is used", attrTrustDomain, st.TrustDomain, attrIgnored, messages)
 }
 
 func (r *Refresher) describeHeld(st *Status, held *stored) {
@@ -204,4 +226,5 @@ const (
 	attrError       = "error"
 	attrSequence    = "sequence"
 	attrFailures    = "consecutive_failures"
+	attrIgnored     = "ignored_entries"
 )

@@ -22,6 +22,7 @@ import (
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
+	"github.com/treatyhq/treaty/internal/finding"
 )
 
 var partner = spiffeid.RequireTrustDomainFromString("beta.test")
@@ -37,14 +38,19 @@ type scriptedFetcher struct {
 }
 
 type outcome struct {
-	b   *spiffebundle.Bundle
-	err error
+	b       *spiffebundle.Bundle
+	err     error
+	ignored []bundle.Ignored
 }
 
 func (f *scriptedFetcher) push(b *spiffebundle.Bundle, err error) {
+	f.pushOutcome(outcome{b: b, err: err})
+}
+
+func (f *scriptedFetcher) pushOutcome(o outcome) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.outcomes = append(f.outcomes, outcome{b, err})
+	f.outcomes = append(f.outcomes, o)
 }
 
 func (f *scriptedFetcher) Fetch(_ context.Context, _ Relationship, endpoint *url.URL, _ *spiffebundle.Bundle) (*bundle.Result, error) {
@@ -58,7 +64,7 @@ func (f *scriptedFetcher) Fetch(_ context.Context, _ Relationship, endpoint *url
 	if o.err != nil {
 		return nil, o.err
 	}
-	return &bundle.Result{Bundle: o.b.Clone()}, nil
+	return &bundle.Result{Bundle: o.b.Clone(), Ignored: o.ignored}, nil
 }
 
 func partnerBundle(t *testing.T, seq uint64) *spiffebundle.Bundle {
@@ -162,6 +168,27 @@ func TestRefreshStoresKeepsAndRefuses(t *testing.T) {
 	require.Equal(t, StateHealthy, st.State)
 	require.Zero(t, st.ConsecutiveFailures)
 	require.Equal(t, uint64(3), st.Sequence)
+}
+
+// Ignored entries of a partner's bundle (SPIFFE Trust Domain and Bundle
+// §4.2) are in the partner's status until a fetch no longer has them.
+func TestRefreshReportsIgnoredEntries(t *testing.T) {
+	env := newRefresherEnv(t, "https://beta.example")
+	ctx := t.Context()
+	ignored := []bundle.Ignored{{Index: 1, Use: "x509-svid", Check: bundle.CheckKeyMatch, Severity: finding.Fail, Message: "keys[1] (x509-svid) ignored: its key members are not the public key of the x5c certificate"}}
+	env.fetcher.pushOutcome(outcome{b: partnerBundle(t, 1), ignored: ignored})
+	require.NoError(t, env.r.Refresh(ctx, partner))
+	st := env.status(t)
+	require.Equal(t, StateHealthy, st.State, "the rest of the bundle is used")
+	require.Equal(t, ignored, st.Ignored)
+
+	env.fetcher.push(nil, errors.New("connection refused"))
+	require.Error(t, env.r.Refresh(ctx, partner))
+	require.Equal(t, ignored, env.status(t).Ignored, "a failed fetch says nothing new about the document")
+
+	env.fetcher.push(partnerBundle(t, 2), nil)
+	require.NoError(t, env.r.Refresh(ctx, partner))
+	require.Empty(t, env.status(t).Ignored)
 }
 
 func TestRefreshFailsOverToTheNextEndpoint(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/bundle"
 )
 
 // State summarises a relationship's freshness.
@@ -73,6 +75,10 @@ type Status struct {
 	LastReason string
 	// Warnings are what the last successful fetch skipped or found odd.
 	Warnings []string
+	// Ignored lists the entries of the last successfully fetched document
+	// that were left out of the bundle, with their index and reason (SPIFFE
+	// Trust Domain and Bundle §4.2, X509-SVID and JWT-SVID §6).
+	Ignored []bundle.Ignored
 	// HasBundle tells whether a bundle of the trust domain is stored.
 	HasBundle bool
 	// Sequence, BundleUpdated and EarliestExpiry describe the stored bundle.

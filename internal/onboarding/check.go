@@ -2,6 +2,7 @@ package onboarding
 
 import (
 	"cmp"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/finding"
 )
@@ -156,20 +158,65 @@ func (r *CheckReport) checkFile(path string, opts CheckOptions) (*File, CheckedF
 		cf.Endpoints = append(cf.Endpoints, u.String())
 	}
 	for _, w := range f.Warnings {
-		if rel.Profile == federation.ProfileHTTPSSPIFFE && rel.TrustDomainBundle == nil && strings.Contains(w, "cannot authenticate the endpoint") {
+		switch {
+		case strings.HasPrefix(w, bundleWarningPrefix):
+			// checkBundle reports these, at the bundle's line and clock.
+		case rel.Profile == federation.ProfileHTTPSSPIFFE && rel.TrustDomainBundle == nil && strings.Contains(w, "cannot authenticate the endpoint"):
 			r.add(finding.Fail, path, f.trustDomainLine, "https_spiffe without trustDomainBundle: %s; add the partner's bundle (treaty bundle show -format spiffe on their side) as trustDomainBundle", w)
-			continue
+		default:
+			r.add(finding.Warn, path, f.trustDomainLine, "%s", w)
 		}
-		r.add(finding.Warn, path, f.trustDomainLine, "%s", w)
 	}
-	if b := rel.TrustDomainBundle; b != nil {
-		for _, c := range b.X509Authorities() {
-			if left := c.NotAfter.Sub(opts.Now); left > 0 && left < opts.ExpiryWarning {
-				r.add(finding.Warn, path, f.trustDomainLine, "trustDomainBundle: authority %q expires %s; ask the partner for a current bundle before then", c.Subject, c.NotAfter.UTC().Format(time.RFC3339))
-			}
-		}
+	if f.bundleText != nil {
+		r.checkBundle(f, opts)
 	}
 	return f, cf
+}
+
+// checkBundle looks at trustDomainBundle as a new partner would bootstrap
+// from it: every entry the parser ignores or finds odd is a warning, and an
+// authority that has expired is an error, since nothing it signed verifies
+// any more and the partner has surely rotated since the file was written.
+func (r *CheckReport) checkBundle(f *File, opts CheckOptions) {
+	td := f.Relationship.TrustDomain
+	res, err := bundle.Parse(td, f.bundleText, bundle.Options{Now: opts.Now})
+	if err != nil {
+		return // parse reported it as a problem already
+	}
+	for _, fd := range res.Findings {
+		if fd.Check != bundle.CheckExpiry { // checkAuthority judges validity
+			r.add(finding.Warn, f.Path, f.bundleLine, "%s%s", bundleWarningPrefix, fd.Message)
+		}
+	}
+	for _, c := range res.Bundle.X509Authorities() {
+		r.checkAuthority(f, c, opts)
+	}
+}
+
+// checkAuthority reports an X.509 authority of trustDomainBundle that is
+// expired, not yet valid or about to expire.
+func (r *CheckReport) checkAuthority(f *File, c *x509.Certificate, opts CheckOptions) {
+	at := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	switch left := c.NotAfter.Sub(opts.Now); {
+	case left <= 0:
+		r.add(finding.Fail, f.Path, f.bundleLine, "%sauthority %q expired at %s (%s ago): a new partner cannot bootstrap from it; the partner must publish a fresh bundle (treaty bundle show -format spiffe on their side) and this file must carry it",
+			bundleWarningPrefix, c.Subject, at(c.NotAfter), roughly(-left))
+	case opts.Now.Before(c.NotBefore):
+		r.add(finding.Warn, f.Path, f.bundleLine, "%sauthority %q is not valid until %s: nothing it signs verifies before then; check the clocks on both sides",
+			bundleWarningPrefix, c.Subject, at(c.NotBefore))
+	case left < opts.ExpiryWarning:
+		r.add(finding.Warn, f.Path, f.bundleLine, "%sauthority %q expires %s; ask the partner for a current bundle before then",
+			bundleWarningPrefix, c.Subject, at(c.NotAfter))
+	}
+}
+
+// roughly writes d in days when it is more than two, else in hours and
+// minutes.
+func roughly(d time.Duration) string {
+	if d > 48*time.Hour {
+		return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+	}
+	return d.Round(time.Minute).String()
 }
 
 // checkDuplicates reports trust domains defined by more than one file.

@@ -23,7 +23,7 @@ func TestCheckFiles(t *testing.T) {
 	}{
 		{"good-spiffe.yaml", finding.Pass, "", 0, ""},
 		{"good-web.yaml", finding.Pass, "", 0, ""},
-		{"expiring-bundle.yaml", finding.Warn, finding.Warn, 3, "ask the partner for a current bundle"},
+		{"expiring-bundle.yaml", finding.Warn, finding.Warn, 8, "ask the partner for a current bundle"},
 		{"http-url.yaml", finding.Fail, finding.Fail, 2, "uses http://"},
 		{"no-profile.yaml", finding.Fail, finding.Fail, 1, "bundleEndpointProfile is required"},
 		{"spiffe-no-bundle.yaml", finding.Fail, finding.Fail, 1, "https_spiffe without trustDomainBundle"},
@@ -51,6 +51,41 @@ func TestCheckFiles(t *testing.T) {
 				}
 			}
 			require.True(t, hit, "no %s at line %d containing %q in %v", tc.severity, tc.line, tc.phrase, r.Findings)
+		})
+	}
+}
+
+// TestCheckBootstrapBundle: trustDomainBundle is checked like any bundle
+// (SPIFFE Trust Domain and Bundle §4.2, X509-SVID §4 and §6.2), at its own
+// line, and expired bootstrap material is an error because a new partner
+// cannot bootstrap from it.
+func TestCheckBootstrapBundle(t *testing.T) {
+	cases := []struct {
+		file     string
+		status   finding.Severity
+		severity finding.Severity
+		phrases  []string
+	}{
+		{"expired.yaml", finding.Fail, finding.Fail, []string{`authority "CN=spiffe://expired.test,O=corpus" expired at 2025-01-01T00:00:00Z (365 days ago)`, "a new partner cannot bootstrap from it", "the partner must publish a fresh bundle"}},
+		{"future.yaml", finding.Warn, finding.Warn, []string{"is not valid until 2027-01-01T00:00:00Z", "check the clocks"}},
+		{"foreign.yaml", finding.Warn, finding.Warn, []string{`keys[1] (x509-svid): certificate "CN=spiffe://other.test,O=corpus" names trust domain "other.test"`, `kept as an authority of "foreign.test"`}},
+		{"ignored.yaml", finding.Warn, finding.Warn, []string{`keys[1] (enc) ignored: unknown use "enc"`, `keys[2] (x509-svid) ignored: no certificate in "x5c"`}},
+	}
+	for _, tc := range cases {
+		t.Run(string(tc.status)+"/"+tc.file, func(t *testing.T) {
+			path := filepath.Join("testdata", "check-bundle", tc.file)
+			r, err := Check([]string{path}, CheckOptions{Now: checkNow})
+			require.NoError(t, err)
+			require.Equal(t, tc.status, r.Files[0].Status, "%v", r.Findings)
+			for _, phrase := range tc.phrases {
+				var hit bool
+				for _, f := range r.Findings {
+					if f.Severity == tc.severity && f.Line == 8 && strings.Contains(f.Message, phrase) {
+						hit = true
+					}
+				}
+				require.True(t, hit, "no %s at line 8 containing %q in %v", tc.severity, phrase, r.Findings)
+			}
 		})
 	}
 }

@@ -44,6 +44,8 @@ type File struct {
 	Warnings []string
 
 	trustDomainLine int // the line of trustDomain, for directory problems
+	bundleText      []byte
+	bundleLine      int // the line of trustDomainBundle
 }
 
 // Parse parses data, the content of the onboarding file at path, which is
@@ -95,6 +97,8 @@ func parse(data []byte, path string) (*File, string, []Problem) {
 		Relationship:    b.rel,
 		Warnings:        b.warnings,
 		trustDomainLine: spec.trustDomain.line,
+		bundleText:      b.bundleText,
+		bundleLine:      b.bundleLine,
 	}, spec.className.text, nil
 }
 

@@ -19,6 +19,10 @@ type builder struct {
 	ps       *problems
 	rel      federation.Relationship
 	warnings []string
+	// bundleText and bundleLine are trustDomainBundle as written, for
+	// Check to look at the bootstrap material more closely.
+	bundleText []byte
+	bundleLine int
 }
 
 func (b *builder) build(s *rawSpec) {
@@ -166,6 +170,9 @@ func (b *builder) endpointSPIFFEID(s *rawSpec) {
 	}
 }
 
+// bundleWarningPrefix starts the warnings about trustDomainBundle.
+const bundleWarningPrefix = "trustDomainBundle: "
+
 // bundle sets the bootstrap bundle from trustDomainBundle, a SPIFFE bundle
 // (JWK Set) as text.
 func (b *builder) bundle(v value) {
@@ -185,9 +192,10 @@ func (b *builder) bundle(v value) {
 		return
 	}
 	for _, w := range res.Warnings {
-		b.warnings = append(b.warnings, "trustDomainBundle: "+w)
+		b.warnings = append(b.warnings, bundleWarningPrefix+w)
 	}
 	b.rel.TrustDomainBundle = res.Bundle
+	b.bundleText, b.bundleLine = []byte(v.text), v.line
 }
 
 func (b *builder) bundleProblems(line int, err error) {

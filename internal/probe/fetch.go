@@ -112,6 +112,14 @@ func (p *prober) checkBundle(body []byte) {
 		p.add("bundle", finding.Fail, "the partner must fix what its endpoint serves (compare with treaty bundle show -format spiffe)", "%v", err)
 		return
 	}
+	if res.EffectivelyEmpty() {
+		p.add("bundle", finding.Fail, `the partner must fix the entries its endpoint serves (treaty bundle validate on the document shows each problem and its fix); to revoke everything on purpose a trust domain publishes "keys": []`,
+			"every one of the %d entries of the bundle is ignored, so it is effectively empty (SPIFFE Trust Domain and Bundle §4.1.3): treaty would keep the last good bundle and report the partner as failing", res.Entries)
+		for _, w := range res.Warnings {
+			p.add("bundle", finding.Warn, "", "%s", w)
+		}
+		return
+	}
 	b := res.Bundle
 	hint, _ := b.RefreshHint()
 	seq, hasSeq := b.SequenceNumber()
@@ -121,6 +129,9 @@ func (p *prober) checkBundle(body []byte) {
 	}
 	if first := earliest(b.X509Authorities()); !first.IsZero() {
 		detail += ", earliest authority expiry " + first.UTC().Format(time.RFC3339)
+	}
+	if n := len(res.Ignored); n > 0 {
+		detail += fmt.Sprintf("; %d of its %d entries ignored (see the warnings)", n, res.Entries)
 	}
 	p.add("bundle", finding.Pass, "", "%s", detail)
 	for _, w := range res.Warnings {

@@ -70,6 +70,10 @@ type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	// EndpointID is the SPIFFE ID the endpoint should present, if known.
 	EndpointID spiffeid.ID
+	// Profile is the profile the relationship uses or will use, if known
+	// ("https_web" or "https_spiffe"); a mismatch with what the endpoint
+	// presents fails with the advice federation status gives.
+	Profile string
 	// Insecure reads the bundle even when no profile validates.
 	Insecure bool
 	Timeout  time.Duration
@@ -201,6 +205,11 @@ func (p *prober) detectProfile() {
 		if p.cfg.TrustDomain.IsZero() {
 			p.cfg.TrustDomain = id.TrustDomain()
 		}
+		if p.cfg.Profile == string(federation.ProfileHTTPSWeb) {
+			detail, fix := federation.SVIDOnWeb(id)
+			p.add("profile", finding.Fail, fix, "%s", detail)
+			return
+		}
 		p.add("profile", finding.Pass, "", "looks like https_spiffe: the certificate is an X509-SVID for %s", id)
 		return
 	}
@@ -252,7 +261,7 @@ func webFix(err error) string {
 func (p *prober) checkSPIFFE(ctx context.Context) {
 	if p.report.EndpointID == "" {
 		status, fix := finding.Skip, ""
-		if !p.cfg.EndpointID.IsZero() {
+		if !p.cfg.EndpointID.IsZero() || p.cfg.Profile == string(federation.ProfileHTTPSSPIFFE) {
 			// The operator expects an SVID: the classic termination mistake.
 			status, fix = finding.Fail, "use -bundleEndpointProfile https_web, or if an ingress terminates TLS in front of the endpoint, switch it to TLS passthrough"
 		}

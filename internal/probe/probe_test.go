@@ -108,6 +108,14 @@ func TestProbe(t *testing.T) {
 		w.Header().Set("Content-Type", "text/html")
 		_, _ = w.Write([]byte("<html><body>502 Bad Gateway</body></html>"))
 	}), nil, loopback)
+	serve := func(body string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(body))
+		})
+	}
+	emptyURL, emptyRoots := webServer(t, serve(`{"keys":[{"use":"x509-svid","kty":"EC"},{"use":"jwt-svid","kty":"EC"}]}`), nil, loopback)
+	partlyURL, partlyRoots := webServer(t, serve(strings.Replace(string(doc), `"keys":[`, `"keys":[{"use":"x509-svid","kty":"EC"},`, 1)), nil, loopback)
 	var lc net.ListenConfig
 	l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -129,6 +137,12 @@ func TestProbe(t *testing.T) {
 		{"ok/trust domain inferred from the bundle", Config{URL: webURL, Roots: webRoots}, finding.Pass, "bundle", finding.Pass, "SPIFFE bundle of beta.test"},
 		{"fail/wrong endpoint ID", Config{URL: spiffeURL, Bundle: c.Bundle(), EndpointID: spiffeid.RequireFromString("spiffe://beta.test/other")}, finding.Fail, "endpoint_id", finding.Fail, "expected spiffe://beta.test/other"},
 		{"fail/web certificate where an SVID is expected", Config{URL: webURL, Roots: webRoots, EndpointID: endpointID}, finding.Fail, "https_spiffe", finding.Fail, "no URI SAN"},
+		{"fail/SVID where https_web is expected", Config{URL: spiffeURL, Bundle: c.Bundle(), Profile: "https_web"}, finding.Fail, "profile", finding.Fail,
+			"this endpoint presents an X509-SVID for spiffe://beta.test/spire/server, not a web certificate for its host: it is an https_spiffe endpoint use bundleEndpointProfile https_spiffe with endpointSpiffeID spiffe://beta.test/spire/server"},
+		{"fail/web certificate where https_spiffe is expected", Config{URL: webURL, Roots: webRoots, Profile: "https_spiffe"}, finding.Fail, "https_spiffe", finding.Fail, "use -bundleEndpointProfile https_web"},
+		// SPIFFE Trust Domain and Bundle §4.1.3 and §4.2.
+		{"fail/effectively empty bundle", Config{URL: emptyURL, Roots: emptyRoots, TrustDomain: td}, finding.Fail, "bundle", finding.Fail, "every one of the 2 entries of the bundle is ignored"},
+		{"ok/ignored entry reported, the rest used", Config{URL: partlyURL, Roots: partlyRoots, TrustDomain: td}, finding.Warn, "bundle", finding.Pass, "1 X.509 and 1 JWT authorities, refresh hint 5m0s, sequence 1, earliest authority expiry"},
 		{"fail/unknown web CA", Config{URL: webURL}, finding.Fail, "https_web", finding.Fail, "does not validate as https_web"},
 		{"fail/name mismatch", Config{URL: wrongNameURL, Roots: wrongNameRoots}, finding.Fail, "https_web", finding.Fail, "ingress.local"},
 		{"fail/html page", Config{URL: htmlURL, Roots: htmlRoots}, finding.Fail, "http", finding.Fail, "HTML page"},
@@ -145,7 +159,11 @@ func TestProbe(t *testing.T) {
 		})
 	}
 
-	r := Run(t.Context(), Config{URL: spiffeURL, Bundle: c.Bundle()})
+	r := Run(t.Context(), Config{URL: partlyURL, Roots: partlyRoots, TrustDomain: td})
+	require.Contains(t, stepOf(r, "bundle").Message, "; 1 of its 3 entries ignored (see the warnings)")
+	require.Contains(t, r.Steps[len(r.Steps)-1].Message, `keys[0] (x509-svid) ignored: no certificate in "x5c"`)
+
+	r = Run(t.Context(), Config{URL: spiffeURL, Bundle: c.Bundle()})
 	require.Equal(t, "https_spiffe", r.Profile)
 	require.True(t, strings.HasPrefix(r.Create, "treaty federation create -trustDomain beta.test -bundleEndpointURL "+spiffeURL+" -bundleEndpointProfile https_spiffe -endpointSpiffeID spiffe://beta.test/spire/server"), r.Create)
 	require.Contains(t, r.Onboarding, "endpointSPIFFEID: spiffe://beta.test/spire/server")

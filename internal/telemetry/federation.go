@@ -19,6 +19,8 @@ var (
 		"1 for the partner's current state (healthy, failing, stale, never_fetched, static), 0 for the others.", []string{"trust_domain", "state"}, nil)
 	descFailureReason = prometheus.NewDesc("treaty_federation_last_failure",
 		"1 while the last poll failed, labelled with the classified reason.", []string{"trust_domain", "reason"}, nil)
+	descIgnored = prometheus.NewDesc("treaty_federation_ignored_keys",
+		"Entries of the partner's last fetched bundle that were ignored, by reason (a bundle check ID such as x5c, key-match, use, key-type); the rest of the bundle is in use.", []string{"trust_domain", "reason"}, nil)
 )
 
 var states = []federation.State{federation.StateHealthy, federation.StateFailing, federation.StateStale, federation.StateNeverFetched, federation.StateStatic}
@@ -30,7 +32,7 @@ type federationCollector struct {
 }
 
 func (c *federationCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLastSuccess, descFailures, descSequence, descExpiry, descState, descFailureReason} {
+	for _, d := range []*prometheus.Desc{descLastSuccess, descFailures, descSequence, descExpiry, descState, descFailureReason, descIgnored} {
 		ch <- d
 	}
 }
@@ -58,5 +60,17 @@ func (c *federationCollector) Collect(ch chan<- prometheus.Metric) {
 		if st.ConsecutiveFailures > 0 {
 			ch <- prometheus.MustNewConstMetric(descFailureReason, prometheus.GaugeValue, 1, td, st.LastReason)
 		}
+		collectIgnored(ch, st)
+	}
+}
+
+// collectIgnored counts the partner's ignored entries by reason.
+func collectIgnored(ch chan<- prometheus.Metric, st federation.Status) {
+	counts := map[string]int{}
+	for _, ig := range st.Ignored {
+		counts[string(ig.Check)]++
+	}
+	for reason, n := range counts {
+		ch <- prometheus.MustNewConstMetric(descIgnored, prometheus.GaugeValue, float64(n), st.TrustDomain, reason)
 	}
 }

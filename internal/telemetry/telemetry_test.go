@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/federation"
 )
 
@@ -30,7 +31,8 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 func TestMetrics(t *testing.T) {
 	success := time.Unix(1_800_000_000, 0)
 	s := New(Config{Federation: staticStatus{
-		{TrustDomain: "beta.test", State: federation.StateHealthy, LastSuccess: success, HasBundle: true, Sequence: 7, EarliestExpiry: success.Add(time.Hour)},
+		{TrustDomain: "beta.test", State: federation.StateHealthy, LastSuccess: success, HasBundle: true, Sequence: 7, EarliestExpiry: success.Add(time.Hour),
+			Ignored: []bundle.Ignored{{Index: 1, Check: bundle.CheckX5C}, {Index: 2, Check: bundle.CheckX5C}, {Index: 4, Check: bundle.CheckUse}}},
 		{TrustDomain: "gamma.test", State: federation.StateFailing, ConsecutiveFailures: 3, LastReason: "connection_refused"},
 	}})
 	s.ObserveRequest(200, time.Millisecond)
@@ -45,12 +47,15 @@ func TestMetrics(t *testing.T) {
 		`treaty_federation_state{state="failing",trust_domain="gamma.test"} 1`,
 		`treaty_federation_state{state="healthy",trust_domain="gamma.test"} 0`,
 		`treaty_federation_last_failure{reason="connection_refused",trust_domain="gamma.test"} 1`,
+		`treaty_federation_ignored_keys{reason="x5c",trust_domain="beta.test"} 2`,
+		`treaty_federation_ignored_keys{reason="use",trust_domain="beta.test"} 1`,
 		`treaty_bundle_endpoint_requests_total{code="304"} 1`,
 		`treaty_bundle_endpoint_request_duration_seconds_count{code="200"} 1`,
 	} {
 		require.Contains(t, body, want)
 	}
 	require.False(t, strings.Contains(body, `treaty_federation_last_success_timestamp_seconds{trust_domain="gamma.test"}`), "no success, no timestamp")
+	require.False(t, strings.Contains(body, `treaty_federation_ignored_keys{reason="x5c",trust_domain="gamma.test"}`), "nothing ignored, no series")
 }
 
 func TestHealthAndReadiness(t *testing.T) {
