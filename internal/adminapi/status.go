@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/treatyhq/treaty/internal/adminwire"
+	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/federation"
 )
 
@@ -83,7 +84,16 @@ func relationshipStatus(st federation.Status) adminwire.RelationshipStatus {
 		BundleUpdated:       timeString(st.BundleUpdated),
 		EarliestExpiry:      timeString(st.EarliestExpiry),
 		RefreshHintSeconds:  st.RefreshHint.Seconds(),
+		Ignored:             ignoredEntries(st.Ignored),
 	}
+}
+
+func ignoredEntries(in []bundle.Ignored) []adminwire.IgnoredEntry {
+	out := make([]adminwire.IgnoredEntry, len(in))
+	for i, ig := range in {
+		out[i] = adminwire.IgnoredEntry{Index: ig.Index, Use: ig.Use, KeyID: ig.KeyID, Reason: string(ig.Check), Message: ig.Message}
+	}
+	return out
 }
 
 func timeString(t time.Time) string {

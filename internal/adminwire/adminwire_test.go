@@ -17,9 +17,10 @@ func TestStructRoundTrip(t *testing.T) {
 		back any
 	}{
 		{"ok/invite request", &InviteRequest{URL: "https://a.test/", TTLSeconds: 3600, EmbedBundle: true}, &InviteRequest{}},
-		{"ok/join response", &JoinResponse{TrustDomain: "b.test", Sequence: 1 << 40, ReverseToken: "treaty-invite-1.x"}, &JoinResponse{}},
+		{"ok/join response", &JoinResponse{TrustDomain: "b.test", Sequence: 1<<63 + 1, ReverseToken: "treaty-invite-1.x"}, &JoinResponse{}},
 		{"ok/status", &StatusResponse{
-			Relationships:  []RelationshipStatus{{TrustDomain: "b.test", State: "healthy", ConsecutiveFailures: 2, Warnings: []string{"w"}, Sequence: 1_700_000_000}},
+			Relationships:  []RelationshipStatus{{TrustDomain: "b.test", State: "healthy", ConsecutiveFailures: 2, Warnings: []string{"w"}, Sequence: 1<<63 + 1,
+				Ignored: []IgnoredEntry{{Index: 2, Use: "x509-svid", Reason: "x5c", Message: "keys[2] (x509-svid) ignored: no certificate"}}}},
 			FederationGaps: []FederationGap{{EntryID: "e", SPIFFEID: "spiffe://a.test/w", TrustDomain: "c.test"}},
 		}, &StatusResponse{}},
 		{"ok/doctor", &DoctorResponse{Checks: []Check{{Name: "ca", Status: finding.Pass, Doc: "ca"}}}, &DoctorResponse{}},
@@ -41,7 +42,9 @@ func TestWireSpelling(t *testing.T) {
 	require.NoError(t, err)
 	raw, err := protojson.Marshal(s)
 	require.NoError(t, err)
-	require.JSONEq(t, `{"trust_domain":"b.test","profile":"https_web","url":"https://b.test/","fingerprint":"f","sequence":7}`, string(raw))
+	// A spiffe_sequence is a decimal string: Struct numbers are doubles,
+	// and the sequence has 64 bits (SPIFFE Trust Domain and Bundle §4.1.1).
+	require.JSONEq(t, `{"trust_domain":"b.test","profile":"https_web","url":"https://b.test/","fingerprint":"f","sequence":"7"}`, string(raw))
 }
 
 func TestFromStructMismatch(t *testing.T) {

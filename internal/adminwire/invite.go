@@ -44,8 +44,9 @@ type JoinResponse struct {
 	Profile     string `json:"profile"`
 	URL         string `json:"url"`
 	Fingerprint string `json:"fingerprint"`
-	// Sequence is the spiffe_sequence of the partner's bundle stored.
-	Sequence uint64 `json:"sequence"`
+	// Sequence is the spiffe_sequence of the partner's bundle stored, as a
+	// decimal string (see RelationshipStatus.Sequence).
+	Sequence uint64 `json:"sequence,string"`
 	// ReverseToken is an invite of ours for the partner, when the request
 	// or the invite asked for one.
 	ReverseToken string `json:"reverse_token,omitempty"`

@@ -26,10 +26,28 @@ type RelationshipStatus struct {
 	LastReason          string   `json:"last_reason"`
 	Warnings            []string `json:"warnings"`
 	HasBundle           bool     `json:"has_bundle"`
-	Sequence            uint64   `json:"sequence"`
-	BundleUpdated       string   `json:"bundle_updated"`
-	EarliestExpiry      string   `json:"earliest_expiry"`
-	RefreshHintSeconds  float64  `json:"refresh_hint_seconds"`
+	// Sequence travels as a decimal string: the status message is a
+	// google.protobuf.Struct, whose numbers are doubles, and a
+	// spiffe_sequence has 64 bits (SPIFFE Trust Domain and Bundle §4.1.1).
+	Sequence           uint64  `json:"sequence,string"`
+	BundleUpdated      string  `json:"bundle_updated"`
+	EarliestExpiry     string  `json:"earliest_expiry"`
+	RefreshHintSeconds float64 `json:"refresh_hint_seconds"`
+	// Ignored lists the entries of the partner's last fetched bundle that
+	// were left out of it; their messages are among Warnings too.
+	Ignored []IgnoredEntry `json:"ignored"`
+}
+
+// IgnoredEntry is one entry of a partner's bundle that was left out of it
+// (SPIFFE Trust Domain and Bundle §4.2; X509-SVID and JWT-SVID §6).
+type IgnoredEntry struct {
+	// Index is the entry's position in "keys", from 0.
+	Index int    `json:"index"`
+	Use   string `json:"use,omitempty"`
+	KeyID string `json:"kid,omitempty"`
+	// Reason is the bundle check that failed, e.g. x5c or key-match.
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
 }
 
 // FederationGap is a registration entry that federates with a trust domain

@@ -16,7 +16,7 @@ type relationshipStatus struct {
 	TrustDomain         string  `json:"trust_domain"`
 	State               string  `json:"state"`
 	ConsecutiveFailures float64 `json:"consecutive_failures"`
-	Sequence            float64 `json:"sequence"`
+	Sequence            uint64  `json:"sequence,string"`
 	LastError           string  `json:"last_error"`
 	LastReason          string  `json:"last_reason"`
 }
@@ -95,7 +95,7 @@ func TestTwoServersFederate(t *testing.T) {
 	betaSeq := sequence(t, parseSPIFFE(t, "beta.test", beta.treaty("bundle", "show", "-format", "spiffe")))
 	alpha.treaty("federation", "refresh", "-id", "beta.test")
 	st := federationStatus(t, alpha, "beta.test")
-	require.Equal(t, float64(betaSeq), st.Sequence)
+	require.Equal(t, uint64(betaSeq), st.Sequence)
 	held := parseSPIFFE(t, "beta.test", alpha.treaty("bundle", "list", "-id", "spiffe://beta.test", "-format", "spiffe"))
 	require.Len(t, held.X509Authorities(), 2)
 

@@ -149,8 +149,8 @@ func TestSoakBadPartner(t *testing.T) {
 	var lastSeq uint64
 	for time.Now().Before(deadline) {
 		st := federationStatus(t, s, "flaky.test")
-		require.GreaterOrEqual(t, uint64(st.Sequence), lastSeq, "the held sequence went backwards")
-		lastSeq = uint64(st.Sequence)
+		require.GreaterOrEqual(t, st.Sequence, lastSeq, "the held sequence went backwards")
+		lastSeq = st.Sequence
 		_, err := source.GetX509BundleForTrustDomain(flaky)
 		require.NoError(t, err, "the workload lost the partner's bundle")
 		checks += 2
