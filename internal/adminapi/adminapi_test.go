@@ -36,6 +36,14 @@ var td = spiffeid.RequireTrustDomainFromString("alpha.test")
 // start runs the admin API on a real unix socket over a real store and CA.
 func start(t *testing.T) *grpc.ClientConn {
 	t.Helper()
+	conn, _ := startWith(t, nil)
+	return conn
+}
+
+// startWith is start with the configuration adjusted by edit (nil: none);
+// it also returns the store.
+func startWith(t *testing.T, edit func(*Config)) (*grpc.ClientConn, *sqlite.Store) {
+	t.Helper()
 	dir := t.TempDir()
 	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "treaty.db"))
 	require.NoError(t, err)
@@ -51,7 +59,11 @@ func start(t *testing.T) *grpc.ClientConn {
 	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
 	socket := filepath.Join(sockDir, "private", "admin.sock")
 	refresher := federation.NewRefresher(federation.RefresherConfig{Store: store, Fetcher: federation.NewFetcher(federation.FetcherConfig{})})
-	srv, err := New(Config{SocketPath: socket, CA: c, Store: store, Relationships: store, Refresher: refresher})
+	cfg := Config{SocketPath: socket, CA: c, Store: store, Relationships: store, Refresher: refresher}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := New(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -73,7 +85,7 @@ func start(t *testing.T) *grpc.ClientConn {
 	dirInfo, err := os.Stat(filepath.Dir(socket))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o700), dirInfo.Mode().Perm())
-	return conn
+	return conn, store
 }
 
 func caCert(t *testing.T, isCA bool, uri string) []byte {

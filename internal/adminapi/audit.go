@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"regexp"
 	"sync"
 	"time"
 
@@ -36,6 +37,11 @@ type AuditRecord struct {
 // maxAuditTarget bounds the request text kept in a record.
 const maxAuditTarget = 512
 
+// userinfo matches the userinfo of any URL in a request's text: a bundle
+// endpoint URL may arrive with a password, which is refused but must not
+// be recorded either.
+var userinfo = regexp.MustCompile(`://[^/?#@"\s]*@`)
+
 // auditor writes audit records to the log and, when set, a JSON-lines
 // file opened for appending.
 type auditor struct {
@@ -57,6 +63,7 @@ func (a *auditor) intercept(ctx context.Context, req any, info *grpc.UnaryServer
 	}
 	if m, ok := req.(proto.Message); ok {
 		if js, jerr := protojson.Marshal(m); jerr == nil {
+			js = userinfo.ReplaceAll(js, []byte("://xxxxx@"))
 			rec.Target = string(js[:min(len(js), maxAuditTarget)])
 		}
 	}

@@ -3,6 +3,7 @@ package adminapi
 import (
 	"context"
 	"errors"
+	"net/url"
 	"time"
 
 	"google.golang.org/grpc"
@@ -14,6 +15,7 @@ import (
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/invite"
 )
 
@@ -64,6 +66,9 @@ func (s *inviteService) token(url string, ttl time.Duration, embed, reverse bool
 	if url == "" {
 		return invite.Token{}, status.Error(codes.FailedPrecondition,
 			"this server has no bundle endpoint to invite partners to: set bundle_endpoint.address, or give the URL partners reach it at (-url)")
+	}
+	if err := checkInviteURL(url); err != nil {
+		return invite.Token{}, err
 	}
 	if ttl <= 0 {
 		ttl = adminwire.DefaultInviteTTL
@@ -174,4 +179,17 @@ func wireStruct(msg any) (*structpb.Struct, error) {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return out, nil
+}
+
+// checkInviteURL refuses an endpoint URL that a partner's join would
+// refuse, before the invite is handed out.
+func checkInviteURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "url %q is not a URL (want https://host:port)", federation.RedactRawURL(raw))
+	}
+	if err := federation.CheckEndpointURL(u); err != nil {
+		return status.Errorf(codes.InvalidArgument, "url %v", err)
+	}
+	return nil
 }

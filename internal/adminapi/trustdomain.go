@@ -88,7 +88,9 @@ func (s *trustDomainService) GetFederationRelationship(ctx context.Context, req 
 func (s *trustDomainService) relationshipProto(ctx context.Context, rec datastore.Relationship, mask *types.FederationRelationshipMask) *types.FederationRelationship {
 	out := &types.FederationRelationship{TrustDomain: rec.TrustDomain.Name()}
 	if (mask == nil || mask.BundleEndpointUrl) && len(rec.EndpointURLs) > 0 {
-		out.BundleEndpointUrl = rec.EndpointURLs[0]
+		// Redacted: a relationship stored before userinfo was refused
+		// may hold a password.
+		out.BundleEndpointUrl = federation.RedactRawURL(rec.EndpointURLs[0])
 	}
 	if mask == nil || mask.BundleEndpointProfile {
 		if rec.Profile == string(federation.ProfileHTTPSSPIFFE) {
@@ -121,7 +123,10 @@ func (s *trustDomainService) fromRelationshipProto(in *types.FederationRelations
 	rel.TrustDomain = td
 	u, err := url.Parse(in.GetBundleEndpointUrl())
 	if err != nil || in.GetBundleEndpointUrl() == "" {
-		return rel, nil, fmt.Errorf("bundle_endpoint_url %q is not a URL (want https://host:port)", in.GetBundleEndpointUrl())
+		return rel, nil, fmt.Errorf("bundle_endpoint_url %q is not a URL (want https://host:port)", federation.RedactRawURL(in.GetBundleEndpointUrl()))
+	}
+	if err := federation.CheckEndpointURL(u); err != nil {
+		return rel, nil, fmt.Errorf("bundle_endpoint_url %w", err)
 	}
 	rel.BundleEndpointURLs = []*url.URL{u}
 	switch p := in.GetBundleEndpointProfile().(type) {
@@ -229,6 +234,9 @@ func (s *trustDomainService) update(ctx context.Context, in *types.FederationRel
 			if u, err := url.Parse(raw); err == nil {
 				rel.BundleEndpointURLs = append(rel.BundleEndpointURLs, u)
 			}
+		}
+		if err := rel.Validate(); err != nil {
+			return nil, apiStatus(codes.InvalidArgument, "invalid federation relationship: %v; delete the relationship and create it again", err)
 		}
 	}
 	rec := rel.Record(s.now())

@@ -1,9 +1,12 @@
 package adminapi
 
 import (
+	"bytes"
 	"net"
 	"testing"
+	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"github.com/stretchr/testify/require"
@@ -13,6 +16,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/treatyhq/treaty/internal/adminwire"
+	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/federation"
 )
 
 func spiffeProfile(id string) *types.FederationRelationship_HttpsSpiffe {
@@ -97,4 +102,101 @@ func TestTrustDomainService(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int32(codes.OK), del.GetResults()[0].GetStatus().GetCode())
 	require.Equal(t, int32(codes.NotFound), del.GetResults()[1].GetStatus().GetCode())
+}
+
+// TestRelationshipURLWithUserinfo checks that a bundle endpoint URL with a
+// user name or password never enters (SPIFFE Federation §5.2.1.1,
+// §5.2.2.1), and that one stored before that rule is never shown or
+// recorded with its password.
+func TestRelationshipURLWithUserinfo(t *testing.T) {
+	var audit bytes.Buffer
+	conn, store := startWith(t, func(c *Config) { c.AuditLog = &audit })
+	ctx := t.Context()
+	client := trustdomainv1.NewTrustDomainClient(conn)
+	web := &types.FederationRelationship_HttpsWeb{HttpsWeb: &types.HTTPSWebProfile{}}
+	rel := func(td, u string) *types.FederationRelationship {
+		return &types.FederationRelationship{TrustDomain: td, BundleEndpointUrl: u, BundleEndpointProfile: web}
+	}
+
+	created, err := client.BatchCreateFederationRelationship(ctx, &trustdomainv1.BatchCreateFederationRelationshipRequest{
+		FederationRelationships: []*types.FederationRelationship{
+			rel("beta.test", "https://admin:s3cr3t@beta.example/"),
+			rel("gamma.test", "https://s3cr3t@gamma.example/"),
+			rel("delta.test", "https://delta.example/bundle?td=delta#x"),
+		},
+	})
+	require.NoError(t, err)
+	for i, tc := range []struct {
+		name  string
+		code  codes.Code
+		shown string
+	}{
+		{"fail/user and password", codes.InvalidArgument, `"https://admin:xxxxx@beta.example/"`},
+		{"fail/user name alone", codes.InvalidArgument, `"https://xxxxx@gamma.example/"`},
+		{"ok/query and fragment are not constrained", codes.OK, ""},
+	} {
+		t.Run("create/"+tc.name, func(t *testing.T) {
+			st := created.GetResults()[i].GetStatus()
+			require.Equal(t, int32(tc.code), st.GetCode(), st.GetMessage())
+			if tc.code != codes.OK {
+				require.Contains(t, st.GetMessage(), "bundle_endpoint_url "+tc.shown+": "+federation.ErrEndpointUserinfo.Error())
+				require.NotContains(t, st.GetMessage(), "s3cr3t")
+			}
+		})
+	}
+
+	t.Run("update/fail/password refused, stored URL kept", func(t *testing.T) {
+		upd, err := client.BatchUpdateFederationRelationship(ctx, &trustdomainv1.BatchUpdateFederationRelationshipRequest{
+			FederationRelationships: []*types.FederationRelationship{{TrustDomain: "delta.test", BundleEndpointUrl: "https://u:s3cr3t@delta.example/"}},
+			InputMask:               &types.FederationRelationshipMask{BundleEndpointUrl: true},
+		})
+		require.NoError(t, err)
+		st := upd.GetResults()[0].GetStatus()
+		require.Equal(t, int32(codes.InvalidArgument), st.GetCode(), st.GetMessage())
+		require.Contains(t, st.GetMessage(), federation.ErrEndpointUserinfo.Error())
+		require.NotContains(t, st.GetMessage(), "s3cr3t")
+		got, err := client.GetFederationRelationship(ctx, &trustdomainv1.GetFederationRelationshipRequest{TrustDomain: "delta.test"})
+		require.NoError(t, err)
+		require.Equal(t, "https://delta.example/bundle?td=delta#x", got.GetBundleEndpointUrl())
+	})
+
+	// A relationship stored by an older version, with a password.
+	old := datastore.Relationship{TrustDomain: spiffeid.RequireTrustDomainFromString("old.test"), EndpointURLs: []string{"https://admin:s3cr3t@old.example/"},
+		Profile: string(federation.ProfileHTTPSWeb), CreatedAt: time.Now(), UpdatedAt: time.Now()}
+	_, err = store.CreateRelationship(ctx, old, nil)
+	require.NoError(t, err)
+
+	t.Run("stored/ok/list and get show it redacted", func(t *testing.T) {
+		list, err := client.ListFederationRelationships(ctx, &trustdomainv1.ListFederationRelationshipsRequest{})
+		require.NoError(t, err)
+		var urls []string
+		for _, r := range list.GetFederationRelationships() {
+			urls = append(urls, r.GetBundleEndpointUrl())
+		}
+		require.Contains(t, urls, "https://admin:xxxxx@old.example/")
+		got, err := client.GetFederationRelationship(ctx, &trustdomainv1.GetFederationRelationshipRequest{TrustDomain: "old.test"})
+		require.NoError(t, err)
+		require.Equal(t, "https://admin:xxxxx@old.example/", got.GetBundleEndpointUrl())
+	})
+	t.Run("stored/fail/an update that keeps the URL says to fix it", func(t *testing.T) {
+		upd, err := client.BatchUpdateFederationRelationship(ctx, &trustdomainv1.BatchUpdateFederationRelationshipRequest{
+			FederationRelationships: []*types.FederationRelationship{{TrustDomain: "old.test", BundleEndpointProfile: spiffeProfile("spiffe://old.test/s")}},
+			InputMask:               &types.FederationRelationshipMask{BundleEndpointProfile: true},
+		})
+		require.NoError(t, err)
+		st := upd.GetResults()[0].GetStatus()
+		require.Equal(t, int32(codes.InvalidArgument), st.GetCode(), st.GetMessage())
+		require.Contains(t, st.GetMessage(), federation.ErrEndpointUserinfo.Error())
+	})
+	t.Run("stored/ok/an update to a clean URL fixes it", func(t *testing.T) {
+		upd, err := client.BatchUpdateFederationRelationship(ctx, &trustdomainv1.BatchUpdateFederationRelationshipRequest{
+			FederationRelationships: []*types.FederationRelationship{{TrustDomain: "old.test", BundleEndpointUrl: "https://old.example/"}},
+			InputMask:               &types.FederationRelationshipMask{BundleEndpointUrl: true},
+		})
+		require.NoError(t, err)
+		require.Equal(t, int32(codes.OK), upd.GetResults()[0].GetStatus().GetCode(), upd.GetResults()[0].GetStatus().GetMessage())
+	})
+
+	require.Contains(t, audit.String(), "https://xxxxx@beta.example/", "the refused request is audited")
+	require.NotContains(t, audit.String(), "s3cr3t", "the audit log never records the password")
 }

@@ -154,7 +154,7 @@ func (f *Fetcher) Fetch(ctx context.Context, rel Relationship, endpoint *url.URL
 	if res.EffectivelyEmpty() {
 		return nil, a.effectivelyEmpty(res)
 	}
-	f.log.Debug("partner bundle fetched", attrTrustDomain, rel.TrustDomain.Name(), attrEndpointURL, endpoint.Redacted(), attrWarnings, len(res.Warnings))
+	f.log.Debug("partner bundle fetched", attrTrustDomain, rel.TrustDomain.Name(), attrEndpointURL, RedactURL(endpoint), attrWarnings, len(res.Warnings))
 	return res, nil
 }
 
@@ -285,10 +285,11 @@ const maxRedirects = 3
 // SPIFFE Federation standard recommends (sections 5.2.1.4, 5.2.2.4, 7.5.1:
 // treat every redirect as temporary). The target is authenticated exactly
 // like the configured URL, since the same TLS configuration applies. A
-// redirect to plain HTTP, or one too many, is handed back to Fetch, which
-// reports it.
+// redirect to plain HTTP or to a URL with userinfo (the target must be a
+// valid bundle endpoint URL too, sections 5.2.1.3 and 5.2.2.3), or one too
+// many, is handed back to Fetch, which reports it.
 func checkRedirect(req *http.Request, via []*http.Request) error {
-	if req.URL.Scheme != "https" || len(via) > maxRedirects {
+	if CheckEndpointURL(req.URL) != nil || len(via) > maxRedirects {
 		return http.ErrUseLastResponse
 	}
 	return nil
@@ -363,11 +364,12 @@ func (a *attempt) trace() *httptrace.ClientTrace {
 }
 
 // checkURL refuses URLs the SPIFFE Federation standard does not allow
-// (sections 5.2.1.1 and 5.2.2.1: https, a host, no userinfo).
+// (sections 5.2.1.1 and 5.2.2.1: https, a host, no userinfo). Only a
+// relationship stored before these were refused on entry gets here.
 func (a *attempt) checkURL() error {
-	if a.url == nil || a.url.Scheme != "https" || a.url.Host == "" || a.url.User != nil {
-		return a.fail(ReasonConfig, "the bundle endpoint URL is not an https:// URL with a host and without user info",
-			"fix the relationship's bundle endpoint URL (the SPIFFE Federation standard requires TLS)", nil)
+	if err := CheckEndpointURL(a.url); err != nil {
+		return a.fail(ReasonConfig, err.Error(),
+			"fix the relationship's bundle endpoint URL (treaty federation update -bundleEndpointURL https://...)", err)
 	}
 	return nil
 }

@@ -435,6 +435,19 @@ func fetchCases() []fetchCase {
 			phrases: []string{`"http://127.0.0.1:1/bundle"`, "plain-HTTP", "only to https URLs"},
 		},
 		{
+			name: "fail/redirect to a URL with a password",
+			target: func(t *testing.T, p *fetchPKI) fetchTarget {
+				return webTarget(t, p.web.localhost(t), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/moved" {
+						t.Error("followed a redirect to a URL with userinfo")
+					}
+					http.Redirect(w, r, "https://u:secret@"+r.Host+"/moved", http.StatusFound)
+				}))
+			},
+			reason:  ReasonRedirect,
+			phrases: []string{"u:xxxxx@", "must not hold", "5.2.1.3"},
+		},
+		{
 			name: "ok/redirect to https is followed",
 			target: func(t *testing.T, p *fetchPKI) fetchTarget {
 				bundleJSON := serveJSON(document(p.beta))
@@ -773,8 +786,9 @@ func TestFetchRefusesBadInput(t *testing.T) {
 		trust  *spiffebundle.Bundle
 		phrase string
 	}{
-		{name: "fail/plain http URL", rel: webRelationship(), url: "http://127.0.0.1:1/", phrase: "not an https:// URL"},
-		{name: "fail/user info", rel: webRelationship(), url: "https://u:secret@127.0.0.1:1/", phrase: "without user info"},
+		{name: "fail/plain http URL", rel: webRelationship(), url: "http://127.0.0.1:1/", phrase: "must be an https:// URL"},
+		{name: "fail/user info", rel: webRelationship(), url: "https://u:secret@127.0.0.1:1/", phrase: "sections 5.2.1.1 and 5.2.2.1"},
+		{name: "fail/user name alone", rel: webRelationship(), url: "https://secret@127.0.0.1:1/", phrase: `"https://xxxxx@127.0.0.1:1/"`},
 		{name: "fail/unknown profile", rel: Relationship{TrustDomain: partner, Profile: "http"}, url: "https://127.0.0.1:1/", phrase: `unknown bundle endpoint profile "http"`},
 		{name: "fail/trust of another trust domain", rel: spiffeRelationship(), url: "https://127.0.0.1:1/", trust: p.gamma.Bundle(), phrase: `is for "gamma.test"`},
 	}

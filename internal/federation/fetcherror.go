@@ -131,7 +131,7 @@ func (e *peerError) Unwrap() error { return e.err }
 func (a *attempt) fail(reason Reason, detail, fix string, err error) *FetchError {
 	u := "<no URL>"
 	if a.url != nil {
-		u = a.url.Redacted()
+		u = RedactURL(a.url)
 	}
 	return &FetchError{TrustDomain: a.rel.TrustDomain.Name(), URL: u, Reason: reason, Detail: detail, Fix: fix, Err: err}
 }
@@ -421,13 +421,16 @@ func (a *attempt) noBootstrapBundle(td spiffeid.TrustDomain) *FetchError {
 
 // redirected reports a redirect with its target.
 func (a *attempt) redirected(resp *http.Response) error {
-	where, plain := "nowhere (no Location header)", false
+	where, plain, userinfo := "nowhere (no Location header)", false, false
 	if loc, err := resp.Location(); err == nil {
-		where, plain = fmt.Sprintf("%q", loc.Redacted()), loc.Scheme == "http"
+		where, plain, userinfo = fmt.Sprintf("%q", RedactURL(loc)), loc.Scheme == "http", loc.User != nil
 	}
 	detail := fmt.Sprintf("the endpoint redirects (%d %s) to %s", resp.StatusCode, http.StatusText(resp.StatusCode), where)
-	if plain {
+	switch {
+	case plain:
 		detail += ", a plain-HTTP URL that cannot be authenticated"
+	case userinfo:
+		detail += ", a URL with a user name or password, which a bundle endpoint URL must not hold (SPIFFE Federation standard, sections 5.2.1.3 and 5.2.2.3)"
 	}
 	return a.fail(ReasonRedirect, detail,
 		"treaty follows at most 3 redirects, and only to https URLs that it can authenticate: configure the URL where the partner really serves its bundle, or fix the redirect in the proxy in front of it", nil)

@@ -149,7 +149,7 @@ func (r *Refresher) record(e *entry, attempt time.Time, res *bundle.Result, endp
 	defer r.mu.Unlock()
 	st := &e.status
 	prevReason, prevFailures := st.LastReason, st.ConsecutiveFailures
-	st.LastAttempt, st.Endpoint = attempt, endpoint.String()
+	st.LastAttempt, st.Endpoint = attempt, RedactURL(endpoint)
 	r.describeHeld(st, held)
 	if err == nil {
 		st.LastSuccess, st.ConsecutiveFailures, st.LastError, st.LastReason = attempt, 0, "", ""

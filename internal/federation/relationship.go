@@ -5,8 +5,10 @@
 package federation
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -60,8 +62,8 @@ func (r *Relationship) Validate() error {
 		return fmt.Errorf("relationship with %q: a bundle endpoint URL is required", r.TrustDomain.Name())
 	}
 	for _, u := range r.BundleEndpointURLs {
-		if u.Scheme != "https" || u.Host == "" {
-			return fmt.Errorf("relationship with %q: bundle endpoint URL %q must be an https:// URL with a host (the SPIFFE Federation standard requires TLS)", r.TrustDomain.Name(), u)
+		if err := CheckEndpointURL(u); err != nil {
+			return fmt.Errorf("relationship with %q: bundle endpoint URL %w", r.TrustDomain.Name(), err)
 		}
 	}
 	switch r.Profile {
@@ -80,4 +82,68 @@ func (r *Relationship) Validate() error {
 		return fmt.Errorf("relationship with %q: the bootstrap bundle is for %q", r.TrustDomain.Name(), r.TrustDomainBundle.TrustDomain().Name())
 	}
 	return nil
+}
+
+// ErrEndpointUserinfo is why a bundle endpoint URL with a user name or
+// password is refused, wherever a relationship enters.
+var ErrEndpointUserinfo = errors.New("a bundle endpoint URL must not hold a user name or password " +
+	"(SPIFFE Federation standard, sections 5.2.1.1 and 5.2.2.1: it MUST NOT include userinfo; bundle endpoints are public and take no credentials): " +
+	"remove the \"user:password@\" part, and change that password if it was a real one")
+
+// CheckEndpointURL checks a bundle endpoint URL against the SPIFFE
+// Federation standard, sections 5.2.1.1 and 5.2.2.1: the scheme is https
+// and the authority has a host and no userinfo. The standard leaves the
+// other components (path, query, fragment) unconstrained, so they are
+// accepted. Errors start with the URL, quoted and redacted, so that
+// callers prefix them with the field they checked.
+func CheckEndpointURL(u *url.URL) error {
+	switch {
+	case u == nil:
+		return errors.New("is missing")
+	case u.User != nil:
+		return fmt.Errorf("%q: %w", RedactURL(u), ErrEndpointUserinfo)
+	case u.Scheme != "https" || u.Host == "":
+		return fmt.Errorf("%q must be an https:// URL with a host (the SPIFFE Federation standard requires TLS)", RedactURL(u))
+	}
+	return nil
+}
+
+// RedactURL returns u for display: url.URL.Redacted, which masks a
+// password, and a user name given alone is masked too, since it is often
+// a token. Relationships stored before userinfo was refused may hold one;
+// every place that shows an endpoint URL (status, list, dashboard, logs)
+// goes through here. A nil u gives "".
+func RedactURL(u *url.URL) string {
+	if u == nil || u.User == nil {
+		return u.Redacted()
+	}
+	if _, ok := u.User.Password(); ok {
+		return u.Redacted()
+	}
+	c := *u
+	c.User = url.User("xxxxx")
+	return c.String()
+}
+
+// RedactRawURL is RedactURL for a URL held as text. Text that does not
+// parse as a URL has anything before an "@" in what looks like its
+// authority masked, so that a typo elsewhere does not reveal a password.
+func RedactRawURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return RedactURL(u)
+	}
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return raw
+	}
+	start := len(raw) - len(rest)
+	return raw[:start] + "xxxxx" + raw[start+at:]
 }

@@ -103,8 +103,11 @@ func relationship(t Token) (federation.Relationship, error) {
 	rel.TrustDomain = td
 	for _, s := range t.URLs {
 		u, err := url.Parse(s)
-		if err != nil || u.Scheme != "https" || u.Host == "" {
-			return rel, fmt.Errorf("invite: bundle endpoint %q is not an https URL", s)
+		if err != nil {
+			return rel, fmt.Errorf("invite: bundle endpoint %q is not a URL", federation.RedactRawURL(s))
+		}
+		if err := federation.CheckEndpointURL(u); err != nil {
+			return rel, fmt.Errorf("invite: bundle endpoint %w; ask %s for a new invite", err, t.TrustDomain)
 		}
 		rel.BundleEndpointURLs = append(rel.BundleEndpointURLs, u)
 	}

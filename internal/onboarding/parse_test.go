@@ -283,8 +283,14 @@ func TestParseProblems(t *testing.T) {
 			problems: []want{{2, `bundleEndpointURL: "spire.partner.example:8443" is not an https:// URL`}}},
 		{name: "fail/url without host", yaml: lines(tdLine, "bundleEndpointURL: https:///bundle", profileLine, webLine),
 			problems: []want{{2, `bundleEndpointURL: "https:///bundle" has no host`}}},
-		{name: "fail/url with password", yaml: lines(tdLine, "bundleEndpointURL: https://u:p@spire.partner.example", profileLine, webLine),
-			problems: []want{{2, "holds a user name or password"}}},
+		{name: "fail/url with password", yaml: lines(tdLine, "bundleEndpointURL: https://u:s3cr3t@spire.partner.example", profileLine, webLine),
+			problems: []want{{2, `bundleEndpointURL: "https://u:xxxxx@spire.partner.example": ` + federation.ErrEndpointUserinfo.Error()}}},
+		{name: "fail/url with user name alone", yaml: lines(tdLine, "bundleEndpointURL: https://s3cr3t@spire.partner.example", profileLine, webLine),
+			problems: []want{{2, `bundleEndpointURL: "https://xxxxx@spire.partner.example": a bundle endpoint URL must not hold a user name or password`}}},
+		{name: "fail/fallback url with password", yaml: lines(tdLine, urlLine, "bundleEndpointURLs:", "  - https://u:s3cr3t@b.partner.example", profileLine, webLine),
+			problems: []want{{4, `bundleEndpointURLs[0]: "https://u:xxxxx@b.partner.example": a bundle endpoint URL must not hold`}}},
+		{name: "fail/unparsable url with password", yaml: lines(tdLine, "bundleEndpointURL: 'https://u:s3cr3t@spire partner'", profileLine, webLine),
+			problems: []want{{2, `bundleEndpointURL: "https://xxxxx@spire partner" is not a URL`}}},
 		{name: "fail/not a url", yaml: lines(tdLine, "bundleEndpointURL: 'https://spire partner'", profileLine, webLine),
 			problems: []want{{2, `bundleEndpointURL: "https://spire partner" is not a URL`}}},
 		{name: "fail/url not text", yaml: lines(tdLine, "bundleEndpointURL: [https://spire.partner.example]", profileLine, webLine),
@@ -334,6 +340,7 @@ func TestParseProblems(t *testing.T) {
 				require.Equal(t, "partner.yaml", problems[i].Path)
 				require.Equal(t, w.line, problems[i].Line, "problem %d: %s", i, problems[i])
 				require.Contains(t, problems[i].Message, w.msg)
+				require.NotContains(t, problems[i].String(), "s3cr3t", "a password in the file is never repeated")
 			}
 		})
 	}

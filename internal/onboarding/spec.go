@@ -96,26 +96,34 @@ func (b *builder) endpointURLs(s *rawSpec) {
 }
 
 // parseEndpointURL parses a bundle endpoint URL. The SPIFFE Federation
-// standard (section 5) serves bundles over TLS only, and like
-// spire-controller-manager treaty refuses credentials in the URL.
+// standard (sections 5.2.1.1 and 5.2.2.1) requires https and forbids
+// userinfo; federation.CheckEndpointURL has the last word, and the URL is
+// shown redacted, so a password in the file never reaches a log.
 func parseEndpointURL(s string) (*url.URL, error) {
 	if s == "" {
 		return nil, errors.New("the URL is empty")
 	}
 	u, err := url.Parse(s)
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("%s is not a URL: %w", quote(s), err)
-	case u.Scheme == "http":
-		return nil, fmt.Errorf("%s uses http://, but the SPIFFE Federation standard requires TLS: use https://", quote(s))
-	case u.Scheme != "https" || u.Opaque != "":
-		return nil, fmt.Errorf("%s is not an https:// URL", quote(s))
-	case u.Hostname() == "":
-		return nil, fmt.Errorf("%s has no host; write it like https://spire.partner.example:8443", quote(s))
-	case u.User != nil:
-		return nil, fmt.Errorf("%s holds a user name or password; bundle endpoints are public, remove it", quote(s))
+	if err != nil {
+		// url.Error repeats the URL, password and all; its Err is the
+		// reason alone.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%s is not a URL: %w", quote(federation.RedactRawURL(s)), err)
 	}
-	return u, nil
+	shown := quote(federation.RedactURL(u))
+	switch {
+	case u.User != nil:
+		return nil, federation.CheckEndpointURL(u)
+	case u.Scheme == "http":
+		return nil, fmt.Errorf("%s uses http://, but the SPIFFE Federation standard requires TLS: use https://", shown)
+	case u.Scheme != "https" || u.Opaque != "":
+		return nil, fmt.Errorf("%s is not an https:// URL", shown)
+	case u.Hostname() == "":
+		return nil, fmt.Errorf("%s has no host; write it like https://spire.partner.example:8443", shown)
+	}
+	return u, federation.CheckEndpointURL(u)
 }
 
 func (b *builder) profile(s *rawSpec) {

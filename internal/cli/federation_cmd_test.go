@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/config"
+	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/datastore/sqlite"
+	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/server"
+)
+
+// TestFederationURLWithUserinfo: a bundle endpoint URL with a user name or
+// password is refused with the reason and the fix, and one stored by an
+// older version is listed without its password.
+func TestFederationURLWithUserinfo(t *testing.T) {
+	const password = "s3cr3t-pw"
+	dataDir := filepath.Join(t.TempDir(), "data")
+	require.NoError(t, os.MkdirAll(dataDir, 0o700))
+	store, err := sqlite.Open(t.Context(), filepath.Join(dataDir, server.DatabaseFile))
+	require.NoError(t, err)
+	_, err = store.CreateRelationship(t.Context(), datastore.Relationship{
+		TrustDomain: spiffeid.RequireTrustDomainFromString("old.test"), EndpointURLs: []string{"https://admin:" + password + "@127.0.0.1:1/"},
+		Profile: string(federation.ProfileHTTPSWeb), CreatedAt: time.Now(), UpdatedAt: time.Now(),
+	}, nil)
+	require.NoError(t, err)
+	require.NoError(t, store.Close())
+	sockDir, err := os.MkdirTemp("", "treaty-cli") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	socket := startWith(t, config.Overrides{TrustDomain: "alpha.test", DataDir: dataDir, AdminSocket: filepath.Join(sockDir, "admin.sock"), WorkloadSocket: filepath.Join(sockDir, "w", "workload.sock")}, nil)
+
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{name: "fail/create with password", args: []string{"federation", "create", "-trustDomain", "beta.test", "-bundleEndpointURL", "https://admin:" + password + "@beta.example/", "-bundleEndpointProfile", "https_web"},
+			code: 1, stderr: `bundle_endpoint_url "https://admin:xxxxx@beta.example/": ` + federation.ErrEndpointUserinfo.Error()},
+		{name: "fail/update with password", args: []string{"federation", "update", "-trustDomain", "old.test", "-bundleEndpointURL", "https://" + password + "@old.example/", "-bundleEndpointProfile", "https_web"},
+			code: 1, stderr: `"https://xxxxx@old.example/": a bundle endpoint URL must not hold a user name or password`},
+		{name: "ok/list shows a stored password redacted", args: []string{"federation", "list"}, stdout: "Bundle endpoint URL       : https://admin:xxxxx@127.0.0.1:1/\n"},
+		{name: "ok/show json redacted", args: []string{"federation", "show", "-trustDomain", "old.test", "-output", "json"}, stdout: `"https://admin:xxxxx@127.0.0.1:1/"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := run(t, "", append(tc.args, "-socketPath", socket)...)
+			require.Equal(t, tc.code, code, "stdout: %s\nstderr: %s", stdout, stderr)
+			require.Contains(t, stdout, tc.stdout)
+			require.Contains(t, stderr, tc.stderr)
+			require.NotContains(t, stdout+stderr, password)
+		})
+	}
+
+	// The refresher refuses the stored URL; status says so, redacted.
+	require.Eventually(t, func() bool {
+		stdout, _, _ := run(t, "", "federation", "status", "-socketPath", socket)
+		return strings.Contains(stdout, "must not hold a user name or password")
+	}, 10*time.Second, 20*time.Millisecond)
+	stdout, stderr, code := run(t, "", "federation", "status", "-socketPath", socket)
+	require.Zero(t, code, stderr)
+	require.Contains(t, stdout, "admin:xxxxx@127.0.0.1:1")
+	require.NotContains(t, stdout, password)
+}
