@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 // Overrides are command-line values that take precedence over the file.
@@ -27,7 +29,7 @@ type Overrides struct {
 // are reported together.
 func Build(path string, o Overrides) (*Config, error) {
 	c := &Config{}
-	var fileErr *ProblemsError
+	var fileErr *yamldoc.Error
 	if path != "" {
 		loaded, err := Load(path)
 		if loaded == nil {

@@ -75,7 +75,7 @@ func TestACMEConfig(t *testing.T) {
 
 	bad := "trust_domain: a.test\nbundle_endpoint:\n  address: 127.0.0.1:8443\n  profile: https_web\n  web:\n    cert_file: x\n    acme:\n      directory_url: http://x\n      domain_name: 127.0.0.1\n      tos_accepted: yes\n"
 	_, err = Parse([]byte(bad), "f.yaml")
-	for _, want := range []string{"either acme or cert_file", "directory_url", "DNS name is required", `"yes" is not true or false`} {
+	for _, want := range []string{"either acme or cert_file", "directory_url", "DNS name is required", `tos_accepted must be true or false, got "yes"`} {
 		require.ErrorContains(t, err, want)
 	}
 }

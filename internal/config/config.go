@@ -4,6 +4,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 // Defaults for the fields of Config. A zero field means "use the default".
@@ -213,19 +215,18 @@ func Load(path string) (*Config, error) {
 // the result. name is the file name used in messages. Unknown keys,
 // duplicate keys and values of the wrong type are errors.
 //
-// Problems are returned as a *ProblemsError listing all of them. When the
+// Problems are returned as a *yamldoc.Error listing all of them. When the
 // file is YAML with a top-level mapping, Parse also returns the Config it
 // decoded despite the problems, so that a caller can override fields (such
 // as the trust domain from a flag), then call ApplyDefaults and Validate
 // again; problems of the file itself, such as unknown keys, stay reported.
 // When the file is empty or not YAML, the Config is nil.
 func Parse(data []byte, name string) (*Config, error) {
-	root, problems := readDocument(data)
+	doc, root := yamldoc.Read("", data, readOptions)
 	if root == nil {
-		return nil, &ProblemsError{File: name, Problems: problems}
+		return nil, &yamldoc.Error{Source: cmp.Or(name, "configuration"), Problems: doc.Problems}
 	}
-	c := decode(root, name)
-	c.src.problems = append(problems, c.src.problems...)
+	c := decode(doc, root, name)
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {
 		return c, err

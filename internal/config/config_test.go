@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 const fullFile = `trust_domain: example.org
@@ -147,7 +148,7 @@ func TestParseProblems(t *testing.T) {
 		{"fail/only comments", "# nothing\n", 0, "the file is empty"},
 		{"fail/empty document", "---\n", 0, "the file is empty"},
 		{"fail/top level list", "- trust_domain: example.org\n", 1, "the top level must be a mapping"},
-		{"fail/syntax error", "trust_domain: example.org\nca:\n  ca_ttl: 1h\n ca_ttl: 2h\n", 3, "not valid YAML: did not find expected key"},
+		{"fail/syntax error", "trust_domain: example.org\nca:\n  ca_ttl: 1h\n ca_ttl: 2h\n", 4, "not valid YAML: did not find expected key"},
 		{"fail/unclosed flow", "trust_domain: [example.org\n", 1, "not valid YAML"},
 		{"fail/two documents", "trust_domain: example.org\n---\ndata_dir: x\n", 2, "more than one YAML document"},
 		{"fail/trust domain missing", "data_dir: ./d\n", 0, "trust_domain is required"},
@@ -155,28 +156,28 @@ func TestParseProblems(t *testing.T) {
 		{"fail/trust domain uppercase", "trust_domain: Alpha.Test\n", 1,
 			`trust_domain: "Alpha.Test" is not a valid trust domain: trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores; use lowercase letters`},
 		{"fail/trust domain with path", "trust_domain: spiffe://example.org/x\n", 1, "is a SPIFFE ID with a path; write only the trust domain name, example.org"},
-		{"fail/trust domain list", "trust_domain: [a]\n", 1, "trust_domain: must be text, got a list"},
-		{"fail/bool as text", "trust_domain: example.org\ndata_dir: true\n", 2, "data_dir: must be text, got the boolean true"},
+		{"fail/trust domain list", "trust_domain: [a]\n", 1, "trust_domain must be text, got a list"},
+		{"fail/bool as text", "trust_domain: example.org\ndata_dir: true\n", 2, "data_dir must be text, got the boolean true"},
 		{"fail/unknown key", "trust_domain: example.org\nfrobnicate: 1\n", 2,
-			"frobnicate: unknown key (known keys here: trust_domain, data_dir, admin_socket, workload_socket, audit_log, log_level, ca, bundle_endpoint, federation, telemetry, datastore)"},
-		{"fail/unknown key with typo", "trust_domian: example.org\n", 1, "trust_domian: unknown key (known keys here: trust_domain, "},
+			`unknown key "frobnicate" at the top level; the known keys are trust_domain, data_dir, admin_socket, workload_socket, audit_log, log_level, ca, bundle_endpoint, federation, telemetry, datastore`},
+		{"fail/unknown key with typo", "trust_domian: example.org\n", 1, `unknown key "trust_domian" at the top level; the known keys are trust_domain, `},
 		{"fail/typo suggestion", "trust_domian: example.org\n", 1, "did you mean trust_domain?"},
-		{"fail/key in wrong section", "trust_domain: example.org\nrefresh_hint: 5m\n", 2, "did you mean bundle_endpoint.refresh_hint?"},
+		{"fail/key in wrong section", "trust_domain: example.org\nrefresh_hint: 5m\n", 2, "; move it under bundle_endpoint"},
 		{"fail/unknown key in ca", "trust_domain: example.org\nca:\n  foo: 1\n", 3,
-			"ca.foo: unknown key (known keys here: key_type, ca_ttl, x509_svid_ttl, jwt_svid_ttl, upstream)"},
+			`unknown key "foo" in ca; the known keys are key_type, ca_ttl, x509_svid_ttl, jwt_svid_ttl, upstream`},
 		{"fail/unknown key in web", "trust_domain: example.org\nbundle_endpoint:\n  web:\n    cert_file: a\n    foo: b\n", 5,
-			"bundle_endpoint.web.foo: unknown key (known keys here: cert_file, key_file, acme)"},
-		{"fail/odd unknown key", "trust_domain: example.org\n\"a b\": 1\n", 2, `"a b": unknown key`},
+			`unknown key "foo" in bundle_endpoint.web; the known keys are cert_file, key_file, acme`},
+		{"fail/odd unknown key", "trust_domain: example.org\n\"a b\": 1\n", 2, `unknown key "a b" at the top level`},
 		{"fail/complex key", "trust_domain: example.org\n? [a]\n: 1\n", 2, "keys must be plain words, got a list"},
-		{"fail/merge key", "trust_domain: example.org\nbase: &b {class_name: x}\nfederation:\n  <<: *b\n", 4, `federation."<<": merge keys (<<) are not supported`},
-		{"fail/duplicate key", "trust_domain: example.org\nca:\n  ca_ttl: 1h\n  ca_ttl: 2h\n", 4, "ca.ca_ttl: duplicate key; it is already set on line 3"},
-		{"fail/section not a mapping", "trust_domain: example.org\nca: 5\n", 2, "ca: must be a mapping with the keys key_type, ca_ttl"},
+		{"fail/merge key", "trust_domain: example.org\nbase: &b {class_name: x}\nfederation:\n  <<: *b\n", 4, "merge keys (<<) are not supported"},
+		{"fail/duplicate key", "trust_domain: example.org\nca:\n  ca_ttl: 1h\n  ca_ttl: 2h\n", 4, `duplicate key "ca_ttl"; it is already set on line 3`},
+		{"fail/section not a mapping", "trust_domain: example.org\nca: 5\n", 2, "ca must be a mapping, got the number 5; its keys are key_type, ca_ttl"},
 		{"fail/bad duration", "trust_domain: example.org\nca:\n  ca_ttl: 7x\n", 3, `ca.ca_ttl: "7x" is not a duration; write it like 720h or 30m`},
 		{"fail/duration without unit", "trust_domain: example.org\nca:\n  ca_ttl: 3600\n", 3, `"3600" is not a duration`},
 		{"fail/bad days", "trust_domain: example.org\nca:\n  ca_ttl: 1d-1h\n", 3, `"1d-1h" is not a duration`},
 		{"fail/zero duration", "trust_domain: example.org\nca:\n  jwt_svid_ttl: 0s\n", 3, `ca.jwt_svid_ttl: "0s" must be greater than zero`},
 		{"fail/negative duration", "trust_domain: example.org\nca:\n  jwt_svid_ttl: -5m\n", 3, `"-5m" must be greater than zero`},
-		{"fail/duration is a mapping", "trust_domain: example.org\nca:\n  ca_ttl: {a: 1}\n", 3, "ca.ca_ttl: must be a duration, got a mapping"},
+		{"fail/duration is a mapping", "trust_domain: example.org\nca:\n  ca_ttl: {a: 1}\n", 3, "ca.ca_ttl must be a duration, got a mapping"},
 		{"fail/ca_ttl too short for refresh hint", "trust_domain: example.org\nca:\n  ca_ttl: 1h\nbundle_endpoint:\n  refresh_hint: 10m\n", 3,
 			"ca.ca_ttl: 1h is too short for bundle_endpoint.refresh_hint 10m: the next CA is published at half the CA lifetime and activated at five sixths of it"},
 		{"fail/ca_ttl fix proposes values", "trust_domain: example.org\nca:\n  ca_ttl: 1h\nbundle_endpoint:\n  refresh_hint: 10m\n", 3,
@@ -255,29 +256,29 @@ datastore:
 	}{
 		{1, `trust_domain: "Alpha.Test" is not a valid trust domain`},
 		{5, `ca.ca_ttl: "7x" is not a duration`},
-		{6, "ca.frobnicate: unknown key"},
+		{6, `unknown key "frobnicate" in ca`},
 		{8, `bundle_endpoint.address: "127.0.0.1" is not host:port`},
-		{9, "bundle_endpoint.frobnicate: unknown key (known keys here: address, refresh_hint, profile, endpoint_spiffe_id, web, rate_limit)"},
+		{9, `unknown key "frobnicate" in bundle_endpoint; the known keys are address, refresh_hint, profile, endpoint_spiffe_id, web, rate_limit`},
 		{11, "datastore.driver: postgres is not supported yet"},
 		{11, "datastore.dsn is required by driver postgres"},
 	} {
 		requireProblem(t, err, want.line, want.msg)
 	}
-	var pe *ProblemsError
+	var pe *yamldoc.Error
 	require.ErrorAs(t, err, &pe)
 	require.Len(t, pe.Problems, 7, "a value with a problem must not cause a second one: %v", err)
 	require.True(t, strings.HasPrefix(err.Error(), "treaty.yaml: 7 problems:\n  line 1: trust_domain: "), err.Error())
 }
 
 func TestProblemsErrorFormat(t *testing.T) {
-	err := &ProblemsError{File: "treaty.yaml", Problems: []Problem{
-		{Line: 2, Path: "trust_domain", Message: "bad"},
-		{Path: "trust_domain", Message: "trust_domain is required"},
+	err := &yamldoc.Error{Source: "treaty.yaml", Problems: []yamldoc.Problem{
+		{Line: 2, Field: "trust_domain", Message: "bad"},
+		{Field: "trust_domain", Message: "trust_domain is required"},
 		{Line: 3, Message: "not valid YAML: oops"},
 	}}
 	require.Equal(t, "treaty.yaml: 3 problems:\n  line 2: trust_domain: bad\n  trust_domain is required\n  line 3: not valid YAML: oops", err.Error())
-	one := &ProblemsError{Problems: []Problem{{Path: "a", Message: "b"}}}
-	require.Equal(t, "configuration: 1 problem:\n  a: b", one.Error())
+	_, parseErr := Parse([]byte("trust_domain: Bad\n"), "")
+	require.ErrorContains(t, parseErr, "configuration: 1 problem:\n  line 1: trust_domain: ")
 }
 
 func TestDefault(t *testing.T) {
@@ -320,7 +321,7 @@ func TestOverrides(t *testing.T) {
 		require.Error(t, err)
 		c.TrustDomain = other
 		c.ApplyDefaults()
-		requireProblem(t, c.Validate(), 2, "foo: unknown key")
+		requireProblem(t, c.Validate(), 2, `unknown key "foo"`)
 	})
 	t.Run("fail/explicit endpoint id stays", func(t *testing.T) {
 		c, err := Parse([]byte("trust_domain: example.org\nbundle_endpoint:\n  endpoint_spiffe_id: spiffe://example.org/x\n"), "treaty.yaml")
@@ -418,7 +419,7 @@ func TestFormatDuration(t *testing.T) {
 // line whose text contains want.
 func requireProblem(t *testing.T, err error, line int, want string) {
 	t.Helper()
-	var pe *ProblemsError
+	var pe *yamldoc.Error
 	require.ErrorAs(t, err, &pe)
 	for _, p := range pe.Problems {
 		if p.Line == line && strings.Contains(p.String(), want) {

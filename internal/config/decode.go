@@ -4,34 +4,38 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"gopkg.in/yaml.v3"
+
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 // decoder turns the node tree of the file into a Config. It walks the tree
-// against sections itself, so that it knows the line of every key and can
-// record a problem and carry on instead of stopping at the first one.
+// against schema, so that it knows the line of every key and can record a
+// problem and carry on instead of stopping at the first one.
 type decoder struct {
 	c   *Config
 	src *source
+	doc *yamldoc.Document
 }
 
-// decode returns the Config described by the top-level mapping root of the
-// file called file. Its problems are in the returned Config's source.
-func decode(root *yaml.Node, file string) *Config {
-	d := &decoder{c: &Config{src: newSource(file)}}
+// decode returns the Config described by the top-level mapping root of
+// doc, the file called file. doc's problems, those of decoding included,
+// are in the returned Config's source.
+func decode(doc *yamldoc.Document, root *yaml.Node, file string) *Config {
+	d := &decoder{c: &Config{src: newSource(file)}, doc: doc}
 	d.src = d.c.src
 	d.root(root)
+	d.src.problems = doc.Problems
 	return d.c
 }
 
 func (d *decoder) root(n *yaml.Node) {
-	m := d.mapping(n, "")
+	m := d.mapping(yamldoc.Entry{Value: n}, "")
 	d.trustDomain(m["trust_domain"], "trust_domain")
 	text(d, m["data_dir"], "data_dir", &d.c.DataDir)
 	text(d, m["admin_socket"], "admin_socket", &d.c.AdminSocket)
@@ -45,21 +49,21 @@ func (d *decoder) root(n *yaml.Node) {
 	d.datastore(m["datastore"], "datastore")
 }
 
-func (d *decoder) ca(n *yaml.Node, path string) {
-	m := d.mapping(n, path)
+func (d *decoder) ca(e yamldoc.Entry, path string) {
+	m := d.mapping(e, path)
 	c := &d.c.CA
 	text(d, m["key_type"], path+".key_type", &c.KeyType)
 	d.duration(m["ca_ttl"], path+".ca_ttl", &c.CATTL)
 	d.duration(m["x509_svid_ttl"], path+".x509_svid_ttl", &c.X509SVIDTTL)
 	d.duration(m["jwt_svid_ttl"], path+".jwt_svid_ttl", &c.JWTSVIDTTL)
-	if m["upstream"] != nil {
+	if m["upstream"].Key != nil {
 		c.Upstream = d.upstream(m["upstream"], path+".upstream")
 	}
 }
 
 // upstream returns the upstream CA section, or nil when it is not a mapping.
-func (d *decoder) upstream(n *yaml.Node, path string) *Upstream {
-	m := d.mapping(n, path)
+func (d *decoder) upstream(e yamldoc.Entry, path string) *Upstream {
+	m := d.mapping(e, path)
 	if m == nil {
 		return nil
 	}
@@ -70,8 +74,8 @@ func (d *decoder) upstream(n *yaml.Node, path string) *Upstream {
 	return u
 }
 
-func (d *decoder) bundleEndpoint(n *yaml.Node, path string) {
-	m := d.mapping(n, path)
+func (d *decoder) bundleEndpoint(e yamldoc.Entry, path string) {
+	m := d.mapping(e, path)
 	be := &d.c.BundleEndpoint
 	text(d, m["address"], path+".address", &be.Address)
 	d.duration(m["refresh_hint"], path+".refresh_hint", &be.RefreshHint)
@@ -84,8 +88,8 @@ func (d *decoder) bundleEndpoint(n *yaml.Node, path string) {
 	d.number(m["rate_limit"], path+".rate_limit", &be.RateLimit)
 }
 
-func (d *decoder) federation(n *yaml.Node, path string) {
-	m := d.mapping(n, path)
+func (d *decoder) federation(e yamldoc.Entry, path string) {
+	m := d.mapping(e, path)
 	text(d, m["onboarding_dir"], path+".onboarding_dir", &d.c.Federation.OnboardingDir)
 	text(d, m["class_name"], path+".class_name", &d.c.Federation.ClassName)
 	d.duration(m["min_refresh"], path+".min_refresh", &d.c.Federation.MinRefresh)
@@ -93,77 +97,45 @@ func (d *decoder) federation(n *yaml.Node, path string) {
 	text(d, m["ca_file"], path+".ca_file", &d.c.Federation.CAFile)
 }
 
-func (d *decoder) telemetry(n *yaml.Node, path string) {
-	m := d.mapping(n, path)
+func (d *decoder) telemetry(e yamldoc.Entry, path string) {
+	m := d.mapping(e, path)
 	text(d, m["address"], path+".address", &d.c.Telemetry.Address)
 	d.boolean(m["dashboard"], path+".dashboard", &d.c.Telemetry.Dashboard)
 }
 
-func (d *decoder) datastore(n *yaml.Node, path string) {
-	m := d.mapping(n, path)
+func (d *decoder) datastore(e yamldoc.Entry, path string) {
+	m := d.mapping(e, path)
 	text(d, m["driver"], path+".driver", &d.c.Datastore.Driver)
 	text(d, m["dsn"], path+".dsn", &d.c.Datastore.DSN)
 }
 
-// mapping returns the values of the section at path by key. It reports
-// unknown and duplicated keys and records the line of every known one. A
-// missing section gives a nil map, an empty one (key with no value) an empty
-// map, and a value that is not a mapping a nil map and a problem.
-func (d *decoder) mapping(n *yaml.Node, path string) map[string]*yaml.Node {
-	n = resolve(n)
-	switch {
-	case n == nil:
-		return nil
-	case isNull(n):
-		return map[string]*yaml.Node{}
-	case n.Kind != yaml.MappingNode:
-		d.fail(path, "must be a mapping with the keys %s, got %s", strings.Join(sections[path], ", "), describe(n))
-		return nil
+// mapping returns the entries of the section at path (yamldoc.Mapping) and
+// records the line of every key. A value that is not a mapping is marked
+// failed, so that Validate does not report it again.
+func (d *decoder) mapping(e yamldoc.Entry, path string) map[string]yamldoc.Entry {
+	m := d.doc.Mapping(e.Value, schema, path, path)
+	if m == nil && e.Value != nil {
+		d.src.failed[path] = true
 	}
-	m := make(map[string]*yaml.Node, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		d.entry(n.Content[i], n.Content[i+1], path, m)
+	for k, ke := range m {
+		d.src.lines[join(path, k)] = ke.Key.Line
 	}
 	return m
 }
 
-// entry adds the pair k: v of the section at path to m, or reports why not.
-func (d *decoder) entry(k, v *yaml.Node, path string, m map[string]*yaml.Node) {
-	k = resolve(k)
-	if k == nil || k.Kind != yaml.ScalarNode {
-		d.problem(lineOf(k, v), path, "keys must be plain words, got %s", describe(k))
+// text decodes the text of e at path into dst (yamldoc.Text).
+func text[T ~string](d *decoder, e yamldoc.Entry, path string, dst *T) {
+	s, ok := d.doc.Text(e, path)
+	if !ok {
+		d.src.failed[path] = true
 		return
 	}
-	p := join(path, k.Value)
-	switch {
-	case k.Tag == "!!merge":
-		d.problem(k.Line, p, "merge keys (<<) are not supported; write the keys out")
-	case !slices.Contains(sections[path], k.Value):
-		d.problem(k.Line, p, "%s", unknownKey(path, k.Value))
-	case m[k.Value] != nil:
-		d.problem(k.Line, p, "duplicate key; it is already set on line %d", d.src.lines[p])
-	default:
-		m[k.Value] = v
-		d.src.lines[p] = k.Line
-	}
+	*dst = T(s)
 }
 
-// text decodes the scalar n at path into dst. Absent and null values leave
-// dst alone.
-func text[T ~string](d *decoder, n *yaml.Node, path string, dst *T) {
-	sn := d.scalar(n, path, "text")
-	switch {
-	case sn == nil:
-	case sn.Tag == "!!bool":
-		d.fail(path, "must be text, got %s; quote it if you mean the word", describe(sn))
-	default:
-		*dst = T(sn.Value)
-	}
-}
-
-func (d *decoder) trustDomain(n *yaml.Node, path string) {
+func (d *decoder) trustDomain(e yamldoc.Entry, path string) {
 	var s string
-	if text(d, n, path, &s); s == "" {
+	if text(d, e, path, &s); s == "" {
 		return // Validate reports a missing trust domain
 	}
 	td, err := parseTrustDomain(s)
@@ -180,10 +152,10 @@ func parseTrustDomain(s string) (spiffeid.TrustDomain, error) {
 	td, err := spiffeid.TrustDomainFromString(s)
 	if err != nil {
 		return td, fmt.Errorf("%s is not a valid trust domain: %w; "+
-			"use lowercase letters, digits, dots, dashes and underscores, e.g. example.org", quote(s), err)
+			"use lowercase letters, digits, dots, dashes and underscores, e.g. example.org", yamldoc.Quote(s), err)
 	}
 	if id, err := spiffeid.FromString(s); err == nil && id.Path() != "" {
-		return td, fmt.Errorf("%s is a SPIFFE ID with a path; write only the trust domain name, %s", quote(s), td)
+		return td, fmt.Errorf("%s is a SPIFFE ID with a path; write only the trust domain name, %s", yamldoc.Quote(s), td)
 	}
 	return td, nil
 }
@@ -193,71 +165,67 @@ var logLevels = map[string]slog.Level{
 	"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
 }
 
-func (d *decoder) logLevel(n *yaml.Node, path string) {
+func (d *decoder) logLevel(e yamldoc.Entry, path string) {
 	var s string
-	if text(d, n, path, &s); s == "" {
+	if text(d, e, path, &s); s == "" {
 		return
 	}
 	level, ok := logLevels[strings.ToLower(s)]
 	if !ok {
-		d.fail(path, "%s is not a log level; use debug, info, warn or error", quote(s))
+		d.fail(path, "%s is not a log level; use debug, info, warn or error", yamldoc.Quote(s))
 		return
 	}
 	d.c.LogLevel = level
 }
 
-func (d *decoder) duration(n *yaml.Node, path string, dst *time.Duration) {
-	sn := d.scalar(n, path, "a duration")
+func (d *decoder) duration(e yamldoc.Entry, path string, dst *time.Duration) {
+	sn := d.scalar(e, path, "a duration")
 	if sn == nil {
 		return
 	}
 	v, err := parseDuration(sn.Value)
 	switch {
 	case err != nil:
-		d.fail(path, "%s is not a duration; write it like 720h or 30m (or 30d for days)", quote(sn.Value))
+		d.fail(path, "%s is not a duration; write it like 720h or 30m (or 30d for days)", yamldoc.Quote(sn.Value))
 	case v <= 0:
-		d.fail(path, "%s must be greater than zero", quote(sn.Value))
+		d.fail(path, "%s must be greater than zero", yamldoc.Quote(sn.Value))
 	default:
 		*dst = v
 	}
 }
 
-func (d *decoder) number(n *yaml.Node, path string, dst *float64) {
-	sn := d.scalar(n, path, "a number")
+func (d *decoder) number(e yamldoc.Entry, path string, dst *float64) {
+	sn := d.scalar(e, path, "a number")
 	if sn == nil {
 		return
 	}
 	v, err := strconv.ParseFloat(sn.Value, 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		d.fail(path, "%s is not a number; write it like 50 or 0.5", quote(sn.Value))
+		d.fail(path, "%s is not a number; write it like 50 or 0.5", yamldoc.Quote(sn.Value))
 		return
 	}
 	*dst = v
 }
 
-func (d *decoder) spiffeID(n *yaml.Node, path string, dst *spiffeid.ID) {
+func (d *decoder) spiffeID(e yamldoc.Entry, path string, dst *spiffeid.ID) {
 	var s string
-	if text(d, n, path, &s); s == "" {
+	if text(d, e, path, &s); s == "" {
 		return
 	}
 	id, err := spiffeid.FromString(s)
 	if err != nil {
-		d.fail(path, "%s is not a SPIFFE ID: %v; write it like spiffe://example.org/spire/server", quote(s), err)
+		d.fail(path, "%s is not a SPIFFE ID: %v; write it like spiffe://example.org/spire/server", yamldoc.Quote(s), err)
 		return
 	}
 	*dst = id
 }
 
-// scalar returns the scalar node n resolved. It returns nil when n is absent
-// or null, and when it is not a scalar, which it reports wanting want.
-func (d *decoder) scalar(n *yaml.Node, path, want string) *yaml.Node {
-	n = resolve(n)
-	switch {
-	case n == nil || isNull(n):
-		return nil
-	case n.Kind != yaml.ScalarNode:
-		d.fail(path, "must be %s, got %s", want, describe(n))
-		return nil
+// scalar returns the scalar value of e (yamldoc.Scalar), marking a value
+// that is not one failed.
+func (d *decoder) scalar(e yamldoc.Entry, path, want string) *yaml.Node {
+	n, ok := d.doc.Scalar(e, path, want)
+	if !ok {
+		d.src.failed[path] = true
 	}
 	return n
 }
@@ -266,58 +234,11 @@ func (d *decoder) scalar(n *yaml.Node, path, want string) *yaml.Node {
 // report the same value again.
 func (d *decoder) fail(path, format string, args ...any) {
 	d.src.failed[path] = true
-	d.problem(d.src.lineOf(path), path, format, args...)
+	d.doc.Add(d.src.lineOf(path), path, format, args...)
 }
 
-func (d *decoder) problem(line int, path, format string, args ...any) {
-	d.src.problems = append(d.src.problems, Problem{Line: line, Path: path, Message: fmt.Sprintf(format, args...)})
-}
-
-// resolve follows aliases to the node they name.
-func resolve(n *yaml.Node) *yaml.Node {
-	const maxAliases = 32 // aliases cannot chain in YAML; this is a backstop
-	for i := 0; n != nil && n.Kind == yaml.AliasNode; i++ {
-		if i == maxAliases {
-			return nil
-		}
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
-}
-
-// lineOf returns the line of the first of nodes that is not nil.
-func lineOf(nodes ...*yaml.Node) int {
-	for _, n := range nodes {
-		if n != nil {
-			return n.Line
-		}
-	}
-	return 0
-}
-
-// describe names the kind of value n holds, for messages.
-func describe(n *yaml.Node) string {
-	switch {
-	case n == nil:
-		return "nothing"
-	case n.Kind == yaml.MappingNode:
-		return "a mapping"
-	case n.Kind == yaml.SequenceNode:
-		return "a list"
-	case n.Tag == "!!bool":
-		return "the boolean " + n.Value
-	case n.Tag == "!!int" || n.Tag == "!!float":
-		return "the number " + n.Value
-	}
-	return quote(n.Value)
-}
-
-func (d *decoder) acme(n *yaml.Node, path string) *ACME {
-	m := d.mapping(n, path)
+func (d *decoder) acme(e yamldoc.Entry, path string) *ACME {
+	m := d.mapping(e, path)
 	if m == nil {
 		return nil
 	}
@@ -331,17 +252,8 @@ func (d *decoder) acme(n *yaml.Node, path string) *ACME {
 	return a
 }
 
-func (d *decoder) boolean(n *yaml.Node, path string, dst *bool) {
-	sn := d.scalar(n, path, "true or false")
-	if sn == nil {
-		return
-	}
-	switch sn.Value {
-	case "true":
-		*dst = true
-	case "false":
-		*dst = false
-	default:
-		d.fail(path, "%s is not true or false", quote(sn.Value))
+func (d *decoder) boolean(e yamldoc.Entry, path string, dst *bool) {
+	if !d.doc.Bool(e, path, dst) {
+		d.src.failed[path] = true
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 func FuzzParse(f *testing.F) {
@@ -37,7 +39,7 @@ func FuzzParse(f *testing.F) {
 			require.NoError(t, c.Validate(), "Parse accepted what Validate rejects")
 			return
 		}
-		var pe *ProblemsError
+		var pe *yamldoc.Error
 		require.ErrorAs(t, err, &pe)
 		require.NotEmpty(t, pe.Problems)
 		_ = err.Error()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 const (
@@ -29,7 +30,7 @@ const (
 )
 
 // Validate checks c as it is, defaults included (call ApplyDefaults first).
-// It returns a *ProblemsError listing every problem, including those found in
+// It returns a *yamldoc.Error listing every problem, including those found in
 // the file c was parsed from, or nil.
 func (c *Config) Validate() error {
 	v := &validator{c: c, src: c.src}
@@ -51,7 +52,7 @@ func (c *Config) Validate() error {
 type validator struct {
 	c        *Config
 	src      *source
-	problems []Problem
+	problems []yamldoc.Problem
 }
 
 // add records a problem with the value at path unless the file already had
@@ -64,7 +65,7 @@ func (v *validator) addAt(line int, path, format string, args ...any) {
 	if v.src.failed[path] {
 		return
 	}
-	v.problems = append(v.problems, Problem{Line: line, Path: path, Message: fmt.Sprintf(format, args...)})
+	v.problems = append(v.problems, yamldoc.Problem{Line: line, Field: path, Message: fmt.Sprintf(format, args...)})
 }
 
 // usable reports whether the file had no problem with any of paths, so that
@@ -79,8 +80,8 @@ func (v *validator) err() error {
 	if len(all) == 0 {
 		return nil
 	}
-	slices.SortStableFunc(all, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
-	return &ProblemsError{File: v.src.file, Problems: all}
+	yamldoc.SortByLine(all)
+	return &yamldoc.Error{Source: cmp.Or(v.src.file, "configuration"), Problems: all}
 }
 
 // required checks the values that have no default.
@@ -100,7 +101,7 @@ func (v *validator) sockets() {
 	admin, workload := v.c.AdminSocket, v.c.WorkloadSocket
 	if admin != "" && filepath.Clean(admin) == filepath.Clean(workload) && v.usable("admin_socket") {
 		v.add("workload_socket", "%s is also admin_socket; workloads must not reach the admin API, "+
-			"so give them different paths", quote(workload))
+			"so give them different paths", yamldoc.Quote(workload))
 	}
 }
 
@@ -111,7 +112,7 @@ func (v *validator) socket(path, s, example string) {
 		v.add(path, "%s is required", path)
 	case len(s) > maxSocketPath:
 		v.add(path, "%s is %d bytes long; unix socket paths must be shorter than %d bytes, "+
-			"so choose a shorter one such as %s", quote(s), len(s), maxSocketPath+1, example)
+			"so choose a shorter one such as %s", yamldoc.Quote(s), len(s), maxSocketPath+1, example)
 	}
 }
 
@@ -233,7 +234,7 @@ func (v *validator) profile(be BundleEndpoint) {
 		}
 	default:
 		v.add("bundle_endpoint.profile", "%s is not a bundle endpoint profile; use %s or %s",
-			quote(string(be.Profile)), ProfileHTTPSSPIFFE, ProfileHTTPSWeb)
+			yamldoc.Quote(string(be.Profile)), ProfileHTTPSSPIFFE, ProfileHTTPSWeb)
 	}
 }
 
@@ -271,7 +272,7 @@ func (v *validator) telemetry() {
 	}
 	v.hostPort("telemetry.address", addr, "127.0.0.1:9988")
 	if addr == v.c.BundleEndpoint.Address && v.usable("bundle_endpoint.address") {
-		v.add("telemetry.address", "%s is also bundle_endpoint.address; give them different ports", quote(addr))
+		v.add("telemetry.address", "%s is also bundle_endpoint.address; give them different ports", yamldoc.Quote(addr))
 	}
 }
 
@@ -282,12 +283,12 @@ func (v *validator) hostPort(path, addr, example string) {
 		if ae, ok := errors.AsType[*net.AddrError](err); ok {
 			err = errors.New(ae.Err)
 		}
-		v.add(path, "%s is not host:port (%v); write it like %s", quote(addr), err, example)
+		v.add(path, "%s is not host:port (%v); write it like %s", yamldoc.Quote(addr), err, example)
 		return
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		v.add(path, "%s has port %s; the port must be a number from 0 to 65535, e.g. %s",
-			quote(addr), quote(port), example)
+			yamldoc.Quote(addr), yamldoc.Quote(port), example)
 	}
 }
 
@@ -305,7 +306,7 @@ func (v *validator) datastore() {
 			v.addAt(v.src.lineOf("datastore.dsn", "datastore.driver"), "datastore.dsn", "datastore.dsn is required by driver postgres")
 		}
 	default:
-		v.add("datastore.driver", "%s is not a datastore driver; use sqlite", quote(ds.Driver))
+		v.add("datastore.driver", "%s is not a datastore driver; use sqlite", yamldoc.Quote(ds.Driver))
 	}
 }
 
