@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -64,10 +63,7 @@ func idleConnBytes(b *testing.B, addr string, n, frame int) float64 {
 	for _, conn := range conns {
 		// Wait for the server to close each one, so that the next round
 		// starts from an idle server.
-		require.NoError(b, conn.CloseWrite())
-		_, err := conn.waitClosed(5 * time.Second)
-		require.NoError(b, err)
-		_ = conn.Close()
+		closeAndWait(b, conn.Conn)
 	}
 	return used
 }

@@ -169,13 +169,25 @@ func roundTrip(t *testing.T, conn net.Conn, raw string) (*http.Response, string)
 
 // closeAndWait half-closes conn and waits, at most 5 seconds, for the
 // server to close its side: by then its place is given back.
-func closeAndWait(t *testing.T, conn *tls.Conn) {
+func closeAndWait(t testing.TB, conn *tls.Conn) {
 	t.Helper()
 	require.NoError(t, conn.CloseWrite())
-	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
-	_, err := io.Copy(io.Discard, conn)
-	require.NoError(t, err, "the server closes a connection whose client has")
+	require.NoError(t, waitTCPClosed(conn, 5*time.Second), "the server closes a connection whose client has")
 	_ = conn.Close()
+}
+
+// waitTCPClosed reads conn until the server has closed the TCP
+// connection, not just TLS: the server sends close_notify before it closes
+// the connection and gives its place back.
+func waitTCPClosed(conn *tls.Conn, d time.Duration) error {
+	if err := conn.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		return err
+	}
+	_, err := io.Copy(io.Discard, conn.NetConn())
+	return err
 }
 
 // lockedBuffer is a log destination safe for concurrent writes.
