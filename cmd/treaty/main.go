@@ -9,11 +9,12 @@ import (
 	"syscall"
 
 	"github.com/treatyhq/treaty/internal/cli"
+	"github.com/treatyhq/treaty/internal/servercmd"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	code := cli.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, servercmd.Commands()...)
 	stop()
 	os.Exit(code)
 }

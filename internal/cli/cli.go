@@ -1,7 +1,12 @@
 // Package cli is treaty's command line: `treaty <noun> <verb>` with
 // spire-server's single-dash camelCase flags (-socketPath, -format, -id,
-// -output), results on stdout and diagnostics on stderr. Every command but
-// `server run` is a client of the admin API.
+// -output), results on stdout and diagnostics on stderr. Its commands are
+// clients: of the admin API (through its wire contract, internal/adminwire),
+// of the Workload API, or of a partner's bundle endpoint (probe); some run
+// offline on files (bundle inspect/validate/convert, onboarding check,
+// topology plan). The commands that run a server in this process, `server
+// run` and `demo`, are added by cmd/treaty from internal/servercmd, so that
+// this package never links the server it talks to.
 package cli
 
 import (
@@ -34,16 +39,29 @@ func (e *env) warnf(format string, args ...any) {
 	fmt.Fprintf(e.stderr, "warning: "+format+"\n", args...)
 }
 
-// usageError is a command-line mistake: Main prints the usage with it.
-type usageError struct{ msg string }
+// Command is a command that Main does not define itself: cmd/treaty adds
+// those that run a server in this process (internal/servercmd).
+type Command struct {
+	// Name is the words after "treaty", e.g. "server run".
+	Name string
+	// Synopsis is the command's line in the usage.
+	Synopsis string
+	// Run runs the command with the arguments after its name. It returns
+	// flag.ErrHelp when asked for help, and a *UsageError for a
+	// command-line mistake.
+	Run func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error
+}
 
-func (u *usageError) Error() string { return u.msg }
+// UsageError is a command-line mistake: Main prints it with a pointer to
+// the command's -h and returns 2.
+type UsageError struct{ Msg string }
 
-func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
+func (u *UsageError) Error() string { return u.Msg }
+
+func usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Sprintf(format, args...)} }
 
 func commands() []command {
 	cmds := []command{
-		{"server run", "run a trust domain server", runServer},
 		{"healthcheck", "check that the server answers on its admin socket", runHealthcheck},
 		{"version", "print treaty's version", runVersion},
 	}
@@ -58,16 +76,25 @@ func commands() []command {
 	cmds = append(cmds, entryCommands()...)
 	cmds = append(cmds, mintCommands()...)
 	cmds = append(cmds, workloadCommands()...)
-	cmds = append(cmds, demoCommands()...)
 	return append(cmds, localAuthorityCommands()...)
+}
+
+// external adapts a Command to the command tree.
+func external(c Command) command {
+	return command{c.Name, c.Synopsis, func(ctx context.Context, e *env, args []string) error {
+		return c.Run(ctx, args, e.stdin, e.stdout, e.stderr)
+	}}
 }
 
 // Main runs the command named by args (without the program name) and
 // returns the process exit code: 0 on success, 1 when the command failed,
-// 2 for a usage mistake.
-func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// 2 for a usage mistake. more are commands defined outside this package.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, more ...Command) int {
 	e := &env{stdout: stdout, stderr: stderr, stdin: stdin}
 	cmds := commands()
+	for _, c := range more {
+		cmds = append(cmds, external(c))
+	}
 	cmd, rest := find(cmds, args)
 	if cmd == nil {
 		printUsage(e.stderr, cmds, args)
@@ -77,14 +104,14 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return 2
 	}
 	err := cmd.run(ctx, e, rest)
-	var usage *usageError
+	var usage *UsageError
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &usage):
-		fmt.Fprintf(e.stderr, "treaty %s: %s\nRun 'treaty %s -h' for its flags.\n", cmd.name, usage.msg, cmd.name)
+		fmt.Fprintf(e.stderr, "treaty %s: %s\nRun 'treaty %s -h' for its flags.\n", cmd.name, usage.Msg, cmd.name)
 		return 2
 	default:
 		fmt.Fprintf(e.stderr, "error: %s\n", err)

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/treatyhq/treaty/internal/config"
+	"github.com/treatyhq/treaty/internal/socket"
 )
 
 // callTimeout bounds every admin API call the CLI makes.
@@ -21,7 +21,7 @@ const callTimeout = 30 * time.Second
 
 // socketFlag registers -socketPath, spelled as spire-server spells it.
 func socketFlag(fs *flag.FlagSet) *string {
-	return fs.String("socketPath", config.DefaultAdminSocket, "path to the treaty server's admin socket")
+	return fs.String("socketPath", socket.DefaultAdminPath, "path to the treaty server's admin socket")
 }
 
 // dial connects to the admin socket. Connection problems surface on the

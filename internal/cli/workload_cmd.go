@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/treatyhq/treaty/internal/config"
+	"github.com/treatyhq/treaty/internal/socket"
 )
 
 // Client commands of the Workload API, like `spire-agent api fetch`: what
@@ -36,7 +36,7 @@ func workloadCommands() []command {
 }
 
 func workloadSocketFlag(fs *flag.FlagSet) *string {
-	return fs.String("socketPath", config.DefaultWorkloadSocket, "path to the Workload API socket (the server's workload_socket)")
+	return fs.String("socketPath", socket.DefaultWorkloadPath, "path to the Workload API socket (the server's workload_socket)")
 }
 
 func timeoutFlag(fs *flag.FlagSet) *time.Duration {

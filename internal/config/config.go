@@ -14,14 +14,15 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/socket"
 	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 // Defaults for the fields of Config. A zero field means "use the default".
 const (
 	DefaultDataDir        = "./data"
-	DefaultAdminSocket    = "/tmp/treaty/private/admin.sock"
-	DefaultWorkloadSocket = "/tmp/treaty/public/workload.sock"
+	DefaultAdminSocket    = socket.DefaultAdminPath
+	DefaultWorkloadSocket = socket.DefaultWorkloadPath
 	DefaultCATTL          = ca.DefaultCATTL // 30 days
 	DefaultX509SVIDTTL    = ca.DefaultX509SVIDTTL
 	DefaultJWTSVIDTTL     = ca.DefaultJWTSVIDTTL

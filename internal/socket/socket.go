@@ -1,6 +1,6 @@
-// Package socket creates the unix sockets treaty serves its APIs on: the
-// directory with the right mode, a stale socket left by a dead process
-// removed, a live one never taken over.
+// Package socket owns the unix sockets treaty serves its APIs on: where they
+// are by default, and creating them: the directory with the right mode, a
+// stale socket left by a dead process removed, a live one never taken over.
 package socket
 
 import (

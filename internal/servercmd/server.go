@@ -1,16 +1,17 @@
-package cli
+package servercmd
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/treatyhq/treaty/internal/config"
 	"github.com/treatyhq/treaty/internal/server"
 )
 
-func runServer(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "server run")
+func runServer(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) error {
+	fs := newFlags(stderr, "server run")
 	path := fs.String("config", "", "path to the configuration file (YAML); without it, flags and defaults are used")
 	var o config.Overrides
 	fs.StringVar(&o.TrustDomain, "trustDomain", "", "trust domain name, e.g. example.org (overrides trust_domain)")
@@ -25,7 +26,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		return fmt.Errorf("start server: %w", err)

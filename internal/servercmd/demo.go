@@ -1,0 +1,45 @@
+package servercmd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/treatyhq/treaty/internal/cli"
+	"github.com/treatyhq/treaty/internal/demo"
+)
+
+func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags(stderr, "demo")
+	keep := fs.Bool("keep", false, "leave both servers running afterwards and print commands to try")
+	dir := fs.String("dir", "", "directory for the demo's files (default: a new temporary directory, removed at the end)")
+	output := fs.String("output", "pretty", "output style: pretty or json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *output != "pretty" && *output != "json" {
+		return &cli.UsageError{Msg: fmt.Sprintf("-output %q: use pretty or json", *output)}
+	}
+	timeline := stdout
+	if *output == "json" {
+		timeline = stderr
+	}
+	// Each step is a real command of the client, run in this process.
+	cliMain := func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+		return cli.Main(ctx, args, stdin, stdout, stderr)
+	}
+	res, err := demo.Run(ctx, demo.Config{Out: timeline, CLI: cliMain, Keep: *keep, Dir: *dir})
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		out, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", out)
+		return err
+	}
+	return nil
+}
