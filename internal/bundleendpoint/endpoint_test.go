@@ -223,6 +223,7 @@ func TestHandler(t *testing.T) {
 		{"ok/stale etag", http.MethodGet, "/", map[string]string{"If-None-Match": `"6-0000"`}, http.StatusOK, `{"keys":[]}`},
 		{"fail/post", http.MethodPost, "/", nil, http.StatusMethodNotAllowed, "method not allowed\n"},
 		{"fail/other path", http.MethodGet, "/bundle", nil, http.StatusNotFound, "not found: the bundle is served at /\n"},
+		{"fail/post to other path is a bad method first", http.MethodPost, "/bundle", nil, http.StatusMethodNotAllowed, "method not allowed\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,7 +19,9 @@ import (
 
 // Frame types and flags (RFC 9113, section 6).
 const (
+	frameData         = 0x0
 	frameHeaders      = 0x1
+	frameRSTStream    = 0x3
 	frameSettings     = 0x4
 	framePing         = 0x6
 	frameGoAway       = 0x7
@@ -36,6 +38,7 @@ const (
 	settingMaxConcurrentStreams = 0x3
 	settingInitialWindowSize    = 0x4
 	settingMaxFrameSize         = 0x5
+	settingMaxHeaderListSize    = 0x6
 
 	errCodeFrameSize = 0x6
 )
@@ -68,11 +71,11 @@ func dialH2(t testing.TB, addr string) *h2Conn {
 	conn := &h2Conn{Conn: nc.(*tls.Conn), settings: map[uint16]uint32{}}
 	require.Equal(t, "h2", conn.ConnectionState().NegotiatedProtocol)
 	conn.write(t, append([]byte(clientPreface), h2Frame(frameSettings, 0, 0, nil)...))
-	typ, _, payload, err := conn.readFrame(5 * time.Second)
+	f, err := conn.readFrame(5 * time.Second)
 	require.NoError(t, err)
-	require.Equal(t, byte(frameSettings), typ, "the server speaks first with its SETTINGS")
-	for i := 0; i+6 <= len(payload); i += 6 {
-		conn.settings[binary.BigEndian.Uint16(payload[i:])] = binary.BigEndian.Uint32(payload[i+2:])
+	require.Equal(t, byte(frameSettings), f.typ, "the server speaks first with its SETTINGS")
+	for i := 0; i+6 <= len(f.payload); i += 6 {
+		conn.settings[binary.BigEndian.Uint16(f.payload[i:])] = binary.BigEndian.Uint32(f.payload[i+2:])
 	}
 	return conn
 }
@@ -84,21 +87,28 @@ func (c *h2Conn) write(t testing.TB, b []byte) {
 	require.NoError(t, err)
 }
 
+// frame is one frame read.
+type frame struct {
+	typ, flags byte
+	stream     uint32
+	payload    []byte
+}
+
 // readFrame reads one frame within d.
-func (c *h2Conn) readFrame(d time.Duration) (typ, flags byte, payload []byte, err error) {
+func (c *h2Conn) readFrame(d time.Duration) (frame, error) {
 	if err := c.SetReadDeadline(time.Now().Add(d)); err != nil {
-		return 0, 0, nil, err
+		return frame{}, err
 	}
 	var hdr [9]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
-		return 0, 0, nil, err
+		return frame{}, err
 	}
-	n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
-	payload = make([]byte, n)
-	if _, err := io.ReadFull(c, payload); err != nil {
-		return 0, 0, nil, err
+	f := frame{typ: hdr[3], flags: hdr[4], stream: binary.BigEndian.Uint32(hdr[5:]) & 0x7fffffff}
+	f.payload = make([]byte, int(hdr[0])<<16|int(hdr[1])<<8|int(hdr[2]))
+	if _, err := io.ReadFull(c, f.payload); err != nil {
+		return frame{}, err
 	}
-	return hdr[3], hdr[4], payload, nil
+	return f, nil
 }
 
 // errGoAway is a GOAWAY frame received, with its error code.
@@ -114,13 +124,13 @@ func (c *h2Conn) ping(t testing.TB) error {
 	c.write(t, h2Frame(framePing, 0, 0, []byte("treaty!!")))
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		typ, flags, payload, err := c.readFrame(time.Until(deadline))
+		f, err := c.readFrame(time.Until(deadline))
 		switch {
 		case err != nil:
 			return err
-		case typ == frameGoAway:
-			return errGoAway(binary.BigEndian.Uint32(payload[4:]))
-		case typ == framePing && flags&flagAck != 0:
+		case f.typ == frameGoAway:
+			return errGoAway(binary.BigEndian.Uint32(f.payload[4:]))
+		case f.typ == framePing && f.flags&flagAck != 0:
 			return nil
 		}
 	}
@@ -132,15 +142,15 @@ func (c *h2Conn) waitClosed(d time.Duration) (*errGoAway, error) {
 	deadline := time.Now().Add(d)
 	var goAway *errGoAway
 	for {
-		typ, _, payload, err := c.readFrame(time.Until(deadline))
+		f, err := c.readFrame(time.Until(deadline))
 		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return goAway, nil
 		}
 		if err != nil {
 			return goAway, err
 		}
-		if typ == frameGoAway && goAway == nil {
-			e := errGoAway(binary.BigEndian.Uint32(payload[4:]))
+		if f.typ == frameGoAway && goAway == nil {
+			e := errGoAway(binary.BigEndian.Uint32(f.payload[4:]))
 			goAway = &e
 		}
 	}

@@ -71,13 +71,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/" {
-		http.Error(w, "not found: the bundle is served at /", http.StatusNotFound)
-		return
-	}
+	// The method first: CONNECT and "OPTIONS *" name no path.
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if r.URL.Path != "/" {
+		http.Error(w, "not found: the bundle is served at /", http.StatusNotFound)
 		return
 	}
 	if h.limiter != nil && !h.limiter.allow(clientIP(r)) {

@@ -142,7 +142,10 @@ func New(cfg Config) (*Server, error) {
 			MaxReceiveBufferPerStream:     http2MaxReceiveStream,
 			WriteByteTimeout:              writeTimeout,
 		},
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// "OPTIONS *" reaches the handler, which answers 405 as to any
+		// method but GET and HEAD.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return s, nil
 }
