@@ -24,7 +24,7 @@ import (
 type RelationshipStore interface {
 	ListRelationships(ctx context.Context) ([]datastore.Relationship, error)
 	Relationship(ctx context.Context, td spiffeid.TrustDomain) (datastore.Relationship, error)
-	CreateRelationship(ctx context.Context, r datastore.Relationship, bootstrap *datastore.Bundle) (bool, error)
+	CreateRelationships(ctx context.Context, rels []datastore.Relationship, bootstraps []*datastore.Bundle) ([]bool, []error)
 	UpdateRelationship(ctx context.Context, r datastore.Relationship, bootstrap *datastore.Bundle) (bool, error)
 	DeleteRelationship(ctx context.Context, td spiffeid.TrustDomain) error
 	FederatedBundle(ctx context.Context, td spiffeid.TrustDomain) (datastore.Bundle, error)
@@ -175,25 +175,39 @@ func encodeBootstrap(b *spiffebundle.Bundle, now time.Time) (*datastore.Bundle, 
 	return &datastore.Bundle{TrustDomain: b.TrustDomain(), Document: doc, Sequence: seq, UpdatedAt: now}, nil
 }
 
+// BatchCreateFederationRelationship creates the relationships that are
+// valid in one store transaction (a batch of thousands pays for one
+// fsync); each gets its own result, in request order, as in SPIRE.
 func (s *trustDomainService) BatchCreateFederationRelationship(ctx context.Context, req *trustdomainv1.BatchCreateFederationRelationshipRequest) (*trustdomainv1.BatchCreateFederationRelationshipResponse, error) {
-	resp := &trustdomainv1.BatchCreateFederationRelationshipResponse{}
-	for _, in := range req.GetFederationRelationships() {
-		out, st := s.create(ctx, in, req.GetOutputMask())
-		resp.Results = append(resp.Results, &trustdomainv1.BatchCreateFederationRelationshipResponse_Result{Status: st, FederationRelationship: out})
+	ins := req.GetFederationRelationships()
+	resp := &trustdomainv1.BatchCreateFederationRelationshipResponse{Results: make([]*trustdomainv1.BatchCreateFederationRelationshipResponse_Result, len(ins))}
+	var recs []datastore.Relationship
+	var boots []*datastore.Bundle
+	var index []int // index[j] is the request position of recs[j]
+	now := s.now()
+	for i, in := range ins {
+		rel, boot, err := s.fromRelationshipProto(in)
+		if err != nil {
+			resp.Results[i] = &trustdomainv1.BatchCreateFederationRelationshipResponse_Result{Status: apiStatus(codes.InvalidArgument, "invalid federation relationship: %v", err)}
+			continue
+		}
+		recs, boots, index = append(recs, rel.Record(now)), append(boots, boot), append(index, i)
+	}
+	_, errs := s.store.CreateRelationships(ctx, recs, boots)
+	for j, err := range errs {
+		out, st := s.created(ctx, recs[j], err, req.GetOutputMask())
+		resp.Results[index[j]] = &trustdomainv1.BatchCreateFederationRelationshipResponse_Result{Status: st, FederationRelationship: out}
 	}
 	s.reload(ctx)
 	return resp, nil
 }
 
-func (s *trustDomainService) create(ctx context.Context, in *types.FederationRelationship, mask *types.FederationRelationshipMask) (*types.FederationRelationship, *types.Status) {
-	rel, boot, err := s.fromRelationshipProto(in)
-	if err != nil {
-		return nil, apiStatus(codes.InvalidArgument, "invalid federation relationship: %v", err)
-	}
-	rec := rel.Record(s.now())
-	if _, err := s.store.CreateRelationship(ctx, rec, boot); errors.Is(err, datastore.ErrAlreadyExists) {
-		return nil, apiStatus(codes.AlreadyExists, "a federation relationship with %q already exists; update it instead", rel.TrustDomain.Name())
-	} else if err != nil {
+// created is the result of creating rec.
+func (s *trustDomainService) created(ctx context.Context, rec datastore.Relationship, err error, mask *types.FederationRelationshipMask) (*types.FederationRelationship, *types.Status) {
+	switch {
+	case errors.Is(err, datastore.ErrAlreadyExists):
+		return nil, apiStatus(codes.AlreadyExists, "a federation relationship with %q already exists; update it instead", rec.TrustDomain.Name())
+	case err != nil:
 		return nil, apiStatus(codes.Internal, "%v", err)
 	}
 	return s.relationshipProto(ctx, rec, mask), apiStatus(codes.OK, "OK")

@@ -200,3 +200,34 @@ func TestRelationshipURLWithUserinfo(t *testing.T) {
 	require.Contains(t, audit.String(), "https://xxxxx@beta.example/", "the refused request is audited")
 	require.NotContains(t, audit.String(), "s3cr3t", "the audit log never records the password")
 }
+
+// One batch mixes invalid, duplicate and good relationships: each result
+// is at its request position, and the good ones are stored although they
+// share a transaction with the failures.
+func TestBatchCreateKeepsEachOutcome(t *testing.T) {
+	conn := start(t)
+	ctx := t.Context()
+	client := trustdomainv1.NewTrustDomainClient(conn)
+	web := &types.FederationRelationship_HttpsWeb{HttpsWeb: &types.HTTPSWebProfile{}}
+	rel := func(td string) *types.FederationRelationship {
+		return &types.FederationRelationship{TrustDomain: td, BundleEndpointUrl: "https://" + td + "/", BundleEndpointProfile: web}
+	}
+	resp, err := client.BatchCreateFederationRelationship(ctx, &trustdomainv1.BatchCreateFederationRelationshipRequest{
+		FederationRelationships: []*types.FederationRelationship{
+			rel("one.test"), {TrustDomain: "bad.test", BundleEndpointUrl: "http://bad.test/", BundleEndpointProfile: web},
+			rel("two.test"), rel("one.test"), rel("three.test"),
+		}})
+	require.NoError(t, err)
+	want := []codes.Code{codes.OK, codes.InvalidArgument, codes.OK, codes.AlreadyExists, codes.OK}
+	require.Len(t, resp.GetResults(), len(want))
+	for i, code := range want {
+		st := resp.GetResults()[i].GetStatus()
+		require.Equal(t, int32(code), st.GetCode(), "result %d: %s", i, st.GetMessage())
+		if code == codes.OK {
+			require.Equal(t, []string{"one.test", "", "two.test", "", "three.test"}[i], resp.GetResults()[i].GetFederationRelationship().GetTrustDomain())
+		}
+	}
+	list, err := client.ListFederationRelationships(ctx, &trustdomainv1.ListFederationRelationshipsRequest{})
+	require.NoError(t, err)
+	require.Len(t, list.GetFederationRelationships(), 3)
+}
