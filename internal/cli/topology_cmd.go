@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"strings"
 
 	"github.com/treatyhq/treaty/internal/topology"
 )
@@ -31,12 +29,16 @@ func runTopologyPlan(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	t, warnings, err := topology.Parse(data)
+	file := path
+	if path == "-" {
+		file = "" // problems say "line N:" alone
+	}
+	t, warnings, err := topology.Parse(data, file)
 	for _, w := range warnings {
 		e.warnf("%s: %s", path, w)
 	}
 	if err != nil {
-		return prefixLines(path, err)
+		return err
 	}
 	plan := topology.Plan(t)
 	if *output == outputJSON {
@@ -47,14 +49,4 @@ func runTopologyPlan(_ context.Context, e *env, args []string) error {
 	}
 	e.printf("%s", topology.Markdown(t, plan))
 	return nil
-}
-
-// prefixLines names the file in front of each line of a multi-line error,
-// as path:line problems.
-func prefixLines(path string, err error) error {
-	var lines []string
-	for line := range strings.SplitSeq(err.Error(), "\n") {
-		lines = append(lines, path+": "+line)
-	}
-	return errors.New(strings.Join(lines, "\n"))
 }

@@ -118,7 +118,7 @@ func (d *decoder) mapping(e yamldoc.Entry, path string) map[string]yamldoc.Entry
 		d.src.failed[path] = true
 	}
 	for k, ke := range m {
-		d.src.lines[join(path, k)] = ke.Key.Line
+		d.src.lines[yamldoc.Join(path, k)] = ke.Key.Line
 	}
 	return m
 }

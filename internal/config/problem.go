@@ -42,11 +42,3 @@ func parent(path string) string {
 	}
 	return ""
 }
-
-// join returns the path of key inside the section at path.
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}

@@ -13,6 +13,7 @@ import (
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/finding"
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 // Finding is one thing Check found about a file: a finding.Finding (fail or
@@ -26,7 +27,7 @@ type Finding struct {
 // String formats f as "path:line: error: message", or "warning: " for a
 // warning: the form editors and CI logs link to and annotate.
 func (f Finding) String() string {
-	return Problem{Path: f.Path, Line: f.Line, Message: f.Severity.Diagnostic() + ": " + f.Message}.String()
+	return yamldoc.Problem{File: f.Path, Line: f.Line, Message: f.Severity.Diagnostic() + ": " + f.Message}.String()
 }
 
 // CheckedFile summarises one file Check read.
@@ -147,7 +148,7 @@ func (r *CheckReport) checkFile(path string, opts CheckOptions) (*File, CheckedF
 		return nil, cf
 	}
 	for _, p := range problems {
-		r.add(finding.Fail, p.Path, p.Line, "%s", p.Message)
+		r.add(finding.Fail, p.File, p.Line, "%s", p.Message)
 	}
 	if f == nil {
 		return nil, cf
@@ -223,7 +224,7 @@ func roughly(d time.Duration) string {
 func (r *CheckReport) checkDuplicates(good []File) {
 	_, dups := dropDuplicates(good)
 	for _, p := range dups {
-		r.add(finding.Fail, p.Path, p.Line, "%s", p.Message)
+		r.add(finding.Fail, p.File, p.Line, "%s", p.Message)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 // LoadDir reads every onboarding file in dir: the files whose names end in
@@ -29,13 +31,13 @@ import (
 // When two or more good files are for the same trust domain, none of them
 // is used and each is reported, naming the others. LoadDir returns an
 // error only when dir itself cannot be read.
-func LoadDir(dir, className string) ([]File, []Problem, error) {
+func LoadDir(dir, className string) ([]File, []yamldoc.Problem, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read onboarding directory: %w", err)
 	}
 	var files []File
-	var problems []Problem
+	var problems []yamldoc.Problem
 	for _, e := range entries {
 		if e.IsDir() || !isOnboardingFile(e.Name()) {
 			continue
@@ -51,8 +53,8 @@ func LoadDir(dir, className string) ([]File, []Problem, error) {
 	}
 	files, dups := dropDuplicates(files)
 	problems = append(problems, dups...)
-	slices.SortStableFunc(problems, func(a, b Problem) int {
-		return cmp.Or(strings.Compare(a.Path, b.Path), cmp.Compare(a.Line, b.Line))
+	slices.SortStableFunc(problems, func(a, b yamldoc.Problem) int {
+		return cmp.Or(strings.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line))
 	})
 	return files, problems, nil
 }
@@ -64,16 +66,16 @@ func isOnboardingFile(name string) bool {
 }
 
 // load reads and parses the file at path.
-func load(path string) (*File, string, []Problem) {
+func load(path string) (*File, string, []yamldoc.Problem) {
 	data, err := readFile(path)
 	if err != nil {
-		return nil, "", []Problem{{Path: path, Message: err.Error()}}
+		return nil, "", []yamldoc.Problem{{File: path, Message: err.Error()}}
 	}
 	return parse(data, path)
 }
 
 // errTooLarge is why a file is not read.
-var errTooLarge = fmt.Errorf("the file is larger than %d bytes; an onboarding file holds one trust domain and its bundle", MaxFileSize)
+var errTooLarge = fmt.Errorf("the file is larger than %d bytes; %s", MaxFileSize, tooLargeHint)
 
 // readFile reads the regular file at path, reading no more than
 // MaxFileSize bytes. It does not open anything else, as opening a named
@@ -107,14 +109,14 @@ func readFile(path string) ([]byte, error) {
 // and a problem for each of the others: which relationship the directory
 // means is ambiguous, and picking one would let a file added later
 // silently replace a partner's endpoint.
-func dropDuplicates(files []File) ([]File, []Problem) {
+func dropDuplicates(files []File) ([]File, []yamldoc.Problem) {
 	byTD := make(map[spiffeid.TrustDomain][]string, len(files))
 	for _, f := range files {
 		td := f.Relationship.TrustDomain
 		byTD[td] = append(byTD[td], f.Path)
 	}
 	var kept []File
-	var problems []Problem
+	var problems []yamldoc.Problem
 	for _, f := range files {
 		td := f.Relationship.TrustDomain
 		if len(byTD[td]) == 1 {
@@ -122,7 +124,7 @@ func dropDuplicates(files []File) ([]File, []Problem) {
 			continue
 		}
 		others := slices.DeleteFunc(slices.Clone(byTD[td]), func(p string) bool { return p == f.Path })
-		problems = append(problems, Problem{Path: f.Path, Line: f.trustDomainLine, Message: fmt.Sprintf(
+		problems = append(problems, yamldoc.Problem{File: f.Path, Line: f.trustDomainLine, Message: fmt.Sprintf(
 			"trust domain %s is also defined in %s; none of these files is used until only one defines it",
 			td.Name(), strings.Join(others, ", "))})
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 // onboardingDir returns a directory holding every kind of file LoadDir
@@ -44,36 +46,36 @@ func TestLoadDir(t *testing.T) {
 	dir := onboardingDir(t)
 	in := func(name string) string { return filepath.Join(dir, name) }
 	const tls = "uses http://, but the SPIFFE Federation standard requires TLS: use https://"
-	bad := Problem{Path: in("bad.yaml"), Line: 2, Message: `bundleEndpointURL: "http://spire.bad.example" ` + tls}
-	dupA := Problem{Path: in("dup-a.yml"), Line: 1, Message: "trust domain dup.example is also defined in " +
+	bad := yamldoc.Problem{File: in("bad.yaml"), Line: 2, Message: `bundleEndpointURL: "http://spire.bad.example" ` + tls}
+	dupA := yamldoc.Problem{File: in("dup-a.yml"), Line: 1, Message: "trust domain dup.example is also defined in " +
 		in("dup-b.yaml") + "; none of these files is used until only one defines it"}
-	dupB := Problem{Path: in("dup-b.yaml"), Line: 2, Message: "trust domain dup.example is also defined in " +
+	dupB := yamldoc.Problem{File: in("dup-b.yaml"), Line: 2, Message: "trust domain dup.example is also defined in " +
 		in("dup-a.yml") + "; none of these files is used until only one defines it"}
 	// A file that cannot be read has no className to skip it by.
-	large := Problem{Path: in("large.yaml"), Message: "the file is larger than 1048576 bytes; an onboarding file holds one trust domain and its bundle"}
-	otherClass := Problem{Path: in("other-class.yaml"), Line: 3, Message: `bundleEndpointURL: "http://broken" ` + tls}
+	large := yamldoc.Problem{File: in("large.yaml"), Message: "the file is larger than 1048576 bytes; an onboarding file holds one trust domain and its bundle"}
+	otherClass := yamldoc.Problem{File: in("other-class.yaml"), Line: 3, Message: `bundleEndpointURL: "http://broken" ` + tls}
 	for _, tc := range []struct {
 		name      string
 		className string
 		files     []string
-		problems  []Problem
+		problems  []yamldoc.Problem
 	}{
 		{
 			name:      "ok/class filter skips other classes, keeps files without one",
 			className: "spire-system-spire",
 			files:     []string{"UPPER.YAML", "failover.example.yaml", "partner.example.yaml"},
-			problems:  []Problem{bad, dupA, dupB, large},
+			problems:  []yamldoc.Problem{bad, dupA, dupB, large},
 		},
 		{
 			name:      "ok/class filter for another class",
 			className: "dir-spire",
 			files:     []string{"UPPER.YAML", "failover.example.yaml", "web.example.yaml"},
-			problems:  []Problem{bad, dupA, dupB, large},
+			problems:  []yamldoc.Problem{bad, dupA, dupB, large},
 		},
 		{
 			name:     "ok/no class filter keeps every class",
 			files:    []string{"UPPER.YAML", "failover.example.yaml", "partner.example.yaml", "web.example.yaml"},
-			problems: []Problem{bad, dupA, dupB, large, otherClass},
+			problems: []yamldoc.Problem{bad, dupA, dupB, large, otherClass},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 func FuzzParse(f *testing.F) {
@@ -40,9 +42,9 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		require.Nil(t, file)
-		maxLine := lastLine(data)
+		maxLine := yamldoc.LastLine(data)
 		for _, p := range problems {
-			require.Equal(t, "fuzz.yaml", p.Path)
+			require.Equal(t, "fuzz.yaml", p.File)
 			require.NotEmpty(t, p.Message)
 			require.GreaterOrEqual(t, p.Line, 0)
 			require.LessOrEqual(t, p.Line, maxLine, "problem %s", p)

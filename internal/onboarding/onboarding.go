@@ -11,10 +11,10 @@ import (
 	"cmp"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 // MaxFileSize is the size in bytes of the largest onboarding file read. A
@@ -57,38 +57,34 @@ type File struct {
 //
 // Parse returns either a File and no problems, or a nil File and every
 // problem it found. Parse does not panic, whatever data holds.
-func Parse(data []byte, path string) (*File, []Problem) {
+func Parse(data []byte, path string) (*File, []yamldoc.Problem) {
 	f, _, ps := parse(data, path)
 	return f, ps
 }
 
 // parse is Parse that also returns the className, which is known even for
 // a file with problems as long as the file is valid YAML.
-func parse(data []byte, path string) (*File, string, []Problem) {
-	ps := &problems{path: path}
-	if len(data) > MaxFileSize {
-		ps.add(0, "%v", errTooLarge)
-		return nil, "", ps.list
-	}
-	root := readDocument(data, ps)
+func parse(data []byte, path string) (*File, string, []yamldoc.Problem) {
+	doc, root := yamldoc.Read(path, data, readOptions)
+	ps := &problems{doc}
 	if root == nil {
-		return nil, "", ps.list
+		return nil, "", ps.Problems
 	}
 	d := &decoder{ps: ps}
 	name, spec := d.file(root)
 	if spec == nil {
-		return nil, "", sorted(ps.list)
+		return nil, "", sorted(ps.Problems)
 	}
 	b := &builder{ps: ps}
 	b.build(spec)
 	b.rel.ManagedBy = ManagedByPrefix + baseName(path)
-	if len(ps.list) == 0 {
+	if len(ps.Problems) == 0 {
 		if err := b.rel.Validate(); err != nil {
 			ps.add(spec.line, "%v", err)
 		}
 	}
-	if len(ps.list) > 0 {
-		return nil, spec.className.text, sorted(ps.list)
+	if len(ps.Problems) > 0 {
+		return nil, spec.className.text, sorted(ps.Problems)
 	}
 	return &File{
 		Path:            path,
@@ -116,8 +112,8 @@ const maxProblems = 50
 
 // sorted orders problems by line, keeping the order of those on one line,
 // and replaces those after the first maxProblems with a count.
-func sorted(ps []Problem) []Problem {
-	slices.SortStableFunc(ps, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
+func sorted(ps []yamldoc.Problem) []yamldoc.Problem {
+	yamldoc.SortByLine(ps)
 	if len(ps) <= maxProblems {
 		return ps
 	}

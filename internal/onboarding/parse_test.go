@@ -221,7 +221,7 @@ func TestParseProblems(t *testing.T) {
 		{name: "fail/top level list", yaml: lines("- trustDomain: partner.example"), problems: []want{{1, "the top level must be a mapping (a ClusterFederatedTrustDomain or its spec), got a list"}}},
 		{name: "fail/top level text", yaml: lines("# hello", "partner.example"), problems: []want{{2, `the top level must be a mapping (a ClusterFederatedTrustDomain or its spec), got "partner.example"`}}},
 		{name: "fail/two documents", yaml: lines(tdLine, urlLine, profileLine, webLine, "---", "trustDomain: other.example"),
-			problems: []want{{6, "the file holds more than one YAML document"}}},
+			problems: []want{{5, "the file holds more than one YAML document, the second starting here"}}},
 		{name: "fail/too large", yaml: lines(tdLine, urlLine, profileLine, webLine, "# "+strings.Repeat("x", MaxFileSize)),
 			problems: []want{{0, "the file is larger than 1048576 bytes"}}},
 
@@ -337,7 +337,7 @@ func TestParseProblems(t *testing.T) {
 			require.Nil(t, f)
 			require.Len(t, problems, len(tc.problems), "problems: %v", problems)
 			for i, w := range tc.problems {
-				require.Equal(t, "partner.yaml", problems[i].Path)
+				require.Equal(t, "partner.yaml", problems[i].File)
 				require.Equal(t, w.line, problems[i].Line, "problem %d: %s", i, problems[i])
 				require.Contains(t, problems[i].Message, w.msg)
 				require.NotContains(t, problems[i].String(), "s3cr3t", "a password in the file is never repeated")
@@ -353,21 +353,4 @@ func unknownKs(n int) []want {
 		ws[i] = want{i + 1, `unknown key "k" at the top level`}
 	}
 	return ws
-}
-
-func TestProblemString(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		problem Problem
-		want    string
-	}{
-		{name: "ok/path and line", problem: Problem{Path: "dir/a.yaml", Line: 3, Message: "bad"}, want: "dir/a.yaml:3: bad"},
-		{name: "ok/no line", problem: Problem{Path: "dir/a.yaml", Message: "bad"}, want: "dir/a.yaml: bad"},
-		{name: "ok/no path", problem: Problem{Line: 3, Message: "bad"}, want: "line 3: bad"},
-		{name: "ok/message only", problem: Problem{Message: "bad"}, want: "bad"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.want, tc.problem.String())
-		})
-	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 // DefaultInterval is how often Run checks the directory for changes.
@@ -125,7 +126,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) error {
 	r.report(problems)
 	broken := map[string]bool{}
 	for _, p := range problems {
-		broken[filepath.Base(p.Path)] = true
+		broken[filepath.Base(p.File)] = true
 	}
 	existing, err := r.cfg.Store.ListRelationships(ctx)
 	if err != nil {
@@ -231,7 +232,7 @@ func sameRecord(a, b datastore.Relationship) bool {
 }
 
 // report logs each problem once per distinct message.
-func (r *Reconciler) report(problems []Problem) {
+func (r *Reconciler) report(problems []yamldoc.Problem) {
 	for _, p := range problems {
 		if r.first(p.String()) {
 			r.log.Warn("onboarding file skipped", attrProblem, p.String())

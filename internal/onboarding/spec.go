@@ -10,6 +10,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 // builder turns a rawSpec into a relationship, recording a problem for
@@ -56,10 +57,10 @@ func parseTrustDomain(s string) (spiffeid.TrustDomain, error) {
 	td, err := spiffeid.TrustDomainFromString(s)
 	if err != nil {
 		return td, fmt.Errorf("%s is not a valid trust domain: %w; "+
-			"use lowercase letters, digits, dots, dashes and underscores, e.g. partner.example", quote(s), err)
+			"use lowercase letters, digits, dots, dashes and underscores, e.g. partner.example", yamldoc.Quote(s), err)
 	}
 	if id, err := spiffeid.FromString(s); err == nil && id.Path() != "" {
-		return td, fmt.Errorf("%s is a SPIFFE ID with a path; write only the trust domain name, %s", quote(s), td.Name())
+		return td, fmt.Errorf("%s is a SPIFFE ID with a path; write only the trust domain name, %s", yamldoc.Quote(s), td.Name())
 	}
 	return td, nil
 }
@@ -110,9 +111,9 @@ func parseEndpointURL(s string) (*url.URL, error) {
 		if ue, ok := errors.AsType[*url.Error](err); ok {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("%s is not a URL: %w", quote(federation.RedactRawURL(s)), err)
+		return nil, fmt.Errorf("%s is not a URL: %w", yamldoc.Quote(federation.RedactRawURL(s)), err)
 	}
-	shown := quote(federation.RedactURL(u))
+	shown := yamldoc.Quote(federation.RedactURL(u))
 	switch {
 	case u.User != nil:
 		return nil, federation.CheckEndpointURL(u)
@@ -169,7 +170,7 @@ func (b *builder) endpointSPIFFEID(s *rawSpec) {
 	id, err := spiffeid.FromString(v.text)
 	switch {
 	case err != nil:
-		b.ps.add(v.line, "bundleEndpointProfile.endpointSPIFFEID %s is not a SPIFFE ID: %v; write it like spiffe://%s/spire/server", quote(v.text), err, b.tdName())
+		b.ps.add(v.line, "bundleEndpointProfile.endpointSPIFFEID %s is not a SPIFFE ID: %v; write it like spiffe://%s/spire/server", yamldoc.Quote(v.text), err, b.tdName())
 	case !b.rel.TrustDomain.IsZero() && id.TrustDomain() != b.rel.TrustDomain:
 		b.ps.add(v.line, "bundleEndpointProfile.endpointSPIFFEID %s is not in trust domain %s; "+
 			"treaty requires the bundle endpoint to belong to the trust domain it serves, e.g. spiffe://%s/spire/server", id, b.tdName(), b.tdName())

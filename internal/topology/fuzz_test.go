@@ -16,7 +16,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(data)
 	f.Add([]byte("self:\n  trust_domain: a.example\npeers:\n  - name: p\n    air_gapped: true\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		topo, _, err := Parse(data)
+		topo, _, err := Parse(data, "fuzz.yaml")
 		if err != nil {
 			return
 		}

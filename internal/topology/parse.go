@@ -7,133 +7,110 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"gopkg.in/yaml.v3"
+
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
-// Problem is a mistake in the input, with its line.
-type Problem struct {
-	Line    int    `json:"line"`
-	Message string `json:"message"`
+// schema lists the keys of a topology file.
+var schema = yamldoc.Schema{
+	"":     {Keys: []string{"self", "peers"}},
+	"self": {Keys: []string{"trust_domain", "organisation", "inspection", "public_certificate"}, Example: "self: {trust_domain: provisioning.example.com}"},
+	"peers": {Keys: []string{"name", "trust_domain", "same_organisation", "runs_agent", "controls_ca",
+		"reachability", "inspection", "air_gapped", "rotation", "public_certificate"}, Example: "- {name: billing, trust_domain: billing.example.com}"},
 }
 
-func (p Problem) String() string { return fmt.Sprintf("line %d: %s", p.Line, p.Message) }
-
-// ProblemsError lists every problem of an input.
-type ProblemsError struct{ Problems []Problem }
-
-func (e *ProblemsError) Error() string {
-	lines := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
-		lines[i] = p.String()
-	}
-	return strings.Join(lines, "\n")
+// readOptions say what a topology file holds, for the messages about one
+// that does not.
+var readOptions = yamldoc.Options{
+	Needs:       "self: (our own trust_domain) and peers: (the systems we must talk to)",
+	TopLevel:    "with self: and peers:",
+	OneDocument: "a topology file describes one trust domain and its peers",
 }
 
-// Parse reads a topology description (YAML). Unknown keys and bad values
-// are errors with their line; facts that contradict each other are
-// returned as warnings and resolved as documented.
-func Parse(data []byte) (*Topology, []string, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, nil, &ProblemsError{Problems: []Problem{{Line: 1, Message: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}}
+// Parse reads a topology description (YAML) from data, the content of the
+// file named file (empty for none), which problems name. Unknown keys and
+// bad values are problems with their line, returned together as a
+// *yamldoc.Error; facts that contradict each other are returned as
+// warnings and resolved as documented.
+func Parse(data []byte, file string) (*Topology, []string, error) {
+	doc, root := yamldoc.Read(file, data, readOptions)
+	if root == nil {
+		return nil, nil, &yamldoc.Error{Problems: doc.Problems}
 	}
-	p := &parser{}
+	p := &parser{doc: doc}
 	t := &Topology{}
-	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, nil, &ProblemsError{Problems: []Problem{{Line: 1, Message: "expected a mapping with self: and peers:"}}}
-	}
-	root := p.mapping(doc.Content[0], "top level", []string{"self", "peers"})
-	if n, ok := root["self"]; ok {
-		t.Self = p.self(n)
+	m := doc.Mapping(root, schema, "", "")
+	if e, ok := m["self"]; ok {
+		t.Self = p.self(e)
 	} else {
-		p.add(doc.Content[0].Line, "self: is required (our own trust_domain)")
+		p.add(root.Line, "self: is required (our own trust_domain)")
 	}
-	if n, ok := root["peers"]; ok && n.Kind == yaml.SequenceNode {
-		for _, item := range n.Content {
-			t.Peers = append(t.Peers, p.peer(item, t.Self))
+	if peers := yamldoc.Resolve(m["peers"].Value); peers != nil && peers.Kind == yaml.SequenceNode {
+		for i, item := range peers.Content {
+			t.Peers = append(t.Peers, p.peer(item, fmt.Sprintf("peers[%d]", i), t.Self))
 		}
 	} else {
-		p.add(doc.Content[0].Line, "peers: is required, a list of the systems we must talk to")
+		p.add(root.Line, "peers: is required, a list of the systems we must talk to")
 	}
 	p.duplicates(t.Peers)
-	if len(p.problems) > 0 {
-		return nil, p.warnings, &ProblemsError{Problems: p.problems}
+	if len(doc.Problems) > 0 {
+		return nil, p.warnings, &yamldoc.Error{Problems: doc.Problems}
 	}
 	return t, p.warnings, nil
 }
 
+// parser turns the entries of a topology file into a Topology, recording
+// problems in doc and warnings about contradictions.
 type parser struct {
-	problems []Problem
+	doc      *yamldoc.Document
 	warnings []string
 }
 
 func (p *parser) add(line int, format string, args ...any) {
-	p.problems = append(p.problems, Problem{Line: line, Message: fmt.Sprintf(format, args...)})
+	p.doc.Add(line, "", format, args...)
 }
 
 func (p *parser) warn(line int, format string, args ...any) {
 	p.warnings = append(p.warnings, fmt.Sprintf("line %d: ", line)+fmt.Sprintf(format, args...))
 }
 
-// mapping returns the values of a mapping node by key, reporting unknown
-// keys.
-func (p *parser) mapping(n *yaml.Node, where string, known []string) map[string]*yaml.Node {
-	out := map[string]*yaml.Node{}
-	if n.Kind != yaml.MappingNode {
-		p.add(n.Line, "%s must be a mapping", where)
-		return out
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if !slices.Contains(known, k.Value) {
-			p.add(k.Line, "unknown key %q in %s; known keys: %s", k.Value, where, strings.Join(known, ", "))
-			continue
-		}
-		out[k.Value] = v
-	}
-	return out
+// text returns the text of the key key of m, a mapping at field.
+func (p *parser) text(m map[string]yamldoc.Entry, field, key string) string {
+	s, _ := p.doc.Text(m[key], yamldoc.Join(field, key))
+	return s
 }
 
-func (p *parser) text(n *yaml.Node, key string) string {
-	if n.Kind != yaml.ScalarNode {
-		p.add(n.Line, "%s must be a single value", key)
-		return ""
-	}
-	return n.Value
+// boolean returns the boolean at key of m, a mapping at field, or def.
+func (p *parser) boolean(m map[string]yamldoc.Entry, field, key string, def bool) bool {
+	p.doc.Bool(m[key], yamldoc.Join(field, key), &def)
+	return def
 }
 
-func (p *parser) boolean(m map[string]*yaml.Node, key string, def bool) bool {
-	n, ok := m[key]
+// choice returns the text at key of m, a mapping at field, which must be
+// one of choices, or def.
+func (p *parser) choice(m map[string]yamldoc.Entry, field, key, def string, choices ...string) string {
+	e, ok := m[key]
 	if !ok {
 		return def
 	}
-	var b bool
-	if err := n.Decode(&b); err != nil {
-		p.add(n.Line, "%s must be true or false, not %q", key, n.Value)
-	}
-	return b
-}
-
-func (p *parser) choice(m map[string]*yaml.Node, key, def string, choices ...string) string {
-	n, ok := m[key]
-	if !ok {
-		return def
-	}
-	v := p.text(n, key)
+	v := p.text(m, field, key)
 	if !slices.Contains(choices, v) {
-		p.add(n.Line, "%s %q: use one of %s", key, v, strings.Join(choices, ", "))
+		p.add(e.Line(), "%s %q: use one of %s", yamldoc.Join(field, key), v, strings.Join(choices, ", "))
 	}
 	return v
 }
 
-func (p *parser) trustDomain(m map[string]*yaml.Node, key string) string {
-	n, ok := m[key]
+// trustDomain returns the trust domain name at key of m, a mapping at
+// field, or "".
+func (p *parser) trustDomain(m map[string]yamldoc.Entry, field, key string) string {
+	e, ok := m[key]
 	if !ok {
 		return ""
 	}
-	v := p.text(n, key)
+	v := p.text(m, field, key)
 	td, err := spiffeid.TrustDomainFromString(v)
 	if err != nil {
-		p.add(n.Line, "%s %q is not a trust domain name: %v", key, v, err)
+		p.add(e.Line(), "%s %q is not a trust domain name: %v", yamldoc.Join(field, key), v, err)
 		return v
 	}
 	return td.Name()
@@ -141,35 +118,36 @@ func (p *parser) trustDomain(m map[string]*yaml.Node, key string) string {
 
 var inspections = []string{string(InspectNone), string(InspectTLSProxy), string(InspectWAF)}
 
-func (p *parser) self(n *yaml.Node) Self {
-	m := p.mapping(n, "self", []string{"trust_domain", "organisation", "inspection", "public_certificate"})
-	s := Self{Line: n.Line, Organisation: scalar(m["organisation"])}
-	if s.TrustDomain = p.trustDomain(m, "trust_domain"); s.TrustDomain == "" {
-		p.add(n.Line, "self.trust_domain is required, e.g. trust_domain: provisioning.example.com")
+func (p *parser) self(e yamldoc.Entry) Self {
+	n := yamldoc.Resolve(e.Value)
+	m := p.doc.Mapping(n, schema, "self", "self")
+	s := Self{Line: e.Line(), Organisation: p.text(m, "self", "organisation")}
+	if s.TrustDomain = p.trustDomain(m, "self", "trust_domain"); s.TrustDomain == "" {
+		p.add(s.Line, "self.trust_domain is required, e.g. trust_domain: provisioning.example.com")
 	}
-	s.Inspection = Inspection(p.choice(m, "inspection", string(InspectNone), inspections...))
-	s.PublicCertificate = p.boolean(m, "public_certificate", false)
+	s.Inspection = Inspection(p.choice(m, "self", "inspection", string(InspectNone), inspections...))
+	s.PublicCertificate = p.boolean(m, "self", "public_certificate", false)
 	return s
 }
 
-func (p *parser) peer(n *yaml.Node, self Self) Peer {
-	m := p.mapping(n, "a peer", []string{"name", "trust_domain", "same_organisation", "runs_agent", "controls_ca",
-		"reachability", "inspection", "air_gapped", "rotation", "public_certificate"})
-	pr := Peer{Line: n.Line, Name: scalar(m["name"])}
+// peer decodes the peer n, the item of peers at field.
+func (p *parser) peer(n *yaml.Node, field string, self Self) Peer {
+	m := p.doc.Mapping(n, schema, "peers", field)
+	pr := Peer{Line: n.Line, Name: p.text(m, field, "name")}
 	if pr.Name == "" {
 		p.add(n.Line, "every peer needs a name")
 	}
-	pr.TrustDomain = p.trustDomain(m, "trust_domain")
-	pr.SameOrganisation = p.boolean(m, "same_organisation", false)
-	pr.RunsAgent = p.boolean(m, "runs_agent", true)
-	pr.ControlsCA = p.boolean(m, "controls_ca", !pr.SameOrganisation)
-	pr.Reachability = Reachability(p.choice(m, "reachability", string(ReachBoth),
+	pr.TrustDomain = p.trustDomain(m, field, "trust_domain")
+	pr.SameOrganisation = p.boolean(m, field, "same_organisation", false)
+	pr.RunsAgent = p.boolean(m, field, "runs_agent", true)
+	pr.ControlsCA = p.boolean(m, field, "controls_ca", !pr.SameOrganisation)
+	pr.Reachability = Reachability(p.choice(m, field, "reachability", string(ReachBoth),
 		string(ReachBoth), string(ReachWeReachThem), string(ReachTheyReachUs), string(ReachNone)))
-	pr.Inspection = Inspection(p.choice(m, "inspection", string(InspectNone), inspections...))
-	pr.AirGapped = p.boolean(m, "air_gapped", false)
-	pr.Rotation = Rotation(p.choice(m, "rotation", string(RotateMonths),
+	pr.Inspection = Inspection(p.choice(m, field, "inspection", string(InspectNone), inspections...))
+	pr.AirGapped = p.boolean(m, field, "air_gapped", false)
+	pr.Rotation = Rotation(p.choice(m, field, "rotation", string(RotateMonths),
 		string(RotateHours), string(RotateDays), string(RotateWeeks), string(RotateMonths), string(RotateYears), string(RotateManual)))
-	pr.PublicCertificate = p.boolean(m, "public_certificate", false)
+	pr.PublicCertificate = p.boolean(m, field, "public_certificate", false)
 	_, reachSet := m["reachability"]
 	p.contradictions(&pr, self, reachSet)
 	return pr
@@ -200,11 +178,4 @@ func (p *parser) duplicates(peers []Peer) {
 		}
 		seen[pr.Name] = pr.Line
 	}
-}
-
-func scalar(n *yaml.Node) string {
-	if n == nil || n.Kind != yaml.ScalarNode {
-		return ""
-	}
-	return n.Value
 }

@@ -11,13 +11,15 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files and the example plan")
 
 func planOne(t *testing.T, peerYAML string) Decision {
 	t.Helper()
-	topo, _, err := Parse([]byte("self:\n  trust_domain: us.example\npeers:\n  - name: peer\n" + peerYAML))
+	topo, _, err := Parse([]byte("self:\n  trust_domain: us.example\npeers:\n  - name: peer\n"+peerYAML), "")
 	require.NoError(t, err)
 	plan := Plan(topo)
 	require.Len(t, plan, 1)
@@ -98,8 +100,8 @@ func TestParseProblems(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := Parse([]byte(tc.input))
-			pe, ok := errors.AsType[*ProblemsError](err)
+			_, _, err := Parse([]byte(tc.input), "")
+			pe, ok := errors.AsType[*yamldoc.Error](err)
 			require.True(t, ok, "%v", err)
 			var hit bool
 			for _, p := range pe.Problems {
@@ -113,7 +115,7 @@ func TestParseProblems(t *testing.T) {
 }
 
 func TestContradictionsWarn(t *testing.T) {
-	_, warnings, err := Parse([]byte("self:\n  trust_domain: us.example\npeers:\n  - name: p\n    trust_domain: r.example\n    air_gapped: true\n    reachability: both\n"))
+	_, warnings, err := Parse([]byte("self:\n  trust_domain: us.example\npeers:\n  - name: p\n    trust_domain: r.example\n    air_gapped: true\n    reachability: both\n"), "")
 	require.NoError(t, err)
 	require.Equal(t, []string{"line 4: p: air_gapped contradicts reachability both; planned as air-gapped"}, warnings)
 }
@@ -124,7 +126,7 @@ func TestExamplePlan(t *testing.T) {
 	dir := filepath.Join("..", "..", "examples", "topology")
 	data, err := os.ReadFile(filepath.Join(dir, "provisioning.yaml"))
 	require.NoError(t, err)
-	topo, warnings, err := Parse(data)
+	topo, warnings, err := Parse(data, "provisioning.yaml")
 	require.NoError(t, err)
 	require.Empty(t, warnings)
 	plan := Plan(topo)

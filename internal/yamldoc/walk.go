@@ -206,3 +206,12 @@ func (d *Document) Bool(e Entry, field string, dst *bool) bool {
 	}
 	return true
 }
+
+// Join returns the path of key inside the section at path ("" for the top
+// level), as Schema names sections.
+func Join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
