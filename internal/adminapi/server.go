@@ -27,7 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/ca"
-	"github.com/treatyhq/treaty/internal/doctor"
+	"github.com/treatyhq/treaty/internal/finding"
 	"github.com/treatyhq/treaty/internal/socket"
 )
 
@@ -50,7 +50,7 @@ type Config struct {
 	// Entries, when set, serves the Entry API.
 	Entries EntryStore
 	// Doctor, when set, serves treaty doctor's checks.
-	Doctor func(ctx context.Context) []doctor.Check
+	Doctor func(ctx context.Context) []finding.Finding
 	// Invites, when set, serves treaty's invite and join calls.
 	Invites *Invites
 	// Changed, when set, is called after every successful call that may

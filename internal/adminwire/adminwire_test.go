@@ -19,11 +19,11 @@ func TestStructRoundTrip(t *testing.T) {
 		{"ok/invite request", &InviteRequest{URL: "https://a.test/", TTLSeconds: 3600, EmbedBundle: true}, &InviteRequest{}},
 		{"ok/join response", &JoinResponse{TrustDomain: "b.test", Sequence: 1<<63 + 1, ReverseToken: "treaty-invite-1.x"}, &JoinResponse{}},
 		{"ok/status", &StatusResponse{
-			Relationships:  []RelationshipStatus{{TrustDomain: "b.test", State: "healthy", ConsecutiveFailures: 2, Warnings: []string{"w"}, Sequence: 1<<63 + 1,
+			Relationships: []RelationshipStatus{{TrustDomain: "b.test", State: "healthy", ConsecutiveFailures: 2, Warnings: []string{"w"}, Sequence: 1<<63 + 1,
 				Ignored: []IgnoredEntry{{Index: 2, Use: "x509-svid", Reason: "x5c", Message: "keys[2] (x509-svid) ignored: no certificate"}}}},
 			FederationGaps: []FederationGap{{EntryID: "e", SPIFFEID: "spiffe://a.test/w", TrustDomain: "c.test"}},
 		}, &StatusResponse{}},
-		{"ok/doctor", &DoctorResponse{Checks: []Check{{Name: "ca", Status: finding.Pass, Doc: "ca"}}}, &DoctorResponse{}},
+		{"ok/doctor", &DoctorResponse{Checks: []finding.Finding{{Check: "ca", Severity: finding.Pass, Message: "ok", Doc: "ca"}}}, &DoctorResponse{}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

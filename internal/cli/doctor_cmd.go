@@ -38,7 +38,7 @@ func runDoctor(ctx context.Context, e *env, args []string) error {
 		}
 		fails, warns := 0, 0
 		for _, c := range resp.Checks {
-			switch c.Status {
+			switch c.Severity {
 			case finding.Fail:
 				fails++
 			case finding.Warn:
@@ -47,7 +47,7 @@ func runDoctor(ctx context.Context, e *env, args []string) error {
 			if *output == outputJSON {
 				continue
 			}
-			e.printf("%-4s  %-20s %s\n", c.Status, c.Name, c.Message)
+			e.printf("%-4s  %-20s %s\n", c.Severity, c.Check, c.Message)
 			if c.Fix != "" {
 				e.printf("      %-20s fix: %s (%s)\n", "", c.Fix, c.Doc)
 			}

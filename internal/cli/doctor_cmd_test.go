@@ -28,12 +28,12 @@ func TestDoctorFindsPlantedProblems(t *testing.T) {
 	statuses := func() (map[string]string, int) {
 		out, _, code := run(t, "", "doctor", "-socketPath", socket, "-output", "json")
 		var resp struct {
-			Checks []struct{ Name, Status string } `json:"checks"`
+			Checks []struct{ Check, Severity string } `json:"checks"`
 		}
 		require.NoError(t, json.Unmarshal([]byte(out), &resp), out)
 		m := map[string]string{}
 		for _, c := range resp.Checks {
-			m[c.Name] = c.Status
+			m[c.Check] = c.Severity
 		}
 		return m, code
 	}

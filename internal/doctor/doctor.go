@@ -23,23 +23,6 @@ import (
 	"github.com/treatyhq/treaty/internal/probe"
 )
 
-// Statuses of a check.
-const (
-	Pass = "pass"
-	Warn = "warn"
-	Fail = "fail"
-)
-
-// Check is one named check's outcome.
-type Check struct {
-	Name    string `json:"name"`
-	Status  string `json:"status"`
-	Message string `json:"message"`
-	Fix     string `json:"fix,omitempty"`
-	// Doc is the anchor in docs/doctor.md that explains the check.
-	Doc string `json:"doc"`
-}
-
 // Doctor holds what the checks look at.
 type Doctor struct {
 	CA          *ca.CA
@@ -61,54 +44,55 @@ type Doctor struct {
 	Now             func() time.Time
 }
 
-// Run runs every check.
-func (d *Doctor) Run(ctx context.Context) []Check {
+// Run runs every check. Each finding's check is the check's name, and its
+// Doc the anchor in docs/doctor.md that explains it.
+func (d *Doctor) Run(ctx context.Context) []finding.Finding {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return []Check{
+	return []finding.Finding{
 		d.ca(), d.rotation(), d.endpoint(ctx), d.endpointCert(), d.relationships(), d.partnerExpiry(),
 		d.gaps(), d.permissions(), d.integrity(ctx),
 	}
 }
 
-func check(name, status, msg, fix string) Check {
-	return Check{Name: name, Status: status, Message: msg, Fix: fix, Doc: "docs/doctor.md#" + name}
+func check(id finding.CheckID, sev finding.Severity, msg, fix string) finding.Finding {
+	return finding.Finding{Check: id, Severity: sev, Message: msg, Fix: fix, Doc: "docs/doctor.md#" + string(id)}
 }
 
-func (d *Doctor) ca() Check {
+func (d *Doctor) ca() finding.Finding {
 	now := d.Now()
 	var notes []string
 	for _, kind := range []datastore.AuthorityKind{datastore.KindX509, datastore.KindJWT} {
 		st := d.CA.State(kind)
 		if st.Active == nil {
-			return check("ca", Fail, fmt.Sprintf("no active %s authority: nothing can be signed", kind),
+			return check("ca", finding.Fail, fmt.Sprintf("no active %s authority: nothing can be signed", kind),
 				fmt.Sprintf("treaty localauthority %s prepare, then activate", kind))
 		}
 		left := st.Active.ExpiresAt.Sub(now)
 		if left < d.CATTL/6 && st.Prepared == nil {
-			return check("ca", Warn, fmt.Sprintf("the active %s authority expires in %s and no successor is prepared", kind, left.Round(time.Minute)),
+			return check("ca", finding.Warn, fmt.Sprintf("the active %s authority expires in %s and no successor is prepared", kind, left.Round(time.Minute)),
 				"check the server log for rotation errors; treaty localauthority "+string(kind)+" prepare")
 		}
 		notes = append(notes, fmt.Sprintf("%s authority %s… expires in %s", kind, st.Active.ID[:min(8, len(st.Active.ID))], left.Round(time.Hour)))
 	}
-	return check("ca", Pass, strings.Join(notes, "; "), "")
+	return check("ca", finding.Pass, strings.Join(notes, "; "), "")
 }
 
-func (d *Doctor) rotation() Check {
+func (d *Doctor) rotation() finding.Finding {
 	need := time.Duration(ca.MinPublishedHints) * d.RefreshHint
 	published := d.CATTL / 3 // prepared at 1/2 of the lifetime, activated at 5/6
 	msg := fmt.Sprintf("a successor is published %s before use, %.1f refresh hints of %s (at least %d needed)",
 		published.Round(time.Minute), float64(published)/float64(d.RefreshHint), d.RefreshHint, ca.MinPublishedHints)
 	if published < need {
-		return check("rotation", Fail, msg, "lengthen ca.ca_ttl or shorten bundle_endpoint.refresh_hint")
+		return check("rotation", finding.Fail, msg, "lengthen ca.ca_ttl or shorten bundle_endpoint.refresh_hint")
 	}
-	return check("rotation", Pass, msg, "")
+	return check("rotation", finding.Pass, msg, "")
 }
 
-func (d *Doctor) endpoint(ctx context.Context) Check {
+func (d *Doctor) endpoint(ctx context.Context) finding.Finding {
 	if d.EndpointURL == "" {
-		return check("bundle-endpoint", Warn, "no bundle endpoint: partners cannot fetch our bundle, so every rotation has to be carried to them by hand",
+		return check("bundle-endpoint", finding.Warn, "no bundle endpoint: partners cannot fetch our bundle, so every rotation has to be carried to them by hand",
 			"set bundle_endpoint.address (and a public address for partners)")
 	}
 	cfg := probe.Config{URL: d.EndpointURL, Timeout: 5 * time.Second, TrustDomain: d.CA.TrustDomain(), Now: d.Now}
@@ -117,30 +101,30 @@ func (d *Doctor) endpoint(ctx context.Context) Check {
 	}
 	r := probe.Run(ctx, cfg)
 	if r.Verdict == finding.Fail {
-		return check("bundle-endpoint", Fail, fmt.Sprintf("%s does not work as %s: %s", d.EndpointURL, d.EndpointProfile, r.Summary),
+		return check("bundle-endpoint", finding.Fail, fmt.Sprintf("%s does not work as %s: %s", d.EndpointURL, d.EndpointProfile, r.Summary),
 			"run treaty probe "+d.EndpointURL+" for each step and its fix")
 	}
-	return check("bundle-endpoint", Pass, fmt.Sprintf("%s answers as %s", d.EndpointURL, d.EndpointProfile), "")
+	return check("bundle-endpoint", finding.Pass, fmt.Sprintf("%s answers as %s", d.EndpointURL, d.EndpointProfile), "")
 }
 
-func (d *Doctor) endpointCert() Check {
+func (d *Doctor) endpointCert() finding.Finding {
 	if d.EndpointExpiry == nil || d.EndpointURL == "" {
-		return check("endpoint-certificate", Pass, "no bundle endpoint", "")
+		return check("endpoint-certificate", finding.Pass, "no bundle endpoint", "")
 	}
 	exp := d.EndpointExpiry()
 	switch left := exp.Sub(d.Now()); {
 	case exp.IsZero():
-		return check("endpoint-certificate", Fail, "the bundle endpoint has no certificate yet", "see the server log (ACME or certificate files)")
+		return check("endpoint-certificate", finding.Fail, "the bundle endpoint has no certificate yet", "see the server log (ACME or certificate files)")
 	case left <= 0:
-		return check("endpoint-certificate", Fail, "the bundle endpoint's certificate has expired", "renew it (web profile: replace cert_file; ACME: see the server log)")
+		return check("endpoint-certificate", finding.Fail, "the bundle endpoint's certificate has expired", "renew it (web profile: replace cert_file; ACME: see the server log)")
 	case left < 14*24*time.Hour && d.EndpointProfile == string(federation.ProfileHTTPSWeb):
-		return check("endpoint-certificate", Warn, fmt.Sprintf("the web certificate expires in %s", left.Round(time.Hour)), "renew the certificate files; treaty reloads them when they change")
+		return check("endpoint-certificate", finding.Warn, fmt.Sprintf("the web certificate expires in %s", left.Round(time.Hour)), "renew the certificate files; treaty reloads them when they change")
 	default:
-		return check("endpoint-certificate", Pass, "expires "+exp.UTC().Format(time.RFC3339), "")
+		return check("endpoint-certificate", finding.Pass, "expires "+exp.UTC().Format(time.RFC3339), "")
 	}
 }
 
-func (d *Doctor) relationships() Check {
+func (d *Doctor) relationships() finding.Finding {
 	var bad, soso []string
 	n := 0
 	for _, st := range d.Federation() {
@@ -156,14 +140,14 @@ func (d *Doctor) relationships() Check {
 	}
 	switch {
 	case len(bad) > 0:
-		return check("relationships", Fail, strings.Join(bad, "; "), "treaty federation status explains each failure; treaty probe <url> checks the endpoint")
+		return check("relationships", finding.Fail, strings.Join(bad, "; "), "treaty federation status explains each failure; treaty probe <url> checks the endpoint")
 	case len(soso) > 0:
-		return check("relationships", Warn, strings.Join(soso, "; "), "treaty federation status shows the last error and its fix")
+		return check("relationships", finding.Warn, strings.Join(soso, "; "), "treaty federation status shows the last error and its fix")
 	}
-	return check("relationships", Pass, fmt.Sprintf("%d relationship(s), all healthy", n), "")
+	return check("relationships", finding.Pass, fmt.Sprintf("%d relationship(s), all healthy", n), "")
 }
 
-func (d *Doctor) partnerExpiry() Check {
+func (d *Doctor) partnerExpiry() finding.Finding {
 	now := d.Now()
 	var soon, gone []string
 	for _, st := range d.Federation() {
@@ -177,21 +161,21 @@ func (d *Doctor) partnerExpiry() Check {
 	}
 	switch {
 	case len(gone) > 0:
-		return check("partner-expiry", Fail, "partners with an expired authority: "+strings.Join(gone, ", "), "refresh them (treaty federation refresh), or import their current bundle")
+		return check("partner-expiry", finding.Fail, "partners with an expired authority: "+strings.Join(gone, ", "), "refresh them (treaty federation refresh), or import their current bundle")
 	case len(soon) > 0:
-		return check("partner-expiry", Warn, "authorities expiring within 7 days: "+strings.Join(soon, ", "), "check that their newer authorities arrive (treaty bundle list -id …)")
+		return check("partner-expiry", finding.Warn, "authorities expiring within 7 days: "+strings.Join(soon, ", "), "check that their newer authorities arrive (treaty bundle list -id …)")
 	}
-	return check("partner-expiry", Pass, "no partner authority expires within 7 days", "")
+	return check("partner-expiry", finding.Pass, "no partner authority expires within 7 days", "")
 }
 
-func (d *Doctor) gaps() Check {
+func (d *Doctor) gaps() finding.Finding {
 	if n := d.Gaps(); n > 0 {
-		return check("federation-gaps", Warn, fmt.Sprintf("%d entry/trust-domain pair(s) without a bundle", n), "treaty federation status lists them; create the relationship or bundle set")
+		return check("federation-gaps", finding.Warn, fmt.Sprintf("%d entry/trust-domain pair(s) without a bundle", n), "treaty federation status lists them; create the relationship or bundle set")
 	}
-	return check("federation-gaps", Pass, "every trust domain entries federate with has a bundle", "")
+	return check("federation-gaps", finding.Pass, "every trust domain entries federate with has a bundle", "")
 }
 
-func (d *Doctor) permissions() Check {
+func (d *Doctor) permissions() finding.Finding {
 	var problems []string
 	if info, err := os.Stat(d.DataDir); err == nil && info.Mode().Perm()&0o077 != 0 {
 		problems = append(problems, fmt.Sprintf("data directory %s is %s", d.DataDir, info.Mode().Perm()))
@@ -216,14 +200,14 @@ func (d *Doctor) permissions() Check {
 		}
 	}
 	if len(problems) > 0 {
-		return check("permissions", Fail, strings.Join(problems, "; "), "chmod 700 the data directory and 600 the keys, the admin socket and the audit log")
+		return check("permissions", finding.Fail, strings.Join(problems, "; "), "chmod 700 the data directory and 600 the keys, the admin socket and the audit log")
 	}
-	return check("permissions", Pass, "data directory, keys, admin socket and audit log are private", "")
+	return check("permissions", finding.Pass, "data directory, keys, admin socket and audit log are private", "")
 }
 
-func (d *Doctor) integrity(ctx context.Context) Check {
+func (d *Doctor) integrity(ctx context.Context) finding.Finding {
 	if err := d.Integrity(ctx); err != nil {
-		return check("datastore", Fail, err.Error(), "stop the server, copy the data directory aside, and restore from backup")
+		return check("datastore", finding.Fail, err.Error(), "stop the server, copy the data directory aside, and restore from backup")
 	}
-	return check("datastore", Pass, "SQLite integrity check ok", "")
+	return check("datastore", finding.Pass, "SQLite integrity check ok", "")
 }
