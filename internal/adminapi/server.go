@@ -118,7 +118,7 @@ func New(cfg Config) (*Server, error) {
 // server composes it separately so that a socket problem stops start-up
 // before anything else runs.
 func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
-	return socket.Listen(ctx, socket.Config{Path: s.cfg.SocketPath, Name: "admin_socket", DirMode: 0o700, Mode: s.cfg.SocketMode})
+	return socket.Listen(ctx, socket.Config{Path: s.cfg.SocketPath, Name: "admin_socket", DirMode: 0o700, Mode: s.cfg.SocketMode, Logger: s.log})
 }
 
 // Serve serves on l until ctx is done, then stops gracefully within a

@@ -31,6 +31,7 @@ import (
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/keystore"
 	"github.com/treatyhq/treaty/internal/onboarding"
+	"github.com/treatyhq/treaty/internal/safepath"
 	"github.com/treatyhq/treaty/internal/telemetry"
 	"github.com/treatyhq/treaty/internal/workloadapi"
 )
@@ -100,12 +101,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	return s, nil
 }
 
-// openDataDir creates the data directory, warns if others can read it, and
+// openDataDir creates the data directory, refuses it if another user can
+// write it (or a directory above it), warns if others can read it, and
 // takes an exclusive lock so two servers never share one store.
 func (s *Server) openDataDir() error {
 	dir := s.cfg.DataDir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
+	}
+	if _, err := safepath.Check(safepath.Dir{Path: dir, Name: "data_dir", Holds: "the database and the CA's private keys", Mode: 0o700}); err != nil {
+		return err
 	}
 	info, err := os.Stat(dir)
 	if err != nil {

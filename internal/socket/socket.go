@@ -8,10 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/treatyhq/treaty/internal/safepath"
 )
 
 // Config describes one socket.
@@ -24,13 +27,27 @@ type Config struct {
 	DirMode fs.FileMode
 	// Mode is the socket file's mode.
 	Mode fs.FileMode
+	// Logger receives the warning about a sticky directory others can
+	// write; nil discards it.
+	Logger *slog.Logger
 }
 
-// Listen creates the socket's directory if missing, removes a stale socket
+// Listen creates the socket's directory if missing, refuses a directory
+// that another user can write (a sticky one like /tmp only gets a
+// warning: others cannot remove the socket there), removes a stale socket
 // file and listens.
 func Listen(ctx context.Context, cfg Config) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(cfg.Path), cfg.DirMode); err != nil {
+	dir := filepath.Dir(cfg.Path)
+	if err := os.MkdirAll(dir, cfg.DirMode); err != nil {
 		return nil, fmt.Errorf("create %s directory: %w", cfg.Name, err)
+	}
+	shared, err := safepath.Check(safepath.Dir{Path: dir, Name: cfg.Name + " directory", Holds: "the socket, and answer its callers", Mode: cfg.DirMode, Sticky: true})
+	if err != nil {
+		return nil, err
+	}
+	if shared && cfg.Logger != nil {
+		cfg.Logger.Warn("socket directory is writable by others; its sticky bit keeps them from removing the socket, but a directory only treaty's user can write is safer",
+			attrSocket, cfg.Name, attrPath, dir)
 	}
 	if err := removeStale(ctx, cfg); err != nil {
 		return nil, err
@@ -71,3 +88,9 @@ func removeStale(ctx context.Context, cfg Config) error {
 	}
 	return nil
 }
+
+// Log attribute keys.
+const (
+	attrSocket = "socket"
+	attrPath   = "path"
+)

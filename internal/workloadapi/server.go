@@ -141,7 +141,7 @@ func (s *Server) FederatedBundles() map[spiffeid.TrustDomain]*spiffebundle.Bundl
 
 // Listen creates the socket.
 func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
-	return socket.Listen(ctx, socket.Config{Path: s.cfg.SocketPath, Name: "workload_socket", DirMode: 0o755, Mode: 0o777})
+	return socket.Listen(ctx, socket.Config{Path: s.cfg.SocketPath, Name: "workload_socket", DirMode: 0o755, Mode: 0o777, Logger: s.log})
 }
 
 // Serve serves on l and keeps the snapshot current until ctx is done.
