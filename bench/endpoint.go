@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // servers are the three bundle endpoints compared: treaty, SPIRE and the
@@ -25,7 +27,7 @@ func (h *harness) startServers(ctx context.Context) (*servers, error) {
 	if s.treaty, err = h.startTreaty(ctx, "alpha.test", treatyOpts{}); err != nil {
 		return s, err
 	}
-	if s.treatyWeb, err = h.startTreaty(ctx, "web.test", treatyOpts{profile: "https_web", certFile: pki.certFile, keyFile: pki.keyFile}); err != nil {
+	if s.treatyWeb, err = h.startTreaty(ctx, "web.test", treatyOpts{profile: string(profile.HTTPSWeb), certFile: pki.certFile, keyFile: pki.keyFile}); err != nil {
 		return s, err
 	}
 	if s.spire, err = h.startSPIRE(ctx, "beta.test", nil); err != nil {

@@ -13,6 +13,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // harness carries the run's configuration and results.
@@ -70,7 +72,7 @@ func (h *harness) startTreaty(ctx context.Context, name string, o treatyOpts) (*
 		return nil, err
 	}
 	if o.profile == "" {
-		o.profile = "https_spiffe"
+		o.profile = string(profile.HTTPSSPIFFE)
 	}
 	if o.refreshHint == "" {
 		o.refreshHint = "5m"
@@ -79,7 +81,7 @@ func (h *harness) startTreaty(ctx context.Context, name string, o treatyOpts) (*
 	yaml := fmt.Sprintf("trust_domain: %s\ndata_dir: %s\nadmin_socket: %s\nworkload_socket: %s\nlog_level: warn\n"+
 		"ca:\n  ca_ttl: 720h\nbundle_endpoint:\n  address: %s\n  profile: %s\n  refresh_hint: %s\n",
 		name, filepath.Join(d, "data"), p.socket, p.wlSock, p.addr, o.profile, o.refreshHint)
-	if o.profile == "https_web" {
+	if o.profile == string(profile.HTTPSWeb) {
 		yaml += fmt.Sprintf("  web:\n    cert_file: %s\n    key_file: %s\n", o.certFile, o.keyFile)
 	}
 	if o.caFile != "" {

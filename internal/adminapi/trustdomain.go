@@ -18,6 +18,7 @@ import (
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // RelationshipStore is the persistence the TrustDomain service needs.
@@ -93,7 +94,7 @@ func (s *trustDomainService) relationshipProto(ctx context.Context, rec datastor
 		out.BundleEndpointUrl = federation.RedactRawURL(rec.EndpointURLs[0])
 	}
 	if mask == nil || mask.BundleEndpointProfile {
-		if rec.Profile == string(federation.ProfileHTTPSSPIFFE) {
+		if rec.Profile == string(profile.HTTPSSPIFFE) {
 			out.BundleEndpointProfile = &types.FederationRelationship_HttpsSpiffe{HttpsSpiffe: &types.HTTPSSPIFFEProfile{EndpointSpiffeId: rec.EndpointSPIFFEID}}
 		} else {
 			out.BundleEndpointProfile = &types.FederationRelationship_HttpsWeb{HttpsWeb: &types.HTTPSWebProfile{}}
@@ -131,9 +132,9 @@ func (s *trustDomainService) fromRelationshipProto(in *types.FederationRelations
 	rel.BundleEndpointURLs = []*url.URL{u}
 	switch p := in.GetBundleEndpointProfile().(type) {
 	case *types.FederationRelationship_HttpsWeb:
-		rel.Profile = federation.ProfileHTTPSWeb
+		rel.Profile = profile.HTTPSWeb
 	case *types.FederationRelationship_HttpsSpiffe:
-		rel.Profile = federation.ProfileHTTPSSPIFFE
+		rel.Profile = profile.HTTPSSPIFFE
 		if rel.EndpointSPIFFEID, err = spiffeid.FromString(p.HttpsSpiffe.GetEndpointSpiffeId()); err != nil {
 			return rel, nil, fmt.Errorf("https_spiffe.endpoint_spiffe_id %q: %w", p.HttpsSpiffe.GetEndpointSpiffeId(), err)
 		}

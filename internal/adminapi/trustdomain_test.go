@@ -18,6 +18,7 @@ import (
 	"github.com/treatyhq/treaty/internal/adminwire"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 func spiffeProfile(id string) *types.FederationRelationship_HttpsSpiffe {
@@ -162,7 +163,7 @@ func TestRelationshipURLWithUserinfo(t *testing.T) {
 
 	// A relationship stored by an older version, with a password.
 	old := datastore.Relationship{TrustDomain: spiffeid.RequireTrustDomainFromString("old.test"), EndpointURLs: []string{"https://admin:s3cr3t@old.example/"},
-		Profile: string(federation.ProfileHTTPSWeb), CreatedAt: time.Now(), UpdatedAt: time.Now()}
+		Profile: string(profile.HTTPSWeb), CreatedAt: time.Now(), UpdatedAt: time.Now()}
 	_, err = store.CreateRelationship(ctx, old, nil)
 	require.NoError(t, err)
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // BenchmarkServe measures the handler alone: what treaty adds on top of
@@ -38,7 +40,7 @@ func BenchmarkIdleConnection(b *testing.B) {
 	for _, frame := range []int{0, http2MaxReadFrameSize} {
 		b.Run(fmt.Sprintf("frame=%d", frame), func(b *testing.B) {
 			c := newCA(b)
-			_, url := serve(b, Config{Profile: ProfileHTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c,
+			_, url := serve(b, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c,
 				MaxConnsPerClient: 1024, MaxConns: 1024})
 			var total float64
 			for b.Loop() {

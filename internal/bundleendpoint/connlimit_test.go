@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // Loopback clients: every address in 127.0.0.0/8 is loopback on Linux, so a
@@ -43,7 +45,7 @@ func TestConnectionLimit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newCA(t)
 			logs := &lockedBuffer{}
-			_, url := serve(t, Config{Profile: ProfileHTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c,
+			_, url := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c,
 				MaxConnsPerClient: tt.perClient, MaxConns: tt.total, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			addr := addrOf(url)
 			doc, _ := c.Document()

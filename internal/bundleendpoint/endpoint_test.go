@@ -27,6 +27,7 @@ import (
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/keystore"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 var (
@@ -67,7 +68,7 @@ func serve(t testing.TB, cfg Config) (*Server, string) {
 
 func TestHTTPSSPIFFE(t *testing.T) {
 	c := newCA(t)
-	_, url := serve(t, Config{Profile: ProfileHTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c})
+	_, url := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c})
 	ctx := t.Context()
 
 	// go-spiffe's federation client, with SPIFFE authentication against
@@ -166,7 +167,7 @@ func TestHTTPSWeb(t *testing.T) {
 	c := newCA(t)
 	dir := t.TempDir()
 	pool, certFile, keyFile := webPKI(t, dir)
-	s, url := serve(t, Config{Profile: ProfileHTTPSWeb, CertFile: certFile, KeyFile: keyFile, Source: c})
+	s, url := serve(t, Config{Profile: profile.HTTPSWeb, CertFile: certFile, KeyFile: keyFile, Source: c})
 
 	got, err := federation.FetchBundle(t.Context(), td, url, federation.WithWebPKIRoots(pool))
 	require.NoError(t, err)
@@ -184,7 +185,7 @@ func TestHTTPSWeb(t *testing.T) {
 
 func TestNewFailsWithoutUsableCertificate(t *testing.T) {
 	c := newCA(t)
-	_, err := New(Config{Address: "127.0.0.1:0", Profile: ProfileHTTPSWeb, CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key", Source: c})
+	_, err := New(Config{Address: "127.0.0.1:0", Profile: profile.HTTPSWeb, CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key", Source: c})
 	require.ErrorContains(t, err, "web certificate")
 	_, err = New(Config{Address: "127.0.0.1:0", Profile: "http", Source: c})
 	require.ErrorContains(t, err, "use https_web or https_spiffe")

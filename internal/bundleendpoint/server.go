@@ -20,12 +20,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/crypto/acme"
-)
 
-// Profiles, as named by the SPIFFE Federation standard and SPIRE.
-const (
-	ProfileHTTPSWeb    = "https_web"
-	ProfileHTTPSSPIFFE = "https_spiffe"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // Timeouts and limits of the HTTP server; readHeaderTimeout and
@@ -64,7 +60,7 @@ type Source interface {
 // KeyFile.
 type Config struct {
 	Address          string
-	Profile          string
+	Profile          profile.Name
 	EndpointSPIFFEID spiffeid.ID
 	Signer           Signer
 	CertFile         string
@@ -204,13 +200,13 @@ func (s *Server) tlsConfig() (*tls.Config, error) {
 		NextProtos:       []string{"h2", "http/1.1"},
 	}
 	switch s.cfg.Profile {
-	case ProfileHTTPSSPIFFE:
+	case profile.HTTPSSPIFFE:
 		s.svid = &svidCert{id: s.cfg.EndpointSPIFFEID, signer: s.cfg.Signer, now: s.cfg.Now}
 		if err := s.svid.renew(); err != nil {
 			return nil, err
 		}
 		cfg.GetCertificate = s.svid.getCertificate
-	case ProfileHTTPSWeb:
+	case profile.HTTPSWeb:
 		if s.cfg.ACME != nil {
 			a, err := newACMECert(*s.cfg.ACME)
 			if err != nil {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // opensslBinary finds the openssl command line tool (Debian's openssl), or
@@ -115,9 +117,9 @@ func TestTLSMozillaIntermediate(t *testing.T) {
 		cfg   Config
 		cases []handshake
 	}{
-		{"https_spiffe", Config{Profile: ProfileHTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c}, join(common, ecdsaCases)},
-		{"https_web ecdsa", Config{Profile: ProfileHTTPSWeb, CertFile: ecdsaCert, KeyFile: ecdsaKey}, join(common, ecdsaCases)},
-		{"https_web rsa", Config{Profile: ProfileHTTPSWeb, CertFile: rsaCert, KeyFile: rsaKey}, join(common, rsaCases)},
+		{"https_spiffe", Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c}, join(common, ecdsaCases)},
+		{"https_web ecdsa", Config{Profile: profile.HTTPSWeb, CertFile: ecdsaCert, KeyFile: ecdsaKey}, join(common, ecdsaCases)},
+		{"https_web rsa", Config{Profile: profile.HTTPSWeb, CertFile: rsaCert, KeyFile: rsaKey}, join(common, rsaCases)},
 	}
 	for _, p := range profiles {
 		t.Run(p.name, func(t *testing.T) {

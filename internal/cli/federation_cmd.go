@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/treatyhq/treaty/internal/adminwire"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 func federationCommands() []command {
@@ -122,13 +123,13 @@ func buildRelationship(e *env, d dataRelationship) (*types.FederationRelationshi
 		return nil, err
 	}
 	rel := &types.FederationRelationship{TrustDomain: td.Name(), BundleEndpointUrl: d.BundleEndpointURL}
-	switch d.BundleEndpointProfile {
-	case "https_web":
+	switch profile.Name(d.BundleEndpointProfile) {
+	case profile.HTTPSWeb:
 		if d.EndpointSPIFFEID != "" {
 			return nil, usagef("-endpointSpiffeID is only used with -bundleEndpointProfile https_spiffe")
 		}
 		rel.BundleEndpointProfile = &types.FederationRelationship_HttpsWeb{HttpsWeb: &types.HTTPSWebProfile{}}
-	case "https_spiffe":
+	case profile.HTTPSSPIFFE:
 		if d.EndpointSPIFFEID == "" {
 			return nil, usagef("-bundleEndpointProfile https_spiffe needs -endpointSpiffeID, e.g. spiffe://%s/spire/server", td.Name())
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/profile"
 	"github.com/treatyhq/treaty/internal/server"
 )
 
@@ -28,7 +29,7 @@ func TestFederationURLWithUserinfo(t *testing.T) {
 	require.NoError(t, err)
 	_, err = store.CreateRelationship(t.Context(), datastore.Relationship{
 		TrustDomain: spiffeid.RequireTrustDomainFromString("old.test"), EndpointURLs: []string{"https://admin:" + password + "@127.0.0.1:1/"},
-		Profile: string(federation.ProfileHTTPSWeb), CreatedAt: time.Now(), UpdatedAt: time.Now(),
+		Profile: string(profile.HTTPSWeb), CreatedAt: time.Now(), UpdatedAt: time.Now(),
 	}, nil)
 	require.NoError(t, err)
 	require.NoError(t, store.Close())

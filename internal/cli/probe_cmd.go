@@ -19,6 +19,7 @@ import (
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/finding"
 	"github.com/treatyhq/treaty/internal/probe"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 func probeCommands() []command {
@@ -56,7 +57,7 @@ func runProbe(ctx context.Context, e *env, args []string) error {
 	trustDomain := fs.String("trustDomain", "", "the partner's trust domain (default: from the endpoint's SPIFFE ID or bundle)")
 	endpointID := fs.String("endpointSpiffeID", "", "the SPIFFE ID the endpoint should present")
 	insecure := fs.Bool("insecure", false, "read the bundle even if no profile validates the endpoint")
-	profile := fs.String("bundleEndpointProfile", "", "the profile the relationship uses, https_web or https_spiffe (default: detect it)")
+	endpointProfile := fs.String("bundleEndpointProfile", "", "the profile the relationship uses, https_web or https_spiffe (default: detect it)")
 	output := outputFlag(fs)
 	target, err := parseWithArg(fs, args, "the endpoint URL (e.g. https://bundle.partner.example:8443)")
 	if err != nil {
@@ -65,12 +66,12 @@ func runProbe(ctx context.Context, e *env, args []string) error {
 	if err := checkChoice("output", *output, outputPretty, outputJSON); err != nil {
 		return err
 	}
-	if *profile != "" {
-		if err := checkChoice("bundleEndpointProfile", *profile, "https_web", "https_spiffe"); err != nil {
+	if *endpointProfile != "" {
+		if err := checkChoice("bundleEndpointProfile", *endpointProfile, string(profile.HTTPSWeb), string(profile.HTTPSSPIFFE)); err != nil {
 			return err
 		}
 	}
-	cfg := probe.Config{URL: target, Insecure: *insecure, Profile: *profile}
+	cfg := probe.Config{URL: target, Insecure: *insecure, Profile: *endpointProfile}
 	if err := probeTrust(&cfg, *caFile, *bundleFile, *trustDomain, *endpointID); err != nil {
 		return err
 	}

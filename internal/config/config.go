@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/profile"
 	"github.com/treatyhq/treaty/internal/socket"
 	"github.com/treatyhq/treaty/internal/yamldoc"
 )
@@ -27,7 +28,7 @@ const (
 	DefaultX509SVIDTTL    = ca.DefaultX509SVIDTTL
 	DefaultJWTSVIDTTL     = ca.DefaultJWTSVIDTTL
 	DefaultRefreshHint    = ca.DefaultRefreshHint
-	DefaultProfile        = ProfileHTTPSSPIFFE
+	DefaultProfile        = profile.HTTPSSPIFFE
 	// DefaultEndpointPath is the path of the default bundle endpoint SPIFFE
 	// ID, the same one SPIRE servers use.
 	DefaultEndpointPath = "/spire/server"
@@ -110,15 +111,6 @@ type Upstream struct {
 	BundleFile string
 }
 
-// Profile is a SPIFFE bundle endpoint profile (SPIFFE Federation, section 5.2).
-type Profile string
-
-// The bundle endpoint profiles of SPIFFE Federation, sections 5.2.1 and 5.2.2.
-const (
-	ProfileHTTPSWeb    Profile = "https_web"
-	ProfileHTTPSSPIFFE Profile = "https_spiffe"
-)
-
 // BundleEndpoint configures the SPIFFE bundle endpoint.
 type BundleEndpoint struct {
 	// Address is the host:port to listen on (address); empty disables the
@@ -128,7 +120,7 @@ type BundleEndpoint struct {
 	// (refresh_hint, default DefaultRefreshHint, from 1s to 7 days).
 	RefreshHint time.Duration
 	// Profile is the endpoint profile (profile, default DefaultProfile).
-	Profile Profile
+	Profile profile.Name
 	// EndpointSPIFFEID is the SPIFFE ID the https_spiffe profile serves
 	// (endpoint_spiffe_id, default spiffe://<trust domain>/spire/server).
 	EndpointSPIFFEID spiffeid.ID

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/profile"
 	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
@@ -73,7 +74,7 @@ func TestParse(t *testing.T) {
 						Upstream: &Upstream{CertFile: "/etc/treaty/up.crt", KeyFile: "/etc/treaty/up.key", BundleFile: "/etc/treaty/up-bundle.pem"},
 					},
 					BundleEndpoint: BundleEndpoint{
-						Address: "0.0.0.0:8443", RefreshHint: time.Minute, Profile: ProfileHTTPSWeb,
+						Address: "0.0.0.0:8443", RefreshHint: time.Minute, Profile: profile.HTTPSWeb,
 						EndpointSPIFFEID: spiffeid.RequireFromString("spiffe://example.org/bundle"),
 						Web:              Web{CertFile: "/etc/treaty/web.crt", KeyFile: "/etc/treaty/web.key"},
 						RateLimit:        2.5,
@@ -117,7 +118,7 @@ func TestParse(t *testing.T) {
 			yaml: "trust_domain: example.org\nbundle_endpoint:\n  profile: https_web\n",
 			want: func(td spiffeid.TrustDomain) Config {
 				c := defaults(td)
-				c.BundleEndpoint.Profile = ProfileHTTPSWeb
+				c.BundleEndpoint.Profile = profile.HTTPSWeb
 				return c
 			},
 		},
@@ -361,7 +362,7 @@ func TestExamples(t *testing.T) {
 			c, err := Load(filepath.Join("..", "..", "examples", name+".yaml"))
 			require.NoError(t, err)
 			require.Equal(t, name+".test", c.TrustDomain.Name())
-			require.Equal(t, ProfileHTTPSSPIFFE, c.BundleEndpoint.Profile)
+			require.Equal(t, profile.HTTPSSPIFFE, c.BundleEndpoint.Profile)
 			require.Equal(t, "/tmp/treaty/"+name+"/admin.sock", c.AdminSocket)
 		})
 	}
@@ -439,7 +440,7 @@ func defaults(td spiffeid.TrustDomain) Config {
 		LogLevel:       slog.LevelInfo,
 		CA:             CA{KeyType: ca.ECP256, CATTL: 720 * time.Hour, X509SVIDTTL: time.Hour, JWTSVIDTTL: 5 * time.Minute},
 		BundleEndpoint: BundleEndpoint{
-			RefreshHint: 5 * time.Minute, Profile: ProfileHTTPSSPIFFE,
+			RefreshHint: 5 * time.Minute, Profile: profile.HTTPSSPIFFE,
 			EndpointSPIFFEID: spiffeid.RequireFromPath(td, "/spire/server"),
 		},
 		Datastore: Datastore{Driver: DriverSQLite},

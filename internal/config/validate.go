@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/profile"
 	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
@@ -219,14 +220,14 @@ func (v *validator) refreshHint(d time.Duration) {
 // profile checks the endpoint profile against the files of the web section.
 func (v *validator) profile(be BundleEndpoint) {
 	switch be.Profile {
-	case ProfileHTTPSWeb:
+	case profile.HTTPSWeb:
 		if be.Web.ACME != nil {
 			v.acme(be.Web)
 		} else if be.Address != "" {
 			v.webFile("bundle_endpoint.web.cert_file", be.Web.CertFile)
 			v.webFile("bundle_endpoint.web.key_file", be.Web.KeyFile)
 		}
-	case ProfileHTTPSSPIFFE:
+	case profile.HTTPSSPIFFE:
 		v.unusedWebFile("bundle_endpoint.web.cert_file", be.Web.CertFile)
 		v.unusedWebFile("bundle_endpoint.web.key_file", be.Web.KeyFile)
 		if be.Web.ACME != nil {
@@ -234,7 +235,7 @@ func (v *validator) profile(be BundleEndpoint) {
 		}
 	default:
 		v.add("bundle_endpoint.profile", "%s is not a bundle endpoint profile; use %s or %s",
-			yamldoc.Quote(string(be.Profile)), ProfileHTTPSSPIFFE, ProfileHTTPSWeb)
+			yamldoc.Quote(string(be.Profile)), profile.HTTPSSPIFFE, profile.HTTPSWeb)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/treatyhq/treaty/internal/config"
+	"github.com/treatyhq/treaty/internal/profile"
 	"github.com/treatyhq/treaty/internal/server"
 )
 
@@ -268,14 +269,14 @@ func (r *run) bootstrap(ctx context.Context) error {
 	r.say("      (saved as %s)", r.shorten(bootstrap))
 	if _, err := r.treaty(ctx, true, "federation", "create", "-socketPath", r.beta.adminSocket,
 		"-trustDomain", "alpha.test", "-bundleEndpointURL", r.alpha.endpointURL,
-		"-bundleEndpointProfile", "https_spiffe", "-endpointSpiffeID", "spiffe://alpha.test/spire/server",
+		"-bundleEndpointProfile", string(profile.HTTPSSPIFFE), "-endpointSpiffeID", "spiffe://alpha.test/spire/server",
 		"-trustDomainBundlePath", bootstrap, "-trustDomainBundleFormat", "spiffe"); err != nil {
 		return err
 	}
 	r.say("    alpha.test checks beta.test's https_web endpoint with web PKI (the demo CA is in its")
 	r.say("    federation.ca_file), so nothing is copied in this direction:")
 	_, err = r.treaty(ctx, true, "federation", "create", "-socketPath", r.alpha.adminSocket,
-		"-trustDomain", "beta.test", "-bundleEndpointURL", r.beta.endpointURL, "-bundleEndpointProfile", "https_web")
+		"-trustDomain", "beta.test", "-bundleEndpointURL", r.beta.endpointURL, "-bundleEndpointProfile", string(profile.HTTPSWeb))
 	return err
 }
 

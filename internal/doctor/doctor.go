@@ -21,6 +21,7 @@ import (
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/finding"
 	"github.com/treatyhq/treaty/internal/probe"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // Doctor holds what the checks look at.
@@ -96,7 +97,7 @@ func (d *Doctor) endpoint(ctx context.Context) finding.Finding {
 			"set bundle_endpoint.address (and a public address for partners)")
 	}
 	cfg := probe.Config{URL: d.EndpointURL, Timeout: 5 * time.Second, TrustDomain: d.CA.TrustDomain(), Now: d.Now}
-	if d.EndpointProfile == string(federation.ProfileHTTPSSPIFFE) {
+	if d.EndpointProfile == string(profile.HTTPSSPIFFE) {
 		cfg.Bundle, cfg.EndpointID = d.CA.Bundle(), d.EndpointID
 	}
 	r := probe.Run(ctx, cfg)
@@ -117,7 +118,7 @@ func (d *Doctor) endpointCert() finding.Finding {
 		return check("endpoint-certificate", finding.Fail, "the bundle endpoint has no certificate yet", "see the server log (ACME or certificate files)")
 	case left <= 0:
 		return check("endpoint-certificate", finding.Fail, "the bundle endpoint's certificate has expired", "renew it (web profile: replace cert_file; ACME: see the server log)")
-	case left < 14*24*time.Hour && d.EndpointProfile == string(federation.ProfileHTTPSWeb):
+	case left < 14*24*time.Hour && d.EndpointProfile == string(profile.HTTPSWeb):
 		return check("endpoint-certificate", finding.Warn, fmt.Sprintf("the web certificate expires in %s", left.Round(time.Hour)), "renew the certificate files; treaty reloads them when they change")
 	default:
 		return check("endpoint-certificate", finding.Pass, "expires "+exp.UTC().Format(time.RFC3339), "")

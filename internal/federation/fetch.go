@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // Defaults for zero FetcherConfig fields.
@@ -214,9 +215,9 @@ func (f *Fetcher) client(a *attempt, trust *spiffebundle.Bundle) (*http.Client, 
 		return nil, err
 	}
 	switch a.rel.Profile {
-	case ProfileHTTPSWeb:
+	case profile.HTTPSWeb:
 		return f.web, nil
-	case ProfileHTTPSSPIFFE:
+	case profile.HTTPSSPIFFE:
 		if err := a.checkTrust(trust); err != nil {
 			return nil, err
 		}

@@ -35,6 +35,7 @@ import (
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/keystore"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 var (
@@ -199,11 +200,11 @@ func stopOnCleanup(t *testing.T) chan struct{} {
 }
 
 func webRelationship() Relationship {
-	return Relationship{TrustDomain: partner, Profile: ProfileHTTPSWeb}
+	return Relationship{TrustDomain: partner, Profile: profile.HTTPSWeb}
 }
 
 func spiffeRelationship() Relationship {
-	return Relationship{TrustDomain: partner, Profile: ProfileHTTPSSPIFFE, EndpointSPIFFEID: fetchEndpointID}
+	return Relationship{TrustDomain: partner, Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: fetchEndpointID}
 }
 
 // fetchTarget is what a case fetches, and what it checks afterwards.
@@ -227,7 +228,7 @@ func spiffeTarget(t *testing.T, cert tls.Certificate, trust *spiffebundle.Bundle
 // serveEndpoint runs treaty's own https_spiffe bundle endpoint for c.
 func serveEndpoint(t *testing.T, c *ca.CA) *url.URL {
 	t.Helper()
-	s, err := bundleendpoint.New(bundleendpoint.Config{Address: "127.0.0.1:0", Profile: bundleendpoint.ProfileHTTPSSPIFFE,
+	s, err := bundleendpoint.New(bundleendpoint.Config{Address: "127.0.0.1:0", Profile: profile.HTTPSSPIFFE,
 		EndpointSPIFFEID: fetchEndpointID, Signer: c, Source: c})
 	require.NoError(t, err)
 	l, err := s.Listen(t.Context())

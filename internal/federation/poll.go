@@ -14,6 +14,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // ErrRollback means a partner served a bundle with a lower spiffe_sequence
@@ -72,7 +73,7 @@ func (r *Refresher) load(ctx context.Context, td spiffeid.TrustDomain) (*stored,
 // Federation, https_spiffe profile). nil makes the fetcher explain how to
 // bootstrap.
 func (r *Refresher) trust(ctx context.Context, rel Relationship, held *stored) *spiffebundle.Bundle {
-	if rel.Profile != ProfileHTTPSSPIFFE {
+	if rel.Profile != profile.HTTPSSPIFFE {
 		return nil
 	}
 	td := rel.EndpointSPIFFEID.TrustDomain()

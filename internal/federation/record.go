@@ -8,6 +8,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // FromRecord converts a stored relationship. The bootstrap bundle is not
@@ -15,7 +16,7 @@ import (
 func FromRecord(rec datastore.Relationship) (Relationship, error) {
 	r := Relationship{TrustDomain: rec.TrustDomain, ManagedBy: rec.ManagedBy}
 	var err error
-	if r.Profile, err = ParseProfile(rec.Profile); err != nil {
+	if r.Profile, err = profile.Parse(rec.Profile); err != nil {
 		return r, err
 	}
 	for _, raw := range rec.EndpointURLs {

@@ -12,28 +12,9 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/treatyhq/treaty/internal/profile"
 )
-
-// Profile is a bundle endpoint profile (SPIFFE Federation standard).
-type Profile string
-
-// The two profiles.
-const (
-	// ProfileHTTPSWeb authenticates the endpoint with web PKI.
-	ProfileHTTPSWeb Profile = "https_web"
-	// ProfileHTTPSSPIFFE authenticates the endpoint's X509-SVID with a
-	// bundle of the endpoint SPIFFE ID's trust domain.
-	ProfileHTTPSSPIFFE Profile = "https_spiffe"
-)
-
-// ParseProfile returns the profile named s.
-func ParseProfile(s string) (Profile, error) {
-	switch p := Profile(s); p {
-	case ProfileHTTPSWeb, ProfileHTTPSSPIFFE:
-		return p, nil
-	}
-	return "", fmt.Errorf("unknown bundle endpoint profile %q: use https_web or https_spiffe", s)
-}
 
 // Relationship is a federation relationship with one partner trust domain.
 type Relationship struct {
@@ -41,7 +22,7 @@ type Relationship struct {
 	// BundleEndpointURLs are the partner's bundle endpoints, tried in
 	// order: the first is the primary, the others are fallbacks.
 	BundleEndpointURLs []*url.URL
-	Profile            Profile
+	Profile            profile.Name
 	// EndpointSPIFFEID is the SPIFFE ID the endpoint must present
 	// (https_spiffe only).
 	EndpointSPIFFEID spiffeid.ID
@@ -67,11 +48,11 @@ func (r *Relationship) Validate() error {
 		}
 	}
 	switch r.Profile {
-	case ProfileHTTPSWeb:
+	case profile.HTTPSWeb:
 		if !r.EndpointSPIFFEID.IsZero() {
 			return fmt.Errorf("relationship with %q: an endpoint SPIFFE ID is only used with profile https_spiffe", r.TrustDomain.Name())
 		}
-	case ProfileHTTPSSPIFFE:
+	case profile.HTTPSSPIFFE:
 		if r.EndpointSPIFFEID.IsZero() {
 			return fmt.Errorf("relationship with %q: profile https_spiffe needs the endpoint SPIFFE ID, e.g. spiffe://%s/spire/server", r.TrustDomain.Name(), r.TrustDomain.Name())
 		}

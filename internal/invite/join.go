@@ -15,6 +15,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // Fetcher fetches and authenticates a partner's bundle, as federation does.
@@ -45,7 +46,7 @@ func Verify(ctx context.Context, t Token, f Fetcher) (*Verified, error) {
 	}
 	u := rel.BundleEndpointURLs[0]
 	var trust *spiffebundle.Bundle
-	if rel.Profile == federation.ProfileHTTPSSPIFFE {
+	if rel.Profile == profile.HTTPSSPIFFE {
 		if trust, err = pinned(ctx, t, rel.TrustDomain, u); err != nil {
 			return nil, err
 		}
@@ -111,7 +112,7 @@ func relationship(t Token) (federation.Relationship, error) {
 		}
 		rel.BundleEndpointURLs = append(rel.BundleEndpointURLs, u)
 	}
-	if rel.Profile, err = federation.ParseProfile(t.Profile); err != nil {
+	if rel.Profile, err = profile.Parse(t.Profile); err != nil {
 		return rel, fmt.Errorf("invite: %w", err)
 	}
 	if t.EndpointSPIFFEID != "" {

@@ -13,6 +13,7 @@ import (
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/finding"
+	"github.com/treatyhq/treaty/internal/profile"
 	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
@@ -162,7 +163,7 @@ func (r *CheckReport) checkFile(path string, opts CheckOptions) (*File, CheckedF
 		switch {
 		case strings.HasPrefix(w, bundleWarningPrefix):
 			// checkBundle reports these, at the bundle's line and clock.
-		case rel.Profile == federation.ProfileHTTPSSPIFFE && rel.TrustDomainBundle == nil && strings.Contains(w, "cannot authenticate the endpoint"):
+		case rel.Profile == profile.HTTPSSPIFFE && rel.TrustDomainBundle == nil && strings.Contains(w, "cannot authenticate the endpoint"):
 			r.add(finding.Fail, path, f.trustDomainLine, "https_spiffe without trustDomainBundle: %s; add the partner's bundle (treaty bundle show -format spiffe on their side) as trustDomainBundle", w)
 		default:
 			r.add(finding.Warn, path, f.trustDomainLine, "%s", w)

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // want is a problem a test expects: its line and a part of its message.
@@ -41,7 +42,7 @@ func TestParseExamples(t *testing.T) {
 			r := f.Relationship
 			require.Equal(t, partnerTD, r.TrustDomain)
 			require.Equal(t, []string{"https://spire.partner.example:8443"}, urlStrings(r))
-			require.Equal(t, federation.ProfileHTTPSSPIFFE, r.Profile)
+			require.Equal(t, profile.HTTPSSPIFFE, r.Profile)
 			require.Equal(t, serverID, r.EndpointSPIFFEID)
 			require.Equal(t, "onboarding:partner.example.yaml", r.ManagedBy)
 			require.NotNil(t, r.TrustDomainBundle)
@@ -57,7 +58,7 @@ func TestParseExamples(t *testing.T) {
 		{name: "ok/bare spec https_web", file: "web.example.yaml", check: func(t *testing.T, f *File) {
 			require.Equal(t, "web.example", f.Name)
 			require.Equal(t, "dir-spire", f.ClassName)
-			require.Equal(t, federation.ProfileHTTPSWeb, f.Relationship.Profile)
+			require.Equal(t, profile.HTTPSWeb, f.Relationship.Profile)
 			require.True(t, f.Relationship.EndpointSPIFFEID.IsZero())
 			require.Nil(t, f.Relationship.TrustDomainBundle)
 			require.Empty(t, f.Warnings)

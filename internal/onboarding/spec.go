@@ -10,6 +10,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/profile"
 	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
@@ -139,7 +140,7 @@ func (b *builder) profile(s *rawSpec) {
 		b.ps.add(v.lineOr(s.profile.line), "bundleEndpointProfile.type is required: https_web or https_spiffe")
 		return
 	}
-	p, err := federation.ParseProfile(v.text)
+	p, err := profile.Parse(v.text)
 	if err != nil {
 		b.ps.add(v.line, "bundleEndpointProfile.type: %v", err)
 		return
@@ -157,11 +158,11 @@ func (b *builder) endpointSPIFFEID(s *rawSpec) {
 	switch {
 	case v.bad:
 		return
-	case b.rel.Profile == federation.ProfileHTTPSWeb && v.text != "":
+	case b.rel.Profile == profile.HTTPSWeb && v.text != "":
 		b.ps.add(v.line, "bundleEndpointProfile.endpointSPIFFEID is only used with type https_spiffe; "+
 			"remove it, or set type: https_spiffe if the endpoint presents an X509-SVID")
 		return
-	case b.rel.Profile != federation.ProfileHTTPSSPIFFE:
+	case b.rel.Profile != profile.HTTPSSPIFFE:
 		return
 	case v.text == "":
 		b.ps.add(v.lineOr(s.profile.line), "bundleEndpointProfile.endpointSPIFFEID is required with type https_spiffe, e.g. endpointSPIFFEID: spiffe://%s/spire/server", b.tdName())
@@ -190,7 +191,7 @@ func (b *builder) bundle(v value) {
 	case v.bad || td.IsZero():
 		return // without a trust domain the bundle cannot be checked
 	case strings.TrimSpace(v.text) == "":
-		if b.rel.Profile == federation.ProfileHTTPSSPIFFE {
+		if b.rel.Profile == profile.HTTPSSPIFFE {
 			b.warnings = append(b.warnings, fmt.Sprintf("the relationship cannot authenticate the endpoint until a bundle for %s is stored (treaty bundle set)", td.Name()))
 		}
 		return

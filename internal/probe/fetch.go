@@ -16,8 +16,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/treatyhq/treaty/internal/bundle"
-	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/finding"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 const maxBody = 1 << 20
@@ -55,7 +55,7 @@ func (p *prober) fetch(ctx context.Context) {
 }
 
 func (p *prober) fetchTLS() (*tls.Config, bool) {
-	web, spiffe := p.stepStatus("https_web"), p.stepStatus("https_spiffe")
+	web, spiffe := p.stepStatus(checkWeb), p.stepStatus(checkSPIFFE)
 	switch {
 	case web == finding.Pass:
 		return &tls.Config{RootCAs: p.cfg.Roots, ServerName: p.url.Hostname(), MinVersion: tls.VersionTLS12}, true
@@ -201,7 +201,7 @@ func (p *prober) relationship() (string, string) {
 	r := p.report
 	create := fmt.Sprintf("treaty federation create -trustDomain %s -bundleEndpointURL %s -bundleEndpointProfile %s", r.TrustDomain, r.URL, r.Profile)
 	yaml := fmt.Sprintf("trustDomain: %s\nbundleEndpointURL: %s\nbundleEndpointProfile:\n  type: %s\n", r.TrustDomain, r.URL, r.Profile)
-	if r.Profile == string(federation.ProfileHTTPSSPIFFE) {
+	if r.Profile == string(profile.HTTPSSPIFFE) {
 		create += fmt.Sprintf(" -endpointSpiffeID %s -trustDomainBundlePath %s.json -trustDomainBundleFormat spiffe", r.EndpointID, r.TrustDomain)
 		yaml += fmt.Sprintf("  endpointSPIFFEID: %s\ntrustDomainBundle: |-\n  <the partner's bundle: treaty bundle show -format spiffe on their side>\n", r.EndpointID)
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/finding"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // Certificate describes one certificate of the presented chain.
@@ -91,6 +92,12 @@ type prober struct {
 
 // add records a step: the check it is, how it went, what it found and
 // what to do about it.
+// The checks that try the endpoint as each profile are named after it.
+const (
+	checkWeb    = finding.CheckID(profile.HTTPSWeb)
+	checkSPIFFE = finding.CheckID(profile.HTTPSSPIFFE)
+)
+
 func (p *prober) add(check finding.CheckID, sev finding.Severity, fix string, format string, args ...any) {
 	p.report.Steps = append(p.report.Steps, finding.Finding{Check: check, Severity: sev, Message: fmt.Sprintf(format, args...), Fix: fix})
 }
@@ -201,11 +208,11 @@ func (p *prober) describeChain() {
 func (p *prober) detectProfile() {
 	id, err := x509svid.IDFromCert(p.chain[0])
 	if err == nil {
-		p.report.Profile, p.report.EndpointID = string(federation.ProfileHTTPSSPIFFE), id.String()
+		p.report.Profile, p.report.EndpointID = string(profile.HTTPSSPIFFE), id.String()
 		if p.cfg.TrustDomain.IsZero() {
 			p.cfg.TrustDomain = id.TrustDomain()
 		}
-		if p.cfg.Profile == string(federation.ProfileHTTPSWeb) {
+		if p.cfg.Profile == string(profile.HTTPSWeb) {
 			detail, fix := federation.SVIDOnWeb(id)
 			p.add("profile", finding.Fail, fix, "%s", detail)
 			return
@@ -213,7 +220,7 @@ func (p *prober) detectProfile() {
 		p.add("profile", finding.Pass, "", "looks like https_spiffe: the certificate is an X509-SVID for %s", id)
 		return
 	}
-	p.report.Profile = string(federation.ProfileHTTPSWeb)
+	p.report.Profile = string(profile.HTTPSWeb)
 	p.add("profile", finding.Pass, "", "looks like https_web: a web certificate for %s (no SPIFFE ID in a URI SAN)", names(p.chain[0]))
 }
 
@@ -236,14 +243,14 @@ func (p *prober) checkWeb() {
 	}
 	_, err := p.chain[0].Verify(x509.VerifyOptions{DNSName: p.url.Hostname(), Roots: p.cfg.Roots, Intermediates: inter, CurrentTime: p.cfg.Now()})
 	if err == nil {
-		p.add("https_web", finding.Pass, "", "the chain verifies with web PKI for %q", p.url.Hostname())
+		p.add(checkWeb, finding.Pass, "", "the chain verifies with web PKI for %q", p.url.Hostname())
 		return
 	}
-	if p.report.Profile == string(federation.ProfileHTTPSSPIFFE) {
-		p.add("https_web", finding.Skip, "", "not a web PKI endpoint, as expected of https_spiffe (%v)", err)
+	if p.report.Profile == string(profile.HTTPSSPIFFE) {
+		p.add(checkWeb, finding.Skip, "", "not a web PKI endpoint, as expected of https_spiffe (%v)", err)
 		return
 	}
-	p.add("https_web", finding.Fail, webFix(err), "does not validate as https_web: %v (the certificate is valid for %s)", err, names(p.chain[0]))
+	p.add(checkWeb, finding.Fail, webFix(err), "does not validate as https_web: %v (the certificate is valid for %s)", err, names(p.chain[0]))
 }
 
 func webFix(err error) string {
@@ -261,11 +268,11 @@ func webFix(err error) string {
 func (p *prober) checkSPIFFE(ctx context.Context) {
 	if p.report.EndpointID == "" {
 		status, fix := finding.Skip, ""
-		if !p.cfg.EndpointID.IsZero() || p.cfg.Profile == string(federation.ProfileHTTPSSPIFFE) {
+		if !p.cfg.EndpointID.IsZero() || p.cfg.Profile == string(profile.HTTPSSPIFFE) {
 			// The operator expects an SVID: the classic termination mistake.
 			status, fix = finding.Fail, "use -bundleEndpointProfile https_web, or if an ingress terminates TLS in front of the endpoint, switch it to TLS passthrough"
 		}
-		p.add("https_spiffe", status, fix, "the endpoint presents no SPIFFE ID (no URI SAN): it cannot be used with https_spiffe")
+		p.add(checkSPIFFE, status, fix, "the endpoint presents no SPIFFE ID (no URI SAN): it cannot be used with https_spiffe")
 		return
 	}
 	presented := spiffeid.RequireFromString(p.report.EndpointID)
@@ -274,16 +281,16 @@ func (p *prober) checkSPIFFE(ctx context.Context) {
 	}
 	trust := p.trustFor(ctx, presented.TrustDomain())
 	if trust == nil {
-		p.add("https_spiffe", finding.Warn, fmt.Sprintf("pass the partner's bundle with -bundle FILE, or -socketPath to use the one a running server holds for %s", presented.TrustDomain().Name()),
+		p.add(checkSPIFFE, finding.Warn, fmt.Sprintf("pass the partner's bundle with -bundle FILE, or -socketPath to use the one a running server holds for %s", presented.TrustDomain().Name()),
 			"no bundle of %s to verify the SVID with; the relationship will need one (bootstrap)", presented.TrustDomain().Name())
 		return
 	}
 	source := x509bundle.FromX509Authorities(trust.TrustDomain(), trust.X509Authorities())
 	if _, _, err := x509svid.Verify(p.chain, source); err != nil {
-		p.add("https_spiffe", finding.Fail, "the bundle is stale (the partner rotated its CA) or for another deployment: get the partner's current bundle (treaty bundle show -format spiffe on their side)", "the SVID does not verify with the bundle we have: %v", err)
+		p.add(checkSPIFFE, finding.Fail, "the bundle is stale (the partner rotated its CA) or for another deployment: get the partner's current bundle (treaty bundle show -format spiffe on their side)", "the SVID does not verify with the bundle we have: %v", err)
 		return
 	}
-	p.add("https_spiffe", finding.Pass, "", "the X509-SVID %s verifies with the bundle of %s", presented, trust.TrustDomain().Name())
+	p.add(checkSPIFFE, finding.Pass, "", "the X509-SVID %s verifies with the bundle of %s", presented, trust.TrustDomain().Name())
 }
 
 func (p *prober) trustFor(ctx context.Context, td spiffeid.TrustDomain) *spiffebundle.Bundle {

@@ -25,6 +25,7 @@ import (
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/finding"
 	"github.com/treatyhq/treaty/internal/keystore"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("beta.test")
@@ -45,7 +46,7 @@ func newCA(t *testing.T) *ca.CA {
 // spiffeEndpoint runs treaty's own https_spiffe bundle endpoint.
 func spiffeEndpoint(t *testing.T, c *ca.CA) string {
 	t.Helper()
-	s, err := bundleendpoint.New(bundleendpoint.Config{Address: "127.0.0.1:0", Profile: bundleendpoint.ProfileHTTPSSPIFFE,
+	s, err := bundleendpoint.New(bundleendpoint.Config{Address: "127.0.0.1:0", Profile: profile.HTTPSSPIFFE,
 		EndpointSPIFFEID: spiffeid.RequireFromString("spiffe://beta.test/spire/server"), Signer: c, Source: c})
 	require.NoError(t, err)
 	l, err := s.Listen(t.Context())

@@ -24,6 +24,7 @@ import (
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // syncBuffer is a log destination safe for the server's goroutines.
@@ -69,7 +70,7 @@ func TestStoredUserinfoIsNeverShown(t *testing.T) {
 	require.NoError(t, err)
 	_, err = store.CreateRelationship(t.Context(), datastore.Relationship{
 		TrustDomain: spiffeid.RequireTrustDomainFromString("old.test"), EndpointURLs: []string{"https://admin:" + password + "@127.0.0.1:1/bundle"},
-		Profile: string(federation.ProfileHTTPSWeb), CreatedAt: time.Now(), UpdatedAt: time.Now(),
+		Profile: string(profile.HTTPSWeb), CreatedAt: time.Now(), UpdatedAt: time.Now(),
 	}, nil)
 	require.NoError(t, err)
 	require.NoError(t, store.Close())

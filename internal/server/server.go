@@ -31,6 +31,7 @@ import (
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/keystore"
 	"github.com/treatyhq/treaty/internal/onboarding"
+	"github.com/treatyhq/treaty/internal/profile"
 	"github.com/treatyhq/treaty/internal/safepath"
 	"github.com/treatyhq/treaty/internal/telemetry"
 	"github.com/treatyhq/treaty/internal/workloadapi"
@@ -261,7 +262,7 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 	}
 	endpoint, err := bundleendpoint.New(bundleendpoint.Config{
 		Address:          be.Address,
-		Profile:          string(be.Profile),
+		Profile:          be.Profile,
 		EndpointSPIFFEID: be.EndpointSPIFFEID,
 		Signer:           s.ca,
 		CertFile:         be.Web.CertFile,
@@ -369,7 +370,7 @@ func (s *Server) listenWorkload(ctx context.Context) error {
 func (s *Server) invites() *adminapi.Invites {
 	be := s.cfg.BundleEndpoint
 	inv := &adminapi.Invites{Profile: string(be.Profile), Fetcher: s.fetcher, Store: s.store}
-	if be.Profile == config.ProfileHTTPSSPIFFE {
+	if be.Profile == profile.HTTPSSPIFFE {
 		inv.EndpointSPIFFEID = be.EndpointSPIFFEID.String()
 	}
 	if host, _, err := net.SplitHostPort(be.Address); err == nil && host != "" && !net.ParseIP(host).IsUnspecified() {

@@ -1,6 +1,10 @@
 package topology
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/treatyhq/treaty/internal/profile"
+)
 
 // Plan decides, for every peer, how its workloads and ours come to trust
 // each other, by the rule table.
@@ -60,11 +64,11 @@ func profileRule(inspection Inspection, publicCert, sameOrg bool) Rule {
 	panic("topology: no rule " + id)
 }
 
-func profileOf(r Rule) string {
+func profileOf(r Rule) profile.Name {
 	if r.ID == "R10" {
-		return ProfileSPIFFE
+		return profile.HTTPSSPIFFE
 	}
-	return ProfileWeb
+	return profile.HTTPSWeb
 }
 
 // nextSteps are the commands that carry out the decision.
@@ -94,7 +98,7 @@ func federationSteps(t *Topology, p *Peer, d *Decision) []string {
 	switch d.Outbound.Exchange {
 	case ExchangeDynamic:
 		create := fmt.Sprintf("treaty federation create -trustDomain %s -bundleEndpointURL https://<%s bundle endpoint> -bundleEndpointProfile %s", td, p.Name, d.Outbound.Profile)
-		if d.Outbound.Profile == ProfileSPIFFE {
+		if d.Outbound.Profile == profile.HTTPSSPIFFE {
 			create += fmt.Sprintf(" -endpointSpiffeID spiffe://%s/spire/server -trustDomainBundlePath %s.json -trustDomainBundleFormat spiffe", td, p.Name)
 		}
 		steps = append(steps, create)
@@ -104,7 +108,7 @@ func federationSteps(t *Topology, p *Peer, d *Decision) []string {
 	switch d.Inbound.Exchange {
 	case ExchangeDynamic:
 		msg := fmt.Sprintf("give %s our bundle endpoint URL (profile %s)", p.Name, d.Inbound.Profile)
-		if d.Inbound.Profile == ProfileSPIFFE {
+		if d.Inbound.Profile == profile.HTTPSSPIFFE {
 			msg += " and, once, our bundle: treaty bundle show -format spiffe"
 		}
 		steps = append(steps, msg)

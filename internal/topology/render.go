@@ -48,7 +48,7 @@ var mechanismName = map[Mechanism]string{
 func direction(d Direction) string {
 	switch d.Exchange {
 	case ExchangeDynamic:
-		return "dynamic, " + d.Profile
+		return "dynamic, " + string(d.Profile)
 	case ExchangeStatic:
 		return "static (files)"
 	}

@@ -1,6 +1,10 @@
 package topology
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/treatyhq/treaty/internal/profile"
+)
 
 // Mechanism is how a peer's workloads and ours come to trust each other.
 type Mechanism string
@@ -23,18 +27,12 @@ const (
 	ExchangeStatic  Exchange = "static"  // carried by hand as a file at every rotation
 )
 
-// Profiles of the SPIFFE bundle endpoint.
-const (
-	ProfileWeb    = "https_web"
-	ProfileSPIFFE = "https_spiffe"
-)
-
 // Direction is one way bundles travel: Outbound is the peer's bundle
 // coming to us (we verify them), Inbound ours going to them.
 type Direction struct {
 	Exchange Exchange `json:"exchange"`
 	// Profile is the bundle endpoint profile for a dynamic exchange.
-	Profile string `json:"profile,omitempty"`
+	Profile profile.Name `json:"profile,omitempty"`
 }
 
 // Decision is the plan for one peer.

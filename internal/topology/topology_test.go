@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/treatyhq/treaty/internal/profile"
 	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
@@ -52,15 +53,15 @@ func TestDecisions(t *testing.T) {
 		{"ok/vendor device CA", "    trust_domain: dev.vendor\n    runs_agent: false\n    controls_ca: true\n",
 			MechImportedCA, Direction{Exchange: ExchangeStatic}, Direction{Exchange: ExchangeStatic}, []string{"R3"}, ""},
 		{"ok/partner with public cert", "    trust_domain: partner.example\n    public_certificate: true\n",
-			MechFederation, Direction{ExchangeDynamic, ProfileWeb}, Direction{ExchangeDynamic, ProfileSPIFFE}, []string{"R4", "R7", "R9", "R10"}, ""},
+			MechFederation, Direction{ExchangeDynamic, profile.HTTPSWeb}, Direction{ExchangeDynamic, profile.HTTPSSPIFFE}, []string{"R4", "R7", "R9", "R10"}, ""},
 		{"ok/partner behind a WAF", "    trust_domain: partner.example\n    inspection: waf\n",
-			MechFederation, Direction{ExchangeDynamic, ProfileWeb}, Direction{ExchangeDynamic, ProfileSPIFFE}, []string{"R4", "R7", "R8", "R10"}, ""},
+			MechFederation, Direction{ExchangeDynamic, profile.HTTPSWeb}, Direction{ExchangeDynamic, profile.HTTPSSPIFFE}, []string{"R4", "R7", "R8", "R10"}, ""},
 		{"ok/sibling team, same organisation", "    trust_domain: team.us.example\n    same_organisation: true\n    controls_ca: true\n    public_certificate: true\n",
-			MechFederation, Direction{ExchangeDynamic, ProfileSPIFFE}, Direction{ExchangeDynamic, ProfileSPIFFE}, []string{"R4", "R7", "R10", "R10"}, ""},
+			MechFederation, Direction{ExchangeDynamic, profile.HTTPSSPIFFE}, Direction{ExchangeDynamic, profile.HTTPSSPIFFE}, []string{"R4", "R7", "R10", "R10"}, ""},
 		{"ok/only we reach them", "    trust_domain: partner.example\n    reachability: we_reach_them\n",
-			MechFederation, Direction{ExchangeDynamic, ProfileSPIFFE}, Direction{Exchange: ExchangeStatic}, []string{"R4", "R6", "R10"}, ""},
+			MechFederation, Direction{ExchangeDynamic, profile.HTTPSSPIFFE}, Direction{Exchange: ExchangeStatic}, []string{"R4", "R6", "R10"}, ""},
 		{"ok/only they reach us", "    trust_domain: partner.example\n    reachability: they_reach_us\n",
-			MechFederation, Direction{Exchange: ExchangeStatic}, Direction{ExchangeDynamic, ProfileSPIFFE}, []string{"R4", "R6", "R10"}, ""},
+			MechFederation, Direction{Exchange: ExchangeStatic}, Direction{ExchangeDynamic, profile.HTTPSSPIFFE}, []string{"R4", "R6", "R10"}, ""},
 		{"warn/air gap and fast rotation", "    trust_domain: range.example\n    air_gapped: true\n    rotation: days\n",
 			MechFederation, Direction{Exchange: ExchangeStatic}, Direction{Exchange: ExchangeStatic}, []string{"R4", "R5"}, "R11"},
 	}
