@@ -44,8 +44,8 @@ var stillLinked = map[string]struct {
 }{
 	"internal/federation": {
 		via: []string{"internal/onboarding", "internal/probe"},
-		why: "onboarding check parses files into federation.Relationship, and probe uses federation's profile names and advice; " +
-			"moving the relationship vocabulary out of federation removes this",
+		why: "onboarding check parses files into federation.Relationship, and probe gives federation's advice for an SVID on https_web (SVIDOnWeb); " +
+			"moving the relationship vocabulary and that advice out of federation removes this",
 	},
 	"internal/datastore": {
 		via: []string{"internal/onboarding", "internal/federation"},
