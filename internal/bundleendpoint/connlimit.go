@@ -110,16 +110,25 @@ func (c *limitedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// clientOf is the key a connection counts against: the remote IP address,
-// or for IPv6 its /64, which one host usually holds whole.
+// clientOf is the client a connection from addr counts as, for the
+// connection caps and the rate limit: its IP address, or for IPv6 its /64,
+// which one host usually holds whole.
 func clientOf(addr net.Addr) netip.Addr {
-	var ap netip.AddrPort
 	if tcp, ok := addr.(*net.TCPAddr); ok {
-		ap = tcp.AddrPort()
-	} else {
-		ap, _ = netip.ParseAddrPort(addr.String()) // anything else counts as one client
+		return clientKey(tcp.AddrPort().Addr())
 	}
-	ip := ap.Addr().Unmap()
+	return clientOfRemote(addr.String())
+}
+
+// clientOfRemote is clientOf for a request's RemoteAddr. An address that
+// does not parse counts as one client with all the others that do not.
+func clientOfRemote(remote string) netip.Addr {
+	ap, _ := netip.ParseAddrPort(remote)
+	return clientKey(ap.Addr())
+}
+
+func clientKey(ip netip.Addr) netip.Addr {
+	ip = ip.Unmap().WithZone("")
 	if ip.Is6() {
 		return netip.PrefixFrom(ip, 64).Masked().Addr()
 	}

@@ -93,11 +93,15 @@ func TestClientOf(t *testing.T) {
 		{"ok/ipv4", &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 443}, "192.0.2.7"},
 		{"ok/ipv4-mapped ipv6 is the ipv4 client", &net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 443}, "192.0.2.7"},
 		{"ok/ipv6 counts by /64", &net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:3:4:5:6"), Port: 443}, "2001:db8:1:2::"},
+		{"ok/ipv6 zone dropped", &net.TCPAddr{IP: net.ParseIP("fe80::1"), Zone: "eth0", Port: 443}, "fe80::"},
 		{"ok/other address types", &net.UnixAddr{Name: "@sock", Net: "unix"}, "invalid IP"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			require.Equal(t, tt.want, clientOf(tt.addr).String())
+			if _, ok := tt.addr.(*net.TCPAddr); ok {
+				require.Equal(t, tt.want, clientOfRemote(tt.addr.String()).String(), "a request's RemoteAddr counts the same")
+			}
 		})
 	}
 }
@@ -208,4 +212,35 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestRateLimitFlood sends requests from three times as many addresses as
+// the limiter tracks, all at one instant: the table must stay bounded, the
+// newcomers share one bucket, and it must not sweep the table for each of
+// them (that took 11 s for 30,000 addresses, under the lock every request
+// takes).
+func TestRateLimitFlood(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := newLimiter(1, func() time.Time { return now })
+	client := func(i int) netip.Addr {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 6: byte(i >> 8), 7: byte(i)}) // one /64 each
+	}
+	start := time.Now()
+	allowed := 0
+	for i := range 3 * maxTrackedClients {
+		if l.allow(client(i)) {
+			allowed++
+		}
+	}
+	elapsed := time.Since(start)
+	require.LessOrEqual(t, len(l.buckets), maxTrackedClients+1, "tracked clients, the shared bucket included")
+	require.Equal(t, maxTrackedClients+1, allowed, "each tracked client its burst, the newcomers one between them")
+	require.Less(t, elapsed, 2*time.Second, "no sweep per request")
+
+	// A second later, the idle clients are forgotten: newcomers get their
+	// own buckets again.
+	now = now.Add(time.Second)
+	require.True(t, l.allow(client(3*maxTrackedClients)))
+	require.True(t, l.allow(client(3*maxTrackedClients+1)))
+	require.Less(t, len(l.buckets), maxTrackedClients)
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -239,13 +240,14 @@ func TestHandler(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	now := time.Unix(1000, 0)
 	l := newLimiter(2, func() time.Time { return now })
-	require.True(t, l.allow("a"))
-	require.True(t, l.allow("a"))
-	require.False(t, l.allow("a"), "burst of 2 used up")
-	require.True(t, l.allow("b"), "clients have their own buckets")
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	require.True(t, l.allow(a))
+	require.True(t, l.allow(a))
+	require.False(t, l.allow(a), "burst of 2 used up")
+	require.True(t, l.allow(b), "clients have their own buckets")
 	now = now.Add(500 * time.Millisecond)
-	require.True(t, l.allow("a"), "one token back after half a second")
-	require.False(t, l.allow("a"))
+	require.True(t, l.allow(a), "one token back after half a second")
+	require.False(t, l.allow(a))
 
 	h := &handler{limiter: newLimiter(1, func() time.Time { return now })}
 	h.current.Store(newResponse([]byte(`{}`), 1))

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -81,7 +80,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found: the bundle is served at /", http.StatusNotFound)
 		return
 	}
-	if h.limiter != nil && !h.limiter.allow(clientIP(r)) {
+	if h.limiter != nil && !h.limiter.allow(clientOfRemote(r.RemoteAddr)) {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "too many requests", http.StatusTooManyRequests)
 		return
@@ -112,12 +111,4 @@ func etagMatches(header, etag string) bool {
 		}
 	}
 	return false
-}
-
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

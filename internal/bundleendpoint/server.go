@@ -67,7 +67,8 @@ type Config struct {
 	KeyFile          string
 	// ACME, when set, replaces CertFile and KeyFile for https_web.
 	ACME *ACMEConfig
-	// RateLimit is the requests per second allowed per client IP; 0 is off.
+	// RateLimit is the requests per second allowed per client IP (for
+	// IPv6, its /64); 0 is off.
 	RateLimit float64
 	// MaxConnsPerClient caps the open connections from one client IP (for
 	// IPv6, its /64); a connection over it is closed as soon as it is
