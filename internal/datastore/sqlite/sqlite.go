@@ -30,14 +30,24 @@ type Store struct {
 	writes *group
 }
 
+// busyTimeout is how long a statement waits for the write lock; only
+// treaty's own connections take it, and they hold it briefly.
+const busyTimeout = 10 * time.Second
+
 // Open opens (creating if needed) the database file at path and applies any
-// pending migrations. It refuses a database written by a newer treaty.
+// pending migrations. It refuses, without changing the file, one that is
+// not a SQLite database, is damaged, or is locked by another process for
+// longer than LockWait, each with what to do; and a database written by a
+// newer treaty.
 func Open(ctx context.Context, path string) (*Store, error) {
 	if err := createPrivate(path); err != nil {
 		return nil, fmt.Errorf("open datastore %s: %w", path, err)
 	}
+	if err := checkFile(ctx, path); err != nil {
+		return nil, err
+	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()), "foreign_keys(1)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -46,6 +56,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open datastore %s: %w", path, err)
 	}
 	s := &Store{db: db, writes: &group{db: db}}
+	if err := s.checkUnlocked(ctx, path); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	if err := s.migrate(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open datastore %s: %w", path, err)
@@ -70,12 +84,12 @@ func (s *Store) Close() error { return s.db.Close() }
 // CheckIntegrity runs SQLite's integrity check and returns an error that
 // lists what it found if the file is damaged.
 func (s *Store) CheckIntegrity(ctx context.Context) error {
-	var result string
-	if err := s.db.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&result); err != nil {
+	problems, err := integrityProblems(ctx, s.db)
+	if err != nil {
 		return fmt.Errorf("integrity check: %w", err)
 	}
-	if result != "ok" {
-		return fmt.Errorf("integrity check: %s", result)
+	if len(problems) > 0 {
+		return fmt.Errorf("integrity check: %s", strings.Join(problems, "; "))
 	}
 	return nil
 }
