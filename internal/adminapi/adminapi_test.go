@@ -59,7 +59,7 @@ func startWith(t *testing.T, edit func(*Config)) (*grpc.ClientConn, *sqlite.Stor
 	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
 	socket := filepath.Join(sockDir, "private", "admin.sock")
 	refresher := federation.NewRefresher(federation.RefresherConfig{Store: store, Fetcher: federation.NewFetcher(federation.FetcherConfig{})})
-	cfg := Config{SocketPath: socket, CA: c, Store: store, Relationships: store, Refresher: refresher}
+	cfg := Config{SocketPath: socket, Bundle: c, Authorities: c, SVIDs: c, Store: store, Relationships: store, Refresher: refresher}
 	if edit != nil {
 		edit(&cfg)
 	}

@@ -33,10 +33,20 @@ type BundleStore interface {
 	DeleteFederatedBundle(ctx context.Context, td spiffeid.TrustDomain) error
 }
 
+// LocalBundle is our trust domain's bundle as the local CA keeps it: the
+// Bundle API serves it and appends to it, invites carry its fingerprint.
+type LocalBundle interface {
+	TrustDomain() spiffeid.TrustDomain
+	Bundle() *spiffebundle.Bundle
+	Authorities(kind datastore.AuthorityKind) []ca.AuthorityInfo
+	IsTainted(kind datastore.AuthorityKind, id string) bool
+	Append(ctx context.Context, certs []*x509.Certificate, keys []ca.ExternalJWTKey) error
+}
+
 // bundleService implements SPIRE's Bundle API.
 type bundleService struct {
 	bundlev1.UnimplementedBundleServer
-	ca    *ca.CA
+	ca    LocalBundle
 	store BundleStore
 }
 

@@ -13,7 +13,6 @@ import (
 
 	"github.com/treatyhq/treaty/internal/adminwire"
 	"github.com/treatyhq/treaty/internal/bundle"
-	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/invite"
@@ -37,7 +36,7 @@ type Invites struct {
 
 type inviteService struct {
 	cfg       Invites
-	ca        *ca.CA
+	ca        LocalBundle
 	refresher Refresher
 }
 

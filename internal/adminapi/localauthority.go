@@ -11,12 +11,22 @@ import (
 	"github.com/treatyhq/treaty/internal/datastore"
 )
 
+// LocalAuthorities are the local CA's authorities as the LocalAuthority API
+// shows and changes them.
+type LocalAuthorities interface {
+	State(kind datastore.AuthorityKind) ca.State
+	Prepare(ctx context.Context, kind datastore.AuthorityKind) (ca.AuthorityInfo, error)
+	Activate(ctx context.Context, kind datastore.AuthorityKind, id string) (ca.AuthorityInfo, string, error)
+	Taint(ctx context.Context, kind datastore.AuthorityKind, id string) (ca.AuthorityInfo, error)
+	Revoke(ctx context.Context, kind datastore.AuthorityKind, id string) (ca.AuthorityInfo, error)
+}
+
 // localAuthorityService implements SPIRE's LocalAuthority API for X.509
 // authorities and JWT keys. WIT authorities and upstream tainting are not
 // supported and answer Unimplemented.
 type localAuthorityService struct {
 	localauthorityv1.UnimplementedLocalAuthorityServer
-	ca *ca.CA
+	ca LocalAuthorities
 }
 
 func stateProto(info *ca.AuthorityInfo) *localauthorityv1.AuthorityState {

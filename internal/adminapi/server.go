@@ -26,7 +26,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/finding"
 	"github.com/treatyhq/treaty/internal/socket"
 )
@@ -41,8 +40,12 @@ type Config struct {
 	SocketPath string
 	// SocketMode is the socket's file mode; default 0600.
 	SocketMode fs.FileMode
-	CA         *ca.CA
-	Store      BundleStore
+	// Bundle, Authorities and SVIDs are the local CA (ca.CA is all three),
+	// as the Bundle and invite, LocalAuthority and SVID services use it.
+	Bundle      LocalBundle
+	Authorities LocalAuthorities
+	SVIDs       SVIDSigner
+	Store       BundleStore
 	// Relationships and Refresher serve the TrustDomain API and the
 	// federation status.
 	Relationships RelationshipStore
@@ -81,7 +84,7 @@ type Server struct {
 
 // New builds a server; Run starts it.
 func New(cfg Config) (*Server, error) {
-	if cfg.SocketPath == "" || cfg.CA == nil || cfg.Store == nil || cfg.Relationships == nil || cfg.Refresher == nil {
+	if cfg.SocketPath == "" || cfg.Bundle == nil || cfg.Authorities == nil || cfg.SVIDs == nil || cfg.Store == nil || cfg.Relationships == nil || cfg.Refresher == nil {
 		return nil, errors.New("adminapi: socket path, CA, stores and refresher are required")
 	}
 	if cfg.SocketMode == 0 {
@@ -94,20 +97,20 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, health: health.NewServer()}
 	audit := &auditor{log: log.With("component", "audit"), file: cfg.AuditLog, now: time.Now}
 	s.grpc = grpc.NewServer(grpc.Creds(socket.PeerCredentials{}), grpc.ChainUnaryInterceptor(audit.intercept, s.logErrors, s.notifyChanges))
-	bundlev1.RegisterBundleServer(s.grpc, &bundleService{ca: cfg.CA, store: cfg.Store})
-	localauthorityv1.RegisterLocalAuthorityServer(s.grpc, &localAuthorityService{ca: cfg.CA})
+	bundlev1.RegisterBundleServer(s.grpc, &bundleService{ca: cfg.Bundle, store: cfg.Store})
+	localauthorityv1.RegisterLocalAuthorityServer(s.grpc, &localAuthorityService{ca: cfg.Authorities})
 	trustdomainv1.RegisterTrustDomainServer(s.grpc, &trustDomainService{
-		local: cfg.CA.TrustDomain(), store: cfg.Relationships, refresher: cfg.Refresher, now: time.Now,
+		local: cfg.Bundle.TrustDomain(), store: cfg.Relationships, refresher: cfg.Refresher, now: time.Now,
 	})
-	svidv1.RegisterSVIDServer(s.grpc, &svidService{ca: cfg.CA})
+	svidv1.RegisterSVIDServer(s.grpc, &svidService{ca: cfg.SVIDs})
 	if cfg.Entries != nil {
-		entryv1.RegisterEntryServer(s.grpc, &entryService{local: cfg.CA.TrustDomain(), store: cfg.Entries, bundles: cfg.Store, log: log})
+		entryv1.RegisterEntryServer(s.grpc, &entryService{local: cfg.Bundle.TrustDomain(), store: cfg.Entries, bundles: cfg.Store, log: log})
 	}
 	if cfg.Doctor != nil {
 		s.grpc.RegisterService(&doctorServiceDesc, &doctorService{run: cfg.Doctor})
 	}
 	if cfg.Invites != nil {
-		s.grpc.RegisterService(&inviteServiceDesc, &inviteService{cfg: *cfg.Invites, ca: cfg.CA, refresher: cfg.Refresher})
+		s.grpc.RegisterService(&inviteServiceDesc, &inviteService{cfg: *cfg.Invites, ca: cfg.Bundle, refresher: cfg.Refresher})
 	}
 	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, endpointExpiry: cfg.EndpointExpiry, gaps: cfg.FederationGaps})
 	healthpb.RegisterHealthServer(s.grpc, s.health)

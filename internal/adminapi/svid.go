@@ -14,12 +14,19 @@ import (
 	"github.com/treatyhq/treaty/internal/ca"
 )
 
+// SVIDSigner signs the SVIDs the SVID API mints, for our trust domain only.
+type SVIDSigner interface {
+	TrustDomain() spiffeid.TrustDomain
+	SignX509SVID(p ca.X509SVIDParams) ([]*x509.Certificate, error)
+	SignJWTSVID(p ca.JWTSVIDParams) (string, time.Time, error)
+}
+
 // svidService implements the minting calls of SPIRE's SVID API: SVIDs for
 // devices and programs that cannot use the Workload API. The agent-facing
 // calls are not served; treaty has no agents.
 type svidService struct {
 	svidv1.UnimplementedSVIDServer
-	ca *ca.CA
+	ca SVIDSigner
 }
 
 // MintX509SVID signs the CSR's public key for the single SPIFFE ID in its

@@ -40,7 +40,7 @@ func BenchmarkIdleConnection(b *testing.B) {
 	for _, frame := range []int{0, http2MaxReadFrameSize} {
 		b.Run(fmt.Sprintf("frame=%d", frame), func(b *testing.B) {
 			c := newCA(b)
-			_, url := serve(b, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c,
+			_, url := serve(b, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, SVIDSource: c, Source: c,
 				MaxConnsPerClient: 1024, MaxConns: 1024})
 			var total float64
 			for b.Loop() {

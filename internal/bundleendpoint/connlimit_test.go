@@ -45,7 +45,7 @@ func TestConnectionLimit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newCA(t)
 			logs := &lockedBuffer{}
-			_, url := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c,
+			_, url := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, SVIDSource: c, Source: c,
 				MaxConnsPerClient: tt.perClient, MaxConns: tt.total, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			addr := addrOf(url)
 			doc, _ := c.Document()

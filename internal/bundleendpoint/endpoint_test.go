@@ -69,7 +69,7 @@ func serve(t testing.TB, cfg Config) (*Server, string) {
 
 func TestHTTPSSPIFFE(t *testing.T) {
 	c := newCA(t)
-	_, url := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c})
+	_, url := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, SVIDSource: c, Source: c})
 	ctx := t.Context()
 
 	// go-spiffe's federation client, with SPIFFE authentication against

@@ -163,7 +163,7 @@ func (c *h2Conn) waitClosed(d time.Duration) (*errGoAway, error) {
 // server would otherwise keep for the life of the connection.
 func TestHTTP2Limits(t *testing.T) {
 	c := newCA(t)
-	_, url := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c})
+	_, url := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, SVIDSource: c, Source: c})
 	addr := addrOf(url)
 
 	conn := dialH2(t, addr)

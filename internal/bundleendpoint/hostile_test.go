@@ -34,9 +34,9 @@ const marker = "treaty-echo-probe"
 // tell "closed at once" from "closed at the timeout".
 func TestHostileClients(t *testing.T) {
 	c := newCA(t)
-	_, strictURL := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c,
+	_, strictURL := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, SVIDSource: c, Source: c,
 		ReadHeaderTimeout: strictReadHeaderTimeout, IdleTimeout: strictIdleTimeout})
-	_, patientURL := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c, Source: c})
+	_, patientURL := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, SVIDSource: c, Source: c})
 	goodPartner := func(t *testing.T, url string) {
 		t.Helper()
 		got, err := federation.FetchBundle(t.Context(), td, url, federation.WithSPIFFEAuth(c.Bundle(), endpointID))

@@ -56,13 +56,13 @@ type Source interface {
 }
 
 // Config configures the endpoint. Address, Profile and Source are required;
-// https_spiffe needs EndpointSPIFFEID and Signer, https_web CertFile and
+// https_spiffe needs EndpointSPIFFEID and SVIDSource, https_web CertFile and
 // KeyFile.
 type Config struct {
 	Address          string
 	Profile          profile.Name
 	EndpointSPIFFEID spiffeid.ID
-	Signer           Signer
+	SVIDSource       SVIDSource
 	CertFile         string
 	KeyFile          string
 	// ACME, when set, replaces CertFile and KeyFile for https_web.
@@ -202,7 +202,7 @@ func (s *Server) tlsConfig() (*tls.Config, error) {
 	}
 	switch s.cfg.Profile {
 	case profile.HTTPSSPIFFE:
-		s.svid = &svidCert{id: s.cfg.EndpointSPIFFEID, signer: s.cfg.Signer, now: s.cfg.Now}
+		s.svid = &svidCert{id: s.cfg.EndpointSPIFFEID, source: s.cfg.SVIDSource, now: s.cfg.Now}
 		if err := s.svid.renew(); err != nil {
 			return nil, err
 		}

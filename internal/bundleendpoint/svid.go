@@ -1,23 +1,21 @@
 package bundleendpoint
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// Signer issues the endpoint's X509-SVID.
-type Signer interface {
-	SignX509SVID(p ca.X509SVIDParams) ([]*x509.Certificate, error)
+// SVIDSource issues the endpoint's X509-SVID for https_spiffe. The local CA
+// (ca.CA) is one.
+type SVIDSource interface {
+	// MintX509SVID returns a new X509-SVID for id: its chain, leaf
+	// first, and its private key.
+	MintX509SVID(id spiffeid.ID) (*x509svid.SVID, error)
 }
 
 // svidCert is the https_spiffe serving certificate: an X509-SVID for the
@@ -25,23 +23,19 @@ type Signer interface {
 // whenever the authorities change, swapped in without a restart.
 type svidCert struct {
 	id      spiffeid.ID
-	signer  Signer
+	source  SVIDSource
 	now     func() time.Time
 	current atomic.Pointer[tls.Certificate]
 }
 
-// renew signs a new SVID for a fresh key and starts serving it.
+// renew gets a new SVID with a fresh key and starts serving it.
 func (s *svidCert) renew() error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("generate endpoint key: %w", err)
-	}
-	chain, err := s.signer.SignX509SVID(ca.X509SVIDParams{ID: s.id, PublicKey: key.Public()})
+	svid, err := s.source.MintX509SVID(s.id)
 	if err != nil {
 		return fmt.Errorf("sign endpoint SVID: %w", err)
 	}
-	cert := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
-	for _, c := range chain {
+	cert := &tls.Certificate{PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}
+	for _, c := range svid.Certificates {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
 	s.current.Store(cert)

@@ -117,7 +117,7 @@ func TestTLSMozillaIntermediate(t *testing.T) {
 		cfg   Config
 		cases []handshake
 	}{
-		{"https_spiffe", Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, Signer: c}, join(common, ecdsaCases)},
+		{"https_spiffe", Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, SVIDSource: c}, join(common, ecdsaCases)},
 		{"https_web ecdsa", Config{Profile: profile.HTTPSWeb, CertFile: ecdsaCert, KeyFile: ecdsaKey}, join(common, ecdsaCases)},
 		{"https_web rsa", Config{Profile: profile.HTTPSWeb, CertFile: rsaCert, KeyFile: rsaKey}, join(common, rsaCases)},
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/treatyhq/treaty/internal/datastore"
 )
@@ -77,6 +78,21 @@ func (c *CA) SignX509SVID(p X509SVIDParams) ([]*x509.Certificate, error) {
 		chain = append(chain, active.chain...)
 	}
 	return chain, nil
+}
+
+// MintX509SVID issues an X509-SVID for id with a new ECDSA P-256 key and
+// the configured lifetime, as SignX509SVID does: for a part of the server
+// that needs an SVID of its own, such as the https_spiffe bundle endpoint.
+func (c *CA) MintX509SVID(id spiffeid.ID) (*x509svid.SVID, error) {
+	key, err := ECP256.GenerateKey()
+	if err != nil {
+		return nil, fmt.Errorf("generate key for %q: %w", id, err)
+	}
+	chain, err := c.SignX509SVID(X509SVIDParams{ID: id, PublicKey: key.Public()})
+	if err != nil {
+		return nil, err
+	}
+	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, nil
 }
 
 // activeAuthority returns the active authority of kind that holds a key.

@@ -47,6 +47,23 @@ func TestSignX509SVID(t *testing.T) {
 	}
 }
 
+func TestMintX509SVID(t *testing.T) {
+	e := newEnv(t)
+	e.now = time.Now() // go-spiffe verifies at the wall clock
+	c := e.open()
+	id := spiffeid.RequireFromString("spiffe://alpha.test/spire/server")
+	svid, err := c.MintX509SVID(id)
+	require.NoError(t, err)
+	require.Equal(t, id, svid.ID)
+	gotID, _, err := x509svid.Verify(svid.Certificates, x509bundle.FromX509Authorities(td, c.Bundle().X509Authorities()))
+	require.NoError(t, err)
+	require.Equal(t, id, gotID)
+	require.Equal(t, svid.Certificates[0].PublicKey, svid.PrivateKey.Public(), "the key is the certificate's")
+
+	_, err = c.MintX509SVID(spiffeid.RequireFromString("spiffe://other.test/x"))
+	require.ErrorContains(t, err, "not in trust domain")
+}
+
 func TestSignX509SVIDRefusesForeignIDAndCapsLifetime(t *testing.T) {
 	e := newEnv(t)
 	c := e.open()

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/treatyhq/treaty/internal/ca"
@@ -24,9 +25,16 @@ import (
 	"github.com/treatyhq/treaty/internal/profile"
 )
 
+// Authority is what the checks read of the local CA.
+type Authority interface {
+	TrustDomain() spiffeid.TrustDomain
+	Bundle() *spiffebundle.Bundle
+	State(kind datastore.AuthorityKind) ca.State
+}
+
 // Doctor holds what the checks look at.
 type Doctor struct {
-	CA          *ca.CA
+	CA          Authority
 	CATTL       time.Duration
 	RefreshHint time.Duration
 	// EndpointURL is our advertised bundle endpoint ("" without one);

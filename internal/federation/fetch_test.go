@@ -229,7 +229,7 @@ func spiffeTarget(t *testing.T, cert tls.Certificate, trust *spiffebundle.Bundle
 func serveEndpoint(t *testing.T, c *ca.CA) *url.URL {
 	t.Helper()
 	s, err := bundleendpoint.New(bundleendpoint.Config{Address: "127.0.0.1:0", Profile: profile.HTTPSSPIFFE,
-		EndpointSPIFFEID: fetchEndpointID, Signer: c, Source: c})
+		EndpointSPIFFEID: fetchEndpointID, SVIDSource: c, Source: c})
 	require.NoError(t, err)
 	l, err := s.Listen(t.Context())
 	require.NoError(t, err)

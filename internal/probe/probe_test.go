@@ -47,7 +47,7 @@ func newCA(t *testing.T) *ca.CA {
 func spiffeEndpoint(t *testing.T, c *ca.CA) string {
 	t.Helper()
 	s, err := bundleendpoint.New(bundleendpoint.Config{Address: "127.0.0.1:0", Profile: profile.HTTPSSPIFFE,
-		EndpointSPIFFEID: spiffeid.RequireFromString("spiffe://beta.test/spire/server"), Signer: c, Source: c})
+		EndpointSPIFFEID: spiffeid.RequireFromString("spiffe://beta.test/spire/server"), SVIDSource: c, Source: c})
 	require.NoError(t, err)
 	l, err := s.Listen(t.Context())
 	require.NoError(t, err)

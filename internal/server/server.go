@@ -231,7 +231,9 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 	}
 	admin, err := adminapi.New(adminapi.Config{
 		SocketPath:     s.cfg.AdminSocket,
-		CA:             s.ca,
+		Bundle:         s.ca,
+		Authorities:    s.ca,
+		SVIDs:          s.ca,
 		Store:          s.store,
 		Relationships:  s.store,
 		Refresher:      federationView{Refresher: s.refresher, workload: s.workload, now: time.Now},
@@ -266,7 +268,7 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 		Address:          be.Address,
 		Profile:          be.Profile,
 		EndpointSPIFFEID: be.EndpointSPIFFEID,
-		Signer:           s.ca,
+		SVIDSource:       s.ca,
 		CertFile:         be.Web.CertFile,
 		KeyFile:          be.Web.KeyFile,
 		RateLimit:        be.RateLimit,
