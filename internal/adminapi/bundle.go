@@ -79,6 +79,9 @@ func (s *bundleService) localBundle(mask *types.BundleMask) *types.Bundle {
 }
 
 func (s *bundleService) AppendBundle(ctx context.Context, req *bundlev1.AppendBundleRequest) (*types.Bundle, error) {
+	if err := s.checkAppendLimit(req); err != nil {
+		return nil, err
+	}
 	var certs []*x509.Certificate
 	for i, c := range req.GetX509Authorities() {
 		cert, err := x509.ParseCertificate(c.GetAsn1())
@@ -105,6 +108,20 @@ func (s *bundleService) AppendBundle(ctx context.Context, req *bundlev1.AppendBu
 		return nil, caStatus(err)
 	}
 	return s.localBundle(req.GetOutputMask()), nil
+}
+
+// checkAppendLimit refuses an append after which the local bundle would
+// hold more authorities than a bundle may (bundle.MaxKeys): partners would
+// refuse the bundle we publish.
+func (s *bundleService) checkAppendLimit(req *bundlev1.AppendBundleRequest) error {
+	local := s.ca.Bundle()
+	held := len(local.X509Authorities()) + len(local.JWTAuthorities())
+	added := len(req.GetX509Authorities()) + len(req.GetJwtAuthorities())
+	if held+added > bundle.MaxKeys {
+		return status.Errorf(codes.InvalidArgument, "the local bundle holds %d authorities; %d more would make %d, over the limit of %d a bundle may hold (partners would refuse it); nothing was appended",
+			held, added, held+added, bundle.MaxKeys)
+	}
+	return nil
 }
 
 func unixOrZero(secs int64) time.Time {

@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/treatyhq/treaty/internal/bundle"
 )
@@ -67,6 +68,9 @@ func jwtToProto(b *spiffebundle.Bundle, tainted taintChecker, expiry map[string]
 // kept, as bundle.Parse keeps it: the bundle belongs to the trust domain
 // the request names.
 func fromProto(in *types.Bundle) (*spiffebundle.Bundle, error) {
+	if err := checkLimits(in); err != nil {
+		return nil, err
+	}
 	td, err := spiffeid.TrustDomainFromString(in.GetTrustDomain())
 	if err != nil {
 		return nil, fmt.Errorf("trust_domain %q: %w", in.GetTrustDomain(), err)
@@ -118,4 +122,21 @@ func parseJWTKey(i int, k *types.JWTKey) (crypto.PublicKey, error) {
 		return nil, fmt.Errorf("jwt_authorities[%d] (key_id %q): public_key is not a PKIX public key: %w", i, k.GetKeyId(), err)
 	}
 	return pub, nil
+}
+
+// checkLimits refuses a bundle over the limits every bundle document is
+// held to (bundle.MaxKeys, bundle.MaxDocumentBytes), before any of it is
+// parsed. The message is smaller than the document it stands for (DER
+// instead of base64 in JSON), so a bundle refused here would be refused as
+// a document too.
+func checkLimits(in *types.Bundle) error {
+	x509s, jwts := len(in.GetX509Authorities()), len(in.GetJwtAuthorities())
+	if x509s+jwts > bundle.MaxKeys {
+		return fmt.Errorf("the bundle has %d authorities (%d X.509, %d JWT), over the limit of %d a bundle may hold; nothing was stored",
+			x509s+jwts, x509s, jwts, bundle.MaxKeys)
+	}
+	if size := proto.Size(in); size > bundle.MaxDocumentBytes {
+		return fmt.Errorf("the bundle is %d bytes, over the limit of %d (1 MiB) a bundle may take; nothing was stored", size, bundle.MaxDocumentBytes)
+	}
+	return nil
 }

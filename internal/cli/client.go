@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"google.golang.org/grpc"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/socket"
 )
 
@@ -68,6 +70,15 @@ func adminError(socketPath string, err error) error {
 		return fmt.Errorf("the server at %s did not answer within %s", socketPath, callTimeout)
 	case codes.Unimplemented:
 		return fmt.Errorf("the server at %s does not implement this call (%s): is it an older treaty or a different server?", socketPath, st.Message())
+	case codes.ResourceExhausted:
+		if m := tooLarge.FindStringSubmatch(st.Message()); m != nil {
+			return fmt.Errorf("a message to or from the server at %s is %s bytes, over gRPC's limit of %s, so it was refused and nothing was stored. "+
+				"A bundle may hold at most %d keys and %d bytes (1 MiB): check the input, or send fewer bundles at once", socketPath, m[1], m[2], bundle.MaxKeys, bundle.MaxDocumentBytes)
+		}
 	}
 	return errors.New(st.Message())
 }
+
+// tooLarge matches gRPC's refusal of a message over its size limit, with
+// the message's size and the limit.
+var tooLarge = regexp.MustCompile(`larger than max \((\d+) vs\. (\d+)\)`)
