@@ -129,6 +129,12 @@ type BundleEndpoint struct {
 	// RateLimit is the number of requests per second allowed from one
 	// client IP address (rate_limit); 0, the default, turns it off.
 	RateLimit float64
+	// MaxConnsPerClient caps the open connections from one client address
+	// (max_conns_per_client, default 64); behind a TLS-passthrough proxy
+	// every partner comes from the proxy's address, so raise it there.
+	MaxConnsPerClient int
+	// MaxConns caps all open connections (max_conns, default 4096).
+	MaxConns int
 }
 
 // Web names the Web PKI certificate files of the https_web profile.

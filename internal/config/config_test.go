@@ -39,6 +39,8 @@ bundle_endpoint:
     cert_file: /etc/treaty/web.crt
     key_file: /etc/treaty/web.key
   rate_limit: 2.5
+  max_conns_per_client: 500
+  max_conns: 8000
 federation:
   onboarding_dir: /etc/treaty/federation
   class_name: treaty
@@ -75,9 +77,11 @@ func TestParse(t *testing.T) {
 					},
 					BundleEndpoint: BundleEndpoint{
 						Address: "0.0.0.0:8443", RefreshHint: time.Minute, Profile: profile.HTTPSWeb,
-						EndpointSPIFFEID: spiffeid.RequireFromString("spiffe://example.org/bundle"),
-						Web:              Web{CertFile: "/etc/treaty/web.crt", KeyFile: "/etc/treaty/web.key"},
-						RateLimit:        2.5,
+						EndpointSPIFFEID:  spiffeid.RequireFromString("spiffe://example.org/bundle"),
+						Web:               Web{CertFile: "/etc/treaty/web.crt", KeyFile: "/etc/treaty/web.key"},
+						RateLimit:         2.5,
+						MaxConnsPerClient: 500,
+						MaxConns:          8000,
 					},
 					Federation: Federation{OnboardingDir: "/etc/treaty/federation", ClassName: "treaty"},
 					Telemetry:  Telemetry{Address: "127.0.0.1:9988"},
@@ -217,6 +221,8 @@ func TestParseProblems(t *testing.T) {
 			`telemetry.address: ":8443" is also bundle_endpoint.address`},
 		{"fail/rate limit negative", "trust_domain: example.org\nbundle_endpoint:\n  rate_limit: -1\n", 3, "bundle_endpoint.rate_limit: -1 is not allowed"},
 		{"fail/rate limit not a number", "trust_domain: example.org\nbundle_endpoint:\n  rate_limit: lots\n", 3, `bundle_endpoint.rate_limit: "lots" is not a number`},
+		{"fail/connection cap zero", "trust_domain: example.org\nbundle_endpoint:\n  max_conns_per_client: 0\n", 3, "bundle_endpoint.max_conns_per_client: \"0\" is not allowed; write a whole number from 1 to 1000000"},
+		{"fail/connection cap not a number", "trust_domain: example.org\nbundle_endpoint:\n  max_conns: many\n", 3, `bundle_endpoint.max_conns: "many" is not allowed`},
 		{"fail/rate limit nan", "trust_domain: example.org\nbundle_endpoint:\n  rate_limit: NaN\n", 3, `"NaN" is not a number`},
 		{"fail/socket path too long", "trust_domain: example.org\nadmin_socket: /" + strings.Repeat("a", 110) + "\n", 2,
 			"is 111 bytes long; unix socket paths must be shorter than 104 bytes"},

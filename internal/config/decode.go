@@ -86,6 +86,8 @@ func (d *decoder) bundleEndpoint(e yamldoc.Entry, path string) {
 	be.Web.ACME = d.acme(web["acme"], path+".web.acme")
 	text(d, web["key_file"], path+".web.key_file", &be.Web.KeyFile)
 	d.number(m["rate_limit"], path+".rate_limit", &be.RateLimit)
+	d.count(m["max_conns_per_client"], path+".max_conns_per_client", &be.MaxConnsPerClient)
+	d.count(m["max_conns"], path+".max_conns", &be.MaxConns)
 }
 
 func (d *decoder) federation(e yamldoc.Entry, path string) {
@@ -202,6 +204,20 @@ func (d *decoder) number(e yamldoc.Entry, path string, dst *float64) {
 	v, err := strconv.ParseFloat(sn.Value, 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
 		d.fail(path, "%s is not a number; write it like 50 or 0.5", yamldoc.Quote(sn.Value))
+		return
+	}
+	*dst = v
+}
+
+// count reads a whole number from 1 to a million: a cap on connections.
+func (d *decoder) count(e yamldoc.Entry, path string, dst *int) {
+	sn := d.scalar(e, path, "a whole number")
+	if sn == nil {
+		return
+	}
+	v, err := strconv.Atoi(sn.Value)
+	if err != nil || v < 1 || v > 1_000_000 {
+		d.fail(path, "%s is not allowed; write a whole number from 1 to 1000000", yamldoc.Quote(sn.Value))
 		return
 	}
 	*dst = v

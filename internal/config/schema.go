@@ -9,7 +9,7 @@ var schema = yamldoc.Schema{
 		"ca", "bundle_endpoint", "federation", "telemetry", "datastore"}},
 	"ca":                       {Keys: []string{"key_type", "ca_ttl", "x509_svid_ttl", "jwt_svid_ttl", "upstream"}},
 	"ca.upstream":              {Keys: []string{"cert_file", "key_file", "bundle_file"}},
-	"bundle_endpoint":          {Keys: []string{"address", "refresh_hint", "profile", "endpoint_spiffe_id", "web", "rate_limit"}},
+	"bundle_endpoint":          {Keys: []string{"address", "refresh_hint", "profile", "endpoint_spiffe_id", "web", "rate_limit", "max_conns_per_client", "max_conns"}},
 	"bundle_endpoint.web":      {Keys: []string{"cert_file", "key_file", "acme"}},
 	"bundle_endpoint.web.acme": {Keys: []string{"directory_url", "domain_name", "email", "tos_accepted", "ca_file", "renew_before"}},
 	"federation":               {Keys: []string{"onboarding_dir", "class_name", "min_refresh", "max_refresh", "ca_file"}},

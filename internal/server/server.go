@@ -265,17 +265,19 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 		return nil
 	}
 	endpoint, err := bundleendpoint.New(bundleendpoint.Config{
-		Address:          be.Address,
-		Profile:          be.Profile,
-		EndpointSPIFFEID: be.EndpointSPIFFEID,
-		SVIDSource:       s.ca,
-		CertFile:         be.Web.CertFile,
-		KeyFile:          be.Web.KeyFile,
-		RateLimit:        be.RateLimit,
-		ACME:             s.acmeConfig(),
-		Observe:          s.observeEndpoint(),
-		Source:           s.ca,
-		Logger:           s.log.With(attrComponent, "bundleendpoint"),
+		Address:           be.Address,
+		Profile:           be.Profile,
+		EndpointSPIFFEID:  be.EndpointSPIFFEID,
+		SVIDSource:        s.ca,
+		CertFile:          be.Web.CertFile,
+		KeyFile:           be.Web.KeyFile,
+		RateLimit:         be.RateLimit,
+		MaxConnsPerClient: be.MaxConnsPerClient,
+		MaxConns:          be.MaxConns,
+		ACME:              s.acmeConfig(),
+		Observe:           s.observeEndpoint(),
+		Source:            s.ca,
+		Logger:            s.log.With(attrComponent, "bundleendpoint"),
 	})
 	if err != nil {
 		return err
