@@ -25,10 +25,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/catest"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/federation"
-	"github.com/treatyhq/treaty/internal/keystore"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("alpha.test")
@@ -44,14 +43,7 @@ func start(t *testing.T) *grpc.ClientConn {
 // it also returns the store.
 func startWith(t *testing.T, edit func(*Config)) (*grpc.ClientConn, *sqlite.Store) {
 	t.Helper()
-	dir := t.TempDir()
-	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "treaty.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = store.Close() })
-	keys, err := keystore.Open(filepath.Join(dir, "keys"))
-	require.NoError(t, err)
-	c, err := ca.New(t.Context(), ca.Config{TrustDomain: td, Store: store, Keys: keys})
-	require.NoError(t, err)
+	c, store := catest.New(t, td)
 
 	// Socket paths must stay short: use a fresh directory under /tmp.
 	sockDir, err := os.MkdirTemp("", "treaty-admin") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit

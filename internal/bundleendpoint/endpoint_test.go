@@ -25,9 +25,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/catest"
 	"github.com/treatyhq/treaty/internal/datastore"
-	"github.com/treatyhq/treaty/internal/datastore/sqlite"
-	"github.com/treatyhq/treaty/internal/keystore"
 	"github.com/treatyhq/treaty/internal/profile"
 )
 
@@ -36,16 +35,10 @@ var (
 	endpointID = spiffeid.RequireFromString("spiffe://alpha.test/spire/server")
 )
 
+// newCA is the CA of the endpoint's trust domain: authorities that live an
+// hour, a refresh hint of a minute.
 func newCA(t testing.TB) *ca.CA {
-	t.Helper()
-	dir := t.TempDir()
-	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "treaty.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = store.Close() })
-	keys, err := keystore.Open(filepath.Join(dir, "keys"))
-	require.NoError(t, err)
-	c, err := ca.New(t.Context(), ca.Config{TrustDomain: td, Store: store, Keys: keys, RefreshHint: time.Minute, CATTL: time.Hour})
-	require.NoError(t, err)
+	c, _ := catest.New(t, td, catest.Lifetimes(time.Hour, time.Minute))
 	return c
 }
 

@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -33,8 +32,7 @@ import (
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/bundleendpoint"
 	"github.com/treatyhq/treaty/internal/ca"
-	"github.com/treatyhq/treaty/internal/datastore/sqlite"
-	"github.com/treatyhq/treaty/internal/keystore"
+	"github.com/treatyhq/treaty/internal/catest"
 	"github.com/treatyhq/treaty/internal/profile"
 )
 
@@ -63,17 +61,10 @@ func newFetchPKI(t *testing.T) *fetchPKI {
 	}
 }
 
-// newTreatyCA is a real CA with its SQLite store in a temporary directory.
+// newTreatyCA is a real CA for td: authorities that live an hour, a
+// refresh hint of a minute.
 func newTreatyCA(t *testing.T, td spiffeid.TrustDomain) *ca.CA {
-	t.Helper()
-	dir := t.TempDir()
-	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "treaty.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = store.Close() })
-	keys, err := keystore.Open(filepath.Join(dir, "keys"))
-	require.NoError(t, err)
-	c, err := ca.New(t.Context(), ca.Config{TrustDomain: td, Store: store, Keys: keys, RefreshHint: time.Minute, CATTL: time.Hour})
-	require.NoError(t, err)
+	c, _ := catest.New(t, td, catest.Lifetimes(time.Hour, time.Minute))
 	return c
 }
 

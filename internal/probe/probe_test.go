@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,26 +21,12 @@ import (
 
 	"github.com/treatyhq/treaty/internal/bundleendpoint"
 	"github.com/treatyhq/treaty/internal/ca"
-	"github.com/treatyhq/treaty/internal/datastore/sqlite"
+	"github.com/treatyhq/treaty/internal/catest"
 	"github.com/treatyhq/treaty/internal/finding"
-	"github.com/treatyhq/treaty/internal/keystore"
 	"github.com/treatyhq/treaty/internal/profile"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("beta.test")
-
-func newCA(t *testing.T) *ca.CA {
-	t.Helper()
-	dir := t.TempDir()
-	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "treaty.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = store.Close() })
-	keys, err := keystore.Open(filepath.Join(dir, "keys"))
-	require.NoError(t, err)
-	c, err := ca.New(t.Context(), ca.Config{TrustDomain: td, Store: store, Keys: keys})
-	require.NoError(t, err)
-	return c
-}
 
 // spiffeEndpoint runs treaty's own https_spiffe bundle endpoint.
 func spiffeEndpoint(t *testing.T, c *ca.CA) string {
@@ -95,7 +80,7 @@ func stepOf(r *Report, check finding.CheckID) finding.Finding {
 }
 
 func TestProbe(t *testing.T) {
-	c := newCA(t)
+	c, _ := catest.New(t, td)
 	spiffeURL := spiffeEndpoint(t, c)
 	doc, _ := c.Document()
 	loopback := []net.IP{net.ParseIP("127.0.0.1")}

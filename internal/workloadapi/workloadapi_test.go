@@ -27,9 +27,9 @@ import (
 
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/catest"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
-	"github.com/treatyhq/treaty/internal/keystore"
 	"github.com/treatyhq/treaty/internal/testpki"
 )
 
@@ -72,14 +72,7 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T, entries ...datastore.Entry) *testEnv {
 	t.Helper()
-	dir := t.TempDir()
-	db, err := sqlite.Open(t.Context(), filepath.Join(dir, "treaty.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	keys, err := keystore.Open(filepath.Join(dir, "keys"))
-	require.NoError(t, err)
-	authority, err := ca.New(t.Context(), ca.Config{TrustDomain: td, Store: db, Keys: keys})
-	require.NoError(t, err)
+	authority, db := catest.New(t, td)
 	store := &entryStore{Store: db, entries: entries}
 
 	sockDir, err := os.MkdirTemp("", "treaty-wl") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
