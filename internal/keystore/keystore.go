@@ -15,6 +15,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
+
+	"github.com/treatyhq/treaty/internal/safepath"
 )
 
 // ErrNotFound is returned by Load when no key is stored under the name.
@@ -33,10 +36,18 @@ type Store struct {
 
 // Open returns a Store for dir, creating dir with mode 0700 if it does not
 // exist, and removes temporary files that a crash left in the middle of a
-// write. Only one process may use a key directory at a time.
+// write. It refuses a directory another user can write (see safepath) and
+// key files others can read or write (see checkKeyModes). Only one process
+// may use a key directory at a time.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create key directory: %w", err)
+	}
+	if _, err := safepath.Check(safepath.Dir{Path: dir, Name: "key directory", Holds: "the CA's private keys", Mode: 0o700}); err != nil {
+		return nil, err
+	}
+	if err := checkKeyModes(dir); err != nil {
+		return nil, err
 	}
 	leftovers, err := filepath.Glob(filepath.Join(dir, ".*"+keySuffix+".tmp-*"))
 	if err != nil {
@@ -48,6 +59,52 @@ func Open(dir string) (*Store, error) {
 		}
 	}
 	return &Store{dir: dir}, nil
+}
+
+// maxListed bounds the key files an error names.
+const maxListed = 5
+
+// checkKeyModes refuses key files that anyone but their owner can read or
+// write (mode & 0o077), or that belong to another user than treaty's (or
+// root). treaty writes every key 0600, so another mode means something
+// else changed it (a restore or copy that did not keep modes, a
+// configuration tool), and the key may have been read: treaty does not
+// start, rather than fix the mode silently and hide that; the operator
+// decides whether the authority must be rotated.
+func checkKeyModes(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("list key directory: %w", err)
+	}
+	var exposed []string
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), keySuffix) || !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			return fmt.Errorf("key file %s: %w", filepath.Join(dir, e.Name()), err)
+		}
+		if info.Mode().Perm()&0o077 != 0 || !ownedByUs(info) {
+			exposed = append(exposed, fmt.Sprintf("%s (mode %s)", e.Name(), info.Mode().Perm()))
+		}
+	}
+	if len(exposed) == 0 {
+		return nil
+	}
+	if len(exposed) > maxListed {
+		exposed = append(exposed[:maxListed], fmt.Sprintf("and %d more", len(exposed)-maxListed))
+	}
+	return fmt.Errorf("key files in %s are open to other users: %s. Anyone on this host may have read the CA's private keys, so treaty does not start "+
+		"(it writes keys 0600 and does not change their mode silently). Run chmod 600 %s/*%s (and chown them to treaty's user); "+
+		"if other users could have read them, rotate the authorities: treaty localauthority x509 prepare, activate, then taint and revoke the old one, and the same for jwt",
+		dir, strings.Join(exposed, ", "), dir, keySuffix)
+}
+
+// ownedByUs reports whether treaty's user or root owns the file.
+func ownedByUs(info fs.FileInfo) bool {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	return !ok || int(st.Uid) == os.Geteuid() || st.Uid == 0
 }
 
 // Dir returns the directory that holds the keys.

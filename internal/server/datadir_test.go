@@ -83,3 +83,29 @@ func workloadDir(cfg *config.Config) string { return filepath.Dir(cfg.WorkloadSo
 func fmtPath(phrase, path string) string {
 	return strings.ReplaceAll(phrase, "%s", path)
 }
+
+// TestRefusesKeysOthersCanRead: a key file made 0644 in the data dir's key
+// store stops start-up, naming the file and the fix; chmod 600 starts it.
+func TestRefusesKeysOthersCanRead(t *testing.T) {
+	cfg := testConfig(t)
+	s, err := New(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	s.close()
+	keys, err := filepath.Glob(filepath.Join(cfg.DataDir, KeysDir, "*.key.pem"))
+	require.NoError(t, err)
+	require.NotEmpty(t, keys)
+	require.NoError(t, os.Chmod(keys[0], 0o644))
+
+	_, err = New(t.Context(), cfg, nil)
+	require.ErrorContains(t, err, filepath.Base(keys[0])+" (mode -rw-r--r--)")
+	require.ErrorContains(t, err, "Run chmod 600 "+filepath.Join(cfg.DataDir, KeysDir)+"/*.key.pem")
+	for _, sock := range []string{cfg.AdminSocket, cfg.WorkloadSocket} {
+		_, err := os.Lstat(sock)
+		require.ErrorIs(t, err, fs.ErrNotExist, "no socket is left behind")
+	}
+
+	require.NoError(t, os.Chmod(keys[0], 0o600))
+	s, err = New(t.Context(), cfg, nil)
+	require.NoError(t, err, "fixed as the message says, the server starts")
+	s.close()
+}
