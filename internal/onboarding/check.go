@@ -133,8 +133,29 @@ func expand(paths []string) ([]string, error) {
 	return out, nil
 }
 
-func (r *CheckReport) add(severity finding.Severity, path string, line int, format string, args ...any) {
-	f := finding.Finding{Severity: severity, Message: fmt.Sprintf(format, args...)}
+// The checks of onboarding check, named in its findings.
+const (
+	// CheckFile: the file parses as the server would read it.
+	CheckFile finding.CheckID = "file"
+	// CheckClass: the file's className is the server's.
+	CheckClass finding.CheckID = "class-name"
+	// CheckBootstrap: an https_spiffe file carries the partner's bundle.
+	CheckBootstrap finding.CheckID = "bootstrap-bundle"
+	// CheckSpec: what works but deserves attention in the spec.
+	CheckSpec finding.CheckID = "spec"
+	// CheckBundle: trustDomainBundle's entries are all usable.
+	CheckBundle finding.CheckID = "bundle"
+	// CheckBundleExpiry: trustDomainBundle's authorities are valid now
+	// and for a while.
+	CheckBundleExpiry finding.CheckID = "bundle-expiry"
+	// CheckDuplicate: one file per trust domain.
+	CheckDuplicate finding.CheckID = "duplicate-trust-domain"
+	// CheckClassNames: the files agree on className.
+	CheckClassNames finding.CheckID = "class-names"
+)
+
+func (r *CheckReport) add(check finding.CheckID, severity finding.Severity, path string, line int, format string, args ...any) {
+	f := finding.Finding{Check: check, Severity: severity, Message: fmt.Sprintf(format, args...)}
 	r.Findings = append(r.Findings, Finding{Finding: f, Path: path, Line: line})
 }
 
@@ -145,11 +166,11 @@ func (r *CheckReport) checkFile(path string, opts CheckOptions) (*File, CheckedF
 	cf.ClassName = class
 	if opts.ClassName != "" && class != "" && class != opts.ClassName {
 		cf.Status = finding.Skip
-		r.add(finding.Warn, path, 0, "skipped: its className %q is not %q, so a server with federation.class_name %q ignores this file", class, opts.ClassName, opts.ClassName)
+		r.add(CheckClass, finding.Warn, path, 0, "skipped: its className %q is not %q, so a server with federation.class_name %q ignores this file", class, opts.ClassName, opts.ClassName)
 		return nil, cf
 	}
 	for _, p := range problems {
-		r.add(finding.Fail, p.File, p.Line, "%s", p.Message)
+		r.add(CheckFile, finding.Fail, p.File, p.Line, "%s", p.Message)
 	}
 	if f == nil {
 		return nil, cf
@@ -164,9 +185,9 @@ func (r *CheckReport) checkFile(path string, opts CheckOptions) (*File, CheckedF
 		case strings.HasPrefix(w, bundleWarningPrefix):
 			// checkBundle reports these, at the bundle's line and clock.
 		case rel.Profile == profile.HTTPSSPIFFE && rel.TrustDomainBundle == nil && strings.Contains(w, "cannot authenticate the endpoint"):
-			r.add(finding.Fail, path, f.trustDomainLine, "https_spiffe without trustDomainBundle: %s; add the partner's bundle (treaty bundle show -format spiffe on their side) as trustDomainBundle", w)
+			r.add(CheckBootstrap, finding.Fail, path, f.trustDomainLine, "https_spiffe without trustDomainBundle: %s; add the partner's bundle (treaty bundle show -format spiffe on their side) as trustDomainBundle", w)
 		default:
-			r.add(finding.Warn, path, f.trustDomainLine, "%s", w)
+			r.add(CheckSpec, finding.Warn, path, f.trustDomainLine, "%s", w)
 		}
 	}
 	if f.bundleText != nil {
@@ -187,7 +208,7 @@ func (r *CheckReport) checkBundle(f *File, opts CheckOptions) {
 	}
 	for _, fd := range res.Findings {
 		if fd.Check != bundle.CheckExpiry { // checkAuthority judges validity
-			r.add(finding.Warn, f.Path, f.bundleLine, "%s%s", bundleWarningPrefix, fd.Message)
+			r.add(CheckBundle, finding.Warn, f.Path, f.bundleLine, "%s%s", bundleWarningPrefix, fd.Message)
 		}
 	}
 	for _, c := range res.Bundle.X509Authorities() {
@@ -201,13 +222,13 @@ func (r *CheckReport) checkAuthority(f *File, c *x509.Certificate, opts CheckOpt
 	at := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 	switch left := c.NotAfter.Sub(opts.Now); {
 	case left <= 0:
-		r.add(finding.Fail, f.Path, f.bundleLine, "%sauthority %q expired at %s (%s ago): a new partner cannot bootstrap from it; the partner must publish a fresh bundle (treaty bundle show -format spiffe on their side) and this file must carry it",
+		r.add(CheckBundleExpiry, finding.Fail, f.Path, f.bundleLine, "%sauthority %q expired at %s (%s ago): a new partner cannot bootstrap from it; the partner must publish a fresh bundle (treaty bundle show -format spiffe on their side) and this file must carry it",
 			bundleWarningPrefix, c.Subject, at(c.NotAfter), roughly(-left))
 	case opts.Now.Before(c.NotBefore):
-		r.add(finding.Warn, f.Path, f.bundleLine, "%sauthority %q is not valid until %s: nothing it signs verifies before then; check the clocks on both sides",
+		r.add(CheckBundleExpiry, finding.Warn, f.Path, f.bundleLine, "%sauthority %q is not valid until %s: nothing it signs verifies before then; check the clocks on both sides",
 			bundleWarningPrefix, c.Subject, at(c.NotBefore))
 	case left < opts.ExpiryWarning:
-		r.add(finding.Warn, f.Path, f.bundleLine, "%sauthority %q expires %s; ask the partner for a current bundle before then",
+		r.add(CheckBundleExpiry, finding.Warn, f.Path, f.bundleLine, "%sauthority %q expires %s; ask the partner for a current bundle before then",
 			bundleWarningPrefix, c.Subject, at(c.NotAfter))
 	}
 }
@@ -225,7 +246,7 @@ func roughly(d time.Duration) string {
 func (r *CheckReport) checkDuplicates(good []File) {
 	_, dups := dropDuplicates(good)
 	for _, p := range dups {
-		r.add(finding.Fail, p.File, p.Line, "%s", p.Message)
+		r.add(CheckDuplicate, finding.Fail, p.File, p.Line, "%s", p.Message)
 	}
 }
 
@@ -243,7 +264,7 @@ func (r *CheckReport) checkClassNames() {
 	slices.Sort(classes)
 	for _, f := range r.Files {
 		if f.ClassName != "" && f.Status != finding.Skip {
-			r.add(finding.Warn, f.Path, 0, "className %q: the files disagree (%s); a server applies only those of its own class_name and those without one",
+			r.add(CheckClassNames, finding.Warn, f.Path, 0, "className %q: the files disagree (%s); a server applies only those of its own class_name and those without one",
 				f.ClassName, strings.Join(classes, ", "))
 		}
 	}

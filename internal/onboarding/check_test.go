@@ -64,12 +64,13 @@ func TestCheckBootstrapBundle(t *testing.T) {
 		file     string
 		status   finding.Severity
 		severity finding.Severity
+		check    finding.CheckID
 		phrases  []string
 	}{
-		{"expired.yaml", finding.Fail, finding.Fail, []string{`authority "CN=spiffe://expired.test,O=corpus" expired at 2025-01-01T00:00:00Z (365 days ago)`, "a new partner cannot bootstrap from it", "the partner must publish a fresh bundle"}},
-		{"future.yaml", finding.Warn, finding.Warn, []string{"is not valid until 2027-01-01T00:00:00Z", "check the clocks"}},
-		{"foreign.yaml", finding.Warn, finding.Warn, []string{`keys[1] (x509-svid): certificate "CN=spiffe://other.test,O=corpus" names trust domain "other.test"`, `kept as an authority of "foreign.test"`}},
-		{"ignored.yaml", finding.Warn, finding.Warn, []string{`keys[1] (enc) ignored: unknown use "enc"`, `keys[2] (x509-svid) ignored: no certificate in "x5c"`}},
+		{"expired.yaml", finding.Fail, finding.Fail, CheckBundleExpiry, []string{`authority "CN=spiffe://expired.test,O=corpus" expired at 2025-01-01T00:00:00Z (365 days ago)`, "a new partner cannot bootstrap from it", "the partner must publish a fresh bundle"}},
+		{"future.yaml", finding.Warn, finding.Warn, CheckBundleExpiry, []string{"is not valid until 2027-01-01T00:00:00Z", "check the clocks"}},
+		{"foreign.yaml", finding.Warn, finding.Warn, CheckBundle, []string{`keys[1] (x509-svid): certificate "CN=spiffe://other.test,O=corpus" names trust domain "other.test"`, `kept as an authority of "foreign.test"`}},
+		{"ignored.yaml", finding.Warn, finding.Warn, CheckBundle, []string{`keys[1] (enc) ignored: unknown use "enc"`, `keys[2] (x509-svid) ignored: no certificate in "x5c"`}},
 	}
 	for _, tc := range cases {
 		t.Run(string(tc.status)+"/"+tc.file, func(t *testing.T) {
@@ -80,11 +81,11 @@ func TestCheckBootstrapBundle(t *testing.T) {
 			for _, phrase := range tc.phrases {
 				var hit bool
 				for _, f := range r.Findings {
-					if f.Severity == tc.severity && f.Line == 8 && strings.Contains(f.Message, phrase) {
+					if f.Check == tc.check && f.Severity == tc.severity && f.Line == 8 && strings.Contains(f.Message, phrase) {
 						hit = true
 					}
 				}
-				require.True(t, hit, "no %s at line 8 containing %q in %v", tc.severity, phrase, r.Findings)
+				require.True(t, hit, "no %s %s at line 8 containing %q in %v", tc.severity, tc.check, phrase, r.Findings)
 			}
 		})
 	}
