@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/treatyhq/treaty/internal/adminwire"
 	"github.com/treatyhq/treaty/internal/config"
 	"github.com/treatyhq/treaty/internal/profile"
 	"github.com/treatyhq/treaty/internal/server"
@@ -281,29 +282,20 @@ func (r *run) bootstrap(ctx context.Context) error {
 }
 
 // statusOf returns a domain's federation status as JSON.
-func (r *run) statusOf(ctx context.Context, d *domain) (map[string]statusRow, error) {
+func (r *run) statusOf(ctx context.Context, d *domain) (map[string]adminwire.RelationshipStatus, error) {
 	var stdout, stderr bytes.Buffer
 	if code := r.cfg.CLI(ctx, []string{"federation", "status", "-socketPath", d.adminSocket, "-output", "json"}, &stdout, &stderr); code != 0 {
 		return nil, errors.New(strings.TrimSpace(stderr.String()))
 	}
-	var st struct {
-		Relationships []statusRow `json:"relationships"`
-	}
+	var st adminwire.StatusResponse
 	if err := json.Unmarshal(stdout.Bytes(), &st); err != nil {
 		return nil, err
 	}
-	out := map[string]statusRow{}
+	out := map[string]adminwire.RelationshipStatus{}
 	for _, row := range st.Relationships {
 		out[row.TrustDomain] = row
 	}
 	return out, nil
-}
-
-type statusRow struct {
-	TrustDomain string  `json:"trust_domain"`
-	State       string  `json:"state"`
-	Sequence    float64 `json:"sequence"`
-	LastError   string  `json:"last_error"`
 }
 
 // waitFederated waits until each side has fetched the other's bundle.
@@ -311,7 +303,7 @@ func (r *run) waitFederated(ctx context.Context) error {
 	r.heading("Both sides fetch each other's bundle from the bundle endpoints")
 	for _, pair := range [][2]*domain{{r.alpha, r.beta}, {r.beta, r.alpha}} {
 		d, partner := pair[0], pair[1]
-		var last statusRow
+		var last adminwire.RelationshipStatus
 		err := poll(ctx, 20*time.Second, func() (bool, error) {
 			st, err := r.statusOf(ctx, d)
 			if err != nil {
@@ -323,7 +315,7 @@ func (r *run) waitFederated(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%s never fetched %s's bundle (state %q: %s): %w", d.name, partner.name, last.State, last.LastError, err)
 		}
-		r.say("    %s holds %s's bundle (sequence %.0f), fetched over %s", d.name, partner.name, last.Sequence, partner.endpointURL)
+		r.say("    %s holds %s's bundle (sequence %d), fetched over %s", d.name, partner.name, last.Sequence, partner.endpointURL)
 	}
 	return nil
 }
