@@ -1,12 +1,20 @@
 package e2e
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -93,8 +101,8 @@ func TestBundleSetExplainsBadInput(t *testing.T) {
 	}{
 		{"fail/not json", write("a.json", "hello"), "spiffe", "spiffe://beta.test", "not a JSON object"},
 		{"fail/no keys", write("b.json", `{"keys":[]}`), "spiffe", "spiffe://beta.test", "no usable keys"},
-		{"fail/trust domain mismatch", write("c.json", partnerDoc), "spiffe", "spiffe://gamma.test", `belongs to trust domain "beta.test"`},
-		{"fail/pem without certificate", write("d.pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), "pem", "spiffe://beta.test", "no CERTIFICATE block"},
+		{"fail/leaf only", write("c.json", leafBundle(t, "beta.test")), "spiffe", "spiffe://beta.test", "is not a CA certificate"},
+		{"fail/pem without certificate", write("d.pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), "pem", "spiffe://beta.test", "PEM block 1 ignored: is a PUBLIC KEY; only CERTIFICATE blocks are used"},
 		{"fail/json given as pem", write("e.json", partnerDoc), "pem", "spiffe://beta.test", "use -format spiffe"},
 		{"fail/own trust domain", write("f.json", s.treaty("bundle", "show", "-format", "spiffe")), "spiffe", "spiffe://alpha.test", "own trust domain"},
 	}
@@ -106,6 +114,13 @@ func TestBundleSetExplainsBadInput(t *testing.T) {
 		})
 	}
 	require.Equal(t, "1 bundle\n", s.treaty("bundle", "count"), "failed sets store nothing")
+
+	// SPIFFE Federation §5.1, Trust Domain and Bundle §3: the bundle belongs
+	// to the trust domain it is set for, whatever its certificates name.
+	_, stderr, err := s.treatyErr("bundle", "set", "-id", "spiffe://gamma.test", "-path", write("g.json", partnerDoc), "-format", "spiffe")
+	require.NoError(t, err)
+	require.Contains(t, stderr, `names trust domain "beta.test" in its URI SAN; it is kept as an authority of "gamma.test"`)
+	require.Equal(t, "bundle deleted.\n", s.treaty("bundle", "delete", "-id", "spiffe://gamma.test"))
 
 	require.Equal(t, "bundle set.\n", s.treaty("bundle", "set", "-id", "spiffe://beta.test", "-path", write("ok.json", partnerDoc), "-format", "spiffe"))
 	require.Equal(t, "2 bundles\n", s.treaty("bundle", "count"))
@@ -141,4 +156,23 @@ func TestBadConfigStartsNothing(t *testing.T) {
 
 func parseDoc(td, doc string) (*spiffebundle.Bundle, error) {
 	return spiffebundle.Parse(spiffeid.RequireTrustDomainFromString(td), []byte(doc))
+}
+
+// leafBundle is a bundle of td whose only x509-svid entry is a leaf
+// certificate, which a client ignores (SPIFFE X509-SVID §4.1).
+func leafBundle(t *testing.T, td string) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	id, err := url.Parse("spiffe://" + td + "/workload")
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{id}, BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	require.NoError(t, err)
+	b64 := base64.RawURLEncoding.EncodeToString
+	x, y := make([]byte, 32), make([]byte, 32)
+	key.X.FillBytes(x)
+	key.Y.FillBytes(y)
+	return fmt.Sprintf(`{"keys":[{"use":"x509-svid","kty":"EC","crv":"P-256","x":%q,"y":%q,"x5c":[%q]}]}`, b64(x), b64(y), base64.StdEncoding.EncodeToString(der))
 }
