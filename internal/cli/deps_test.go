@@ -43,9 +43,8 @@ var stillLinked = map[string]struct {
 	why string
 }{
 	"internal/federation": {
-		via: []string{"internal/onboarding", "internal/probe"},
-		why: "onboarding check parses files into federation.Relationship, and probe gives federation's advice for an SVID on https_web (SVIDOnWeb); " +
-			"moving the relationship vocabulary and that advice out of federation removes this",
+		via: []string{"internal/onboarding"},
+		why: "onboarding check parses files into federation.Relationship; moving the relationship vocabulary out of federation removes this",
 	},
 	"internal/datastore": {
 		via: []string{"internal/onboarding", "internal/federation"},

@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/profile"
 )
 
 // Reason classifies why a fetch failed, for status, metrics and the advice
@@ -266,7 +267,7 @@ func (a *attempt) webCertFailure(err error) *FetchError {
 	chain := ve.UnverifiedCertificates
 	he, nameMismatch := errors.AsType[x509.HostnameError](ve.Err)
 	if id, ok := spiffeIDOf(chain[0]); ok && (nameMismatch || !webTrusted(chain, a.cfg.RootCAs)) {
-		detail, fix := SVIDOnWeb(id)
+		detail, fix := profile.SVIDOnWeb(id)
 		return a.fail(ReasonSVIDOnWeb, detail, fix, err)
 	}
 	if nameMismatch {
@@ -282,16 +283,6 @@ func (a *attempt) webCertFailure(err error) *FetchError {
 			"if the partner uses a private or enterprise CA, add its root certificate to federation.ca_file in the server config; otherwise a TLS-intercepting proxy may be in the path", err)
 	}
 	return a.fail(ReasonTLSHandshake, "the endpoint's certificate is not valid: "+ve.Err.Error(), "ask the partner to fix the endpoint's certificate", err)
-}
-
-// SVIDOnWeb says what an https_web relationship's endpoint is when it
-// presents the X509-SVID id instead of a web certificate for its host, and
-// what to do. The fetcher (and so federation status and doctor) and probe
-// use these same words.
-func SVIDOnWeb(id spiffeid.ID) (detail, fix string) {
-	return fmt.Sprintf("this endpoint presents an X509-SVID for %s, not a web certificate for its host: it is an https_spiffe endpoint", id),
-		fmt.Sprintf("use bundleEndpointProfile https_spiffe with endpointSpiffeID %s, bootstrapped with the partner's bundle (treaty federation update -trustDomain %s -bundleEndpointProfile https_spiffe -endpointSpiffeID %s -trustDomainBundlePath FILE, where FILE is treaty bundle show -format spiffe on their side)",
-			id, id.TrustDomain().Name(), id)
 }
 
 const fixExpired = "the partner must renew it; if the dates look wrong, check the clocks on both sides"

@@ -23,7 +23,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/finding"
 	"github.com/treatyhq/treaty/internal/profile"
 )
@@ -213,7 +212,7 @@ func (p *prober) detectProfile() {
 			p.cfg.TrustDomain = id.TrustDomain()
 		}
 		if p.cfg.Profile == string(profile.HTTPSWeb) {
-			detail, fix := federation.SVIDOnWeb(id)
+			detail, fix := profile.SVIDOnWeb(id)
 			p.add("profile", finding.Fail, fix, "%s", detail)
 			return
 		}

@@ -3,6 +3,7 @@ package profile
 import (
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 )
 
@@ -32,4 +33,11 @@ func TestParse(t *testing.T) {
 			require.Equal(t, tc.want, got)
 		})
 	}
+}
+
+func TestSVIDOnWeb(t *testing.T) {
+	detail, fix := SVIDOnWeb(spiffeid.RequireFromString("spiffe://beta.test/spire/server"))
+	require.Equal(t, "this endpoint presents an X509-SVID for spiffe://beta.test/spire/server, not a web certificate for its host: it is an https_spiffe endpoint", detail)
+	require.Contains(t, fix, "use bundleEndpointProfile https_spiffe with endpointSpiffeID spiffe://beta.test/spire/server")
+	require.Contains(t, fix, "treaty federation update -trustDomain beta.test -bundleEndpointProfile https_spiffe -endpointSpiffeID spiffe://beta.test/spire/server")
 }
