@@ -43,15 +43,15 @@ func Check(d Dir) (shared bool, err error) {
 	if err := checkLinks(d); err != nil {
 		return false, err
 	}
-	real, err := filepath.EvalSymlinks(d.Path)
+	resolved, err := filepath.EvalSymlinks(d.Path)
 	if err != nil {
 		return false, fmt.Errorf("%s %s: %w", d.Name, d.Path, err)
 	}
-	info, err := os.Stat(real)
+	info, err := os.Stat(resolved)
 	if err != nil {
 		return false, fmt.Errorf("%s %s: %w", d.Name, d.Path, err)
 	}
-	if err := checkOwner(d, real, info); err != nil {
+	if err := checkOwner(d, resolved, info); err != nil {
 		return false, err
 	}
 	if writableByOthers(info) {
@@ -61,7 +61,7 @@ func Check(d Dir) (shared bool, err error) {
 		}
 		shared = true
 	}
-	return shared, checkParents(d, real)
+	return shared, checkParents(d, resolved)
 }
 
 // checkParents checks every directory above dir, up to the root.
