@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"math"
 	"strconv"
 	"strings"
@@ -23,10 +24,7 @@ import (
 type jwk map[string]any
 
 func (k jwk) with(member string, v any) jwk {
-	out := jwk{}
-	for m, val := range k {
-		out[m] = val
-	}
+	out := maps.Clone(k)
 	if v == nil {
 		delete(out, member)
 	} else {

@@ -160,7 +160,14 @@ func requireBundle(t *testing.T, conn net.Conn, doc []byte) {
 
 // roundTrip writes a raw HTTP/1.1 request on conn and reads the response,
 // within 5 seconds.
-func roundTrip(t *testing.T, conn net.Conn, raw string) (*http.Response, string) {
+// reply is an HTTP/1.1 response read off a raw connection, body read and
+// closed.
+type reply struct {
+	StatusCode int
+	Header     http.Header
+}
+
+func roundTrip(t *testing.T, conn net.Conn, raw string) (reply, string) {
 	t.Helper()
 	require.NoError(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
 	_, err := io.WriteString(conn, raw)
@@ -170,7 +177,7 @@ func roundTrip(t *testing.T, conn net.Conn, raw string) (*http.Response, string)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	return resp, string(body)
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header}, string(body)
 }
 
 // closeAndWait half-closes conn and waits, at most 5 seconds, for the

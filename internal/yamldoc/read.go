@@ -81,8 +81,8 @@ func Read(file string, data []byte, opts Options) (d *Document, root *yaml.Node)
 			d.Add(0, "", "cannot read the file as YAML: %v", r)
 		}
 	}()
-	if max := cmp.Or(opts.MaxSize, DefaultMaxSize); len(data) > max {
-		d.Add(0, "", "the file is larger than %d bytes%s", max, clause(opts.TooLarge))
+	if limit := cmp.Or(opts.MaxSize, DefaultMaxSize); len(data) > limit {
+		d.Add(0, "", "the file is larger than %d bytes%s", limit, clause(opts.TooLarge))
 		return d, nil
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))

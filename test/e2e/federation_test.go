@@ -95,7 +95,7 @@ func TestTwoServersFederate(t *testing.T) {
 	betaSeq := sequence(t, parseSPIFFE(t, "beta.test", beta.treaty("bundle", "show", "-format", "spiffe")))
 	alpha.treaty("federation", "refresh", "-id", "beta.test")
 	st := federationStatus(t, alpha, "beta.test")
-	require.Equal(t, uint64(betaSeq), st.Sequence)
+	require.Equal(t, betaSeq, st.Sequence)
 	held := parseSPIFFE(t, "beta.test", alpha.treaty("bundle", "list", "-id", "spiffe://beta.test", "-format", "spiffe"))
 	require.Len(t, held.X509Authorities(), 2)
 

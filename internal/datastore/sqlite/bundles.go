@@ -115,7 +115,7 @@ func (s *Store) SetFederatedBundle(ctx context.Context, b datastore.Bundle) erro
 		return fmt.Errorf("store bundle for %q: %w", b.TrustDomain.Name(), err)
 	}
 	wctx := context.WithoutCancel(ctx) // see group.do
-	return s.writes.do(func(tx *sql.Tx) error { return upsertFederated(wctx, tx, b) })
+	return s.writes.do(wctx, func(tx *sql.Tx) error { return upsertFederated(wctx, tx, b) })
 }
 
 // DeleteFederatedBundle removes the bundle of trust domain td; it returns an

@@ -40,7 +40,7 @@ const maxGroup = 256
 // that was interrupted halfway would abort the shared transaction, so the
 // writes given to do use a context without cancellation (they are short,
 // and SQLite's busy timeout bounds the wait for the lock).
-func (g *group) do(fn func(*sql.Tx) error) error {
+func (g *group) do(ctx context.Context, fn func(*sql.Tx) error) error {
 	w := &write{fn: fn, done: make(chan error, 1), lead: make(chan struct{})}
 	g.mu.Lock()
 	g.pending = append(g.pending, w)
@@ -55,20 +55,20 @@ func (g *group) do(fn func(*sql.Tx) error) error {
 		g.leading = true
 		g.mu.Unlock()
 	}
-	g.commitNext()
+	g.commitNext(ctx)
 	return <-w.done
 }
 
 // commitNext commits the pending writes (this caller's among them), then
 // hands leadership to the first write still waiting, if any.
-func (g *group) commitNext() {
+func (g *group) commitNext(ctx context.Context) {
 	g.mu.Lock()
 	n := min(len(g.pending), maxGroup)
 	batch := g.pending[:n:n]
 	g.pending = g.pending[n:]
 	g.mu.Unlock()
 
-	g.commit(batch)
+	g.commit(ctx, batch)
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -80,8 +80,8 @@ func (g *group) commitNext() {
 }
 
 // commit runs batch in one transaction and tells every write its outcome.
-func (g *group) commit(batch []*write) {
-	errs, err := g.run(batch)
+func (g *group) commit(ctx context.Context, batch []*write) {
+	errs, err := g.run(ctx, batch)
 	for i, w := range batch {
 		if err != nil {
 			w.done <- err
@@ -92,9 +92,11 @@ func (g *group) commit(batch []*write) {
 }
 
 // run applies batch, each write in a savepoint, and commits. It returns
-// each write's own error, or an error that applies to all of them.
-func (g *group) run(batch []*write) ([]error, error) {
-	ctx := context.Background() // see do: the writes outlive their callers' contexts
+// each write's own error, or an error that applies to all of them. The
+// transaction keeps ctx's values but not its cancellation: it carries other
+// callers' writes too (see do).
+func (g *group) run(ctx context.Context, batch []*write) ([]error, error) {
+	ctx = context.WithoutCancel(ctx)
 	tx, err := g.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("begin transaction: %w", err)
@@ -131,7 +133,7 @@ func inSavepoint(ctx context.Context, tx *sql.Tx, fn func(*sql.Tx) error) error 
 	}
 	if err := fn(tx); err != nil {
 		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO w"); rerr != nil {
-			return &txError{fmt.Errorf("roll back a failed write (%v): %w", err, rerr)}
+			return &txError{fmt.Errorf("roll back a failed write (%w): %w", err, rerr)}
 		}
 		if _, rerr := tx.ExecContext(ctx, "RELEASE w"); rerr != nil {
 			return &txError{fmt.Errorf("release savepoint: %w", rerr)}

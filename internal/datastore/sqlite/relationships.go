@@ -105,7 +105,7 @@ func (s *Store) CreateRelationships(ctx context.Context, rels []datastore.Relati
 				return err
 			}})
 		}
-		got, err := s.writes.run(batch)
+		got, err := s.writes.run(wctx, batch)
 		for i := lo; i < hi; i++ {
 			if err != nil {
 				errs[i], stored[i] = err, false
