@@ -47,52 +47,40 @@ type handler struct {
 	observe func(code int, d time.Duration) // nil: not measured
 }
 
-// statusRecorder remembers the status code written.
-type statusRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	s.code = code
-	s.ResponseWriter.WriteHeader(code)
-}
-
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.observe == nil {
 		h.serve(w, r)
 		return
 	}
 	start := time.Now()
-	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
-	h.serve(rec, r)
-	h.observe(rec.code, time.Since(start))
+	code := h.serve(w, r)
+	h.observe(code, time.Since(start))
 }
 
-func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
+// serve answers r and returns the status code it wrote, so that observe
+// needs no wrapper around w, allocated for every request, to learn it.
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) int {
 	// The method first: CONNECT and "OPTIONS *" name no path.
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
+		return fail(w, "method not allowed", http.StatusMethodNotAllowed)
 	}
 	if r.URL.Path != "/" {
-		http.Error(w, "not found: the bundle is served at /", http.StatusNotFound)
-		return
+		return fail(w, "not found: the bundle is served at /", http.StatusNotFound)
 	}
 	if h.limiter != nil && !h.limiter.allow(clientOfRemote(r.RemoteAddr)) {
 		w.Header().Set("Retry-After", "1")
-		http.Error(w, "too many requests", http.StatusTooManyRequests)
-		return
+		return fail(w, "too many requests", http.StatusTooManyRequests)
 	}
 	resp := h.current.Load()
-	// Canonical keys assigned directly: no per-request allocation.
+	// Canonical keys assigned directly: no per-request allocation. A 304
+	// carries ETag and Cache-Control too (RFC 9110, section 15.4.5).
 	hdr := w.Header()
 	hdr["Etag"] = resp.etagValue
 	hdr["Cache-Control"] = noCache
 	if inm := r.Header["If-None-Match"]; len(inm) > 0 && etagMatches(inm[0], resp.etag) {
 		w.WriteHeader(http.StatusNotModified)
-		return
+		return http.StatusNotModified
 	}
 	hdr["Content-Type"] = jsonType
 	hdr["Content-Length"] = resp.lengthValue
@@ -100,10 +88,20 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(resp.body)
 	}
+	return http.StatusOK
+}
+
+// fail answers with http.Error and returns code.
+func fail(w http.ResponseWriter, msg string, code int) int {
+	http.Error(w, msg, code)
+	return code
 }
 
 // etagMatches implements the weak comparison of RFC 9110, section 13.1.2.
 func etagMatches(header, etag string) bool {
+	if header == etag {
+		return true // the usual case: the one tag a client was given
+	}
 	for candidate := range strings.SplitSeq(header, ",") {
 		candidate = strings.TrimPrefix(strings.TrimSpace(candidate), "W/")
 		if candidate == etag || candidate == "*" {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,7 +52,23 @@ type Server struct {
 	registry *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	http     *http.Server
+	// byCode holds the request metrics of each status code seen (index:
+	// the code minus minCode), so that a request looks up no label.
+	byCode [maxCode - minCode + 1]atomic.Pointer[codeMetrics]
+	http   *http.Server
+}
+
+// The status codes byCode holds; others are looked up for each request.
+const (
+	minCode = 100
+	maxCode = 599
+)
+
+// codeMetrics are the bundle endpoint's request metrics for one status
+// code.
+type codeMetrics struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
 }
 
 // New builds the server and its registry.
@@ -101,11 +118,32 @@ func New(cfg Config) *Server {
 }
 
 // ObserveRequest records one bundle endpoint request; it is the bundle
-// endpoint's observer hook.
+// endpoint's observer hook, safe for concurrent use.
 func (s *Server) ObserveRequest(code int, d time.Duration) {
+	m := s.codeMetrics(code)
+	m.requests.Inc()
+	m.latency.Observe(d.Seconds())
+}
+
+// codeMetrics returns the request metrics of code, resolved on its first
+// request: a code's series appear once a request has had it. Two requests
+// resolving the same code at once get the same metrics.
+func (s *Server) codeMetrics(code int) *codeMetrics {
+	if code < minCode || code > maxCode {
+		return s.resolveCode(code)
+	}
+	p := &s.byCode[code-minCode]
+	if m := p.Load(); m != nil {
+		return m
+	}
+	m := s.resolveCode(code)
+	p.Store(m)
+	return m
+}
+
+func (s *Server) resolveCode(code int) *codeMetrics {
 	c := strconv.Itoa(code)
-	s.requests.WithLabelValues(c).Inc()
-	s.latency.WithLabelValues(c).Observe(d.Seconds())
+	return &codeMetrics{requests: s.requests.WithLabelValues(c), latency: s.latency.WithLabelValues(c)}
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {

@@ -70,3 +70,33 @@ func TestHealthAndReadiness(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "no active X.509 authority")
 }
+
+func TestObserveRequest(t *testing.T) {
+	s := New(Config{})
+	for _, code := range []int{200, 200, 200, 304, 429, 99, 600} {
+		s.ObserveRequest(code, time.Millisecond)
+	}
+	_, body := get(t, s.http.Handler, "/metrics")
+	for _, want := range []string{
+		`treaty_bundle_endpoint_requests_total{code="200"} 3`,
+		`treaty_bundle_endpoint_requests_total{code="304"} 1`,
+		`treaty_bundle_endpoint_requests_total{code="429"} 1`,
+		`treaty_bundle_endpoint_requests_total{code="99"} 1`,
+		`treaty_bundle_endpoint_requests_total{code="600"} 1`,
+		`treaty_bundle_endpoint_request_duration_seconds_count{code="200"} 3`,
+		`treaty_bundle_endpoint_request_duration_seconds_bucket{code="304",le="0.001"} 1`,
+	} {
+		require.Contains(t, body, want)
+	}
+	require.NotContains(t, body, `code="404"`, "a code no request had has no series")
+}
+
+// BenchmarkObserveRequest measures the bundle endpoint's metrics hook,
+// called once per request.
+func BenchmarkObserveRequest(b *testing.B) {
+	s := New(Config{})
+	b.ReportAllocs()
+	for b.Loop() {
+		s.ObserveRequest(200, 300*time.Microsecond)
+	}
+}
