@@ -67,26 +67,45 @@ func (h *harness) withServers(ctx context.Context, fn func(*servers) error) erro
 func (h *harness) throughput(ctx context.Context) error {
 	return h.withServers(ctx, func(s *servers) error {
 		sec := h.res.section("1. Bundle endpoint GET throughput (16 keep-alive connections)",
-			"server", "requests/s", "p50", "p99", "errors")
-		sec.Note = fmt.Sprintf("%s per server in five interleaved slices, HTTP/1.1 keep-alive, the same %d-byte bundle. treaty and SPIRE use https_spiffe; the bare server is Go net/http with a P-256 certificate returning the bytes from memory.", h.cfg.duration, len(s.body))
-		rates := map[string]float64{}
-		targets := []target{{"treaty", "https://" + s.treaty.addr}, {"SPIRE", "https://" + s.spire.addr}, {"bare Go HTTPS", "https://" + s.bare.addr}}
+			"server", "requests/s", "p50", "p99", "errors", "server CPU/request")
+		sec.Note = fmt.Sprintf("%s per server in five interleaved slices, HTTP/1.1 keep-alive, the same %d-byte bundle. treaty and SPIRE use https_spiffe; the bare server is Go net/http with a P-256 certificate returning the bytes from memory. Server CPU/request is the server process's CPU time during its slices per request answered.", h.cfg.duration, len(s.body))
+		targets := s.targets()
 		res, err := interleaved(ctx, targets, loadOpts{conns: 16, duration: h.cfg.duration})
 		if err != nil {
 			return err
 		}
 		for _, t := range targets {
 			r := res[t.name]
-			rates[t.name] = r.PerSecond
 			sec.Data[t.name] = r
-			sec.row(t.name, fmt.Sprintf("%.0f", r.PerSecond), ms(r.P50), ms(r.P99), fmt.Sprint(r.Errors))
-			logf("   %s: %.0f req/s", t.name, r.PerSecond)
+			sec.row(t.name, fmt.Sprintf("%.0f", r.PerSecond), ms(r.P50), ms(r.P99), fmt.Sprint(r.Errors), micros(r.ServerCPUPerRequest))
+			logf("   %s: %.0f req/s, %s server CPU/request", t.name, r.PerSecond, micros(r.ServerCPUPerRequest))
 		}
-		vsSPIRE, vsBare := rates["treaty"]/rates["SPIRE"], rates["treaty"]/rates["bare Go HTTPS"]
+		vsSPIRE, vsBare := res["treaty"].PerSecond/res["SPIRE"].PerSecond, res["treaty"].PerSecond/res[bareName].PerSecond
 		sec.check("treaty ≥ 3× SPIRE", vsSPIRE, "%.2f×", vsSPIRE >= 3)
 		sec.check("treaty ≥ 0.9× bare", vsBare, "%.2f×", vsBare >= 0.9)
+		cpuVsBare(sec, res)
 		return nil
 	})
+}
+
+// bareName names the bare server in the keep-alive sections.
+const bareName = "bare Go HTTPS"
+
+// targets are the three servers of the keep-alive sections, the bare one
+// last.
+func (s *servers) targets() []target {
+	return []target{
+		{name: "treaty", url: "https://" + s.treaty.addr, proc: s.treaty},
+		{name: "SPIRE", url: "https://" + s.spire.addr, proc: s.spire},
+		{name: bareName, url: "https://" + s.bare.addr, proc: s.bare.proc},
+	}
+}
+
+// cpuVsBare checks treaty's server CPU per request against the bare
+// server's, the cost of each request without the load generator's share.
+func cpuVsBare(sec *section, res map[string]loadResult) {
+	ratio := float64(res["treaty"].ServerCPUPerRequest) / float64(res[bareName].ServerCPUPerRequest)
+	sec.check("treaty server CPU/request vs bare (no target)", ratio, "%.2f×", true)
 }
 
 func (h *harness) handshakes(ctx context.Context) error {
@@ -96,8 +115,8 @@ func (h *harness) handshakes(ctx context.Context) error {
 		d := h.cfg.duration / 2
 		sec.Note = fmt.Sprintf("%s per server in five interleaved slices; every key is EC P-256.", d)
 		rates := map[string]float64{}
-		targets := []target{{"treaty https_spiffe", "https://" + s.treaty.addr}, {"treaty https_web", "https://" + s.treatyWeb.addr},
-			{"SPIRE https_spiffe", "https://" + s.spire.addr}, {"bare Go HTTPS web certificate", "https://" + s.bare.addr}}
+		targets := []target{{name: "treaty https_spiffe", url: "https://" + s.treaty.addr}, {name: "treaty https_web", url: "https://" + s.treatyWeb.addr},
+			{name: "SPIRE https_spiffe", url: "https://" + s.spire.addr}, {name: "bare Go HTTPS web certificate", url: "https://" + s.bare.addr}}
 		res, err := interleaved(ctx, targets, loadOpts{conns: 16, duration: d, newConn: true})
 		if err != nil {
 			return err
@@ -127,24 +146,26 @@ func (h *harness) handshakes(ctx context.Context) error {
 func (h *harness) conditional(ctx context.Context) error {
 	return h.withServers(ctx, func(s *servers) error {
 		sec := h.res.section("3. Conditional GET (If-None-Match, 16 keep-alive connections)",
-			"server", "requests/s", "304 answers", "p50", "p99")
+			"server", "requests/s", "304 answers", "p50", "p99", "server CPU/request")
 		d := h.cfg.duration / 2
-		sec.Note = fmt.Sprintf("%s per server. SPIRE sends no ETag, so it answers every request with the full bundle.", d)
-		rates := map[string]float64{}
-		for _, t := range []struct{ name, url, etag string }{
-			{"treaty", "https://" + s.treaty.addr, s.etag}, {"SPIRE", "https://" + s.spire.addr, s.etag}, {"bare Go HTTPS", "https://" + s.bare.addr, `"bare"`},
-		} {
-			res, err := interleaved(ctx, []target{{t.name, t.url}}, loadOpts{conns: 16, duration: d, ifNoneMatch: t.etag})
-			if err != nil {
-				return err
-			}
-			r := res[t.name]
-			rates[t.name] = r.PerSecond
-			sec.Data[t.name] = r
-			sec.row(t.name, fmt.Sprintf("%.0f", r.PerSecond), fmt.Sprint(r.NotChanged), ms(r.P50), ms(r.P99))
+		sec.Note = fmt.Sprintf("%s per server in five interleaved slices. SPIRE sends no ETag, so it answers every request with the full bundle. treaty's 304 carries ETag and Cache-Control (RFC 9110, section 15.4.5); the bare server's carries neither.", d)
+		targets := s.targets()
+		for i := range targets {
+			targets[i].ifNoneMatch = s.etag
 		}
-		sec.check("treaty vs bare (no target)", rates["treaty"]/rates["bare Go HTTPS"], "%.2f×", true)
-		sec.check("treaty vs SPIRE (no target)", rates["treaty"]/rates["SPIRE"], "%.2f×", true)
+		targets[len(targets)-1].ifNoneMatch = bareETag
+		res, err := interleaved(ctx, targets, loadOpts{conns: 16, duration: d})
+		if err != nil {
+			return err
+		}
+		for _, t := range targets {
+			r := res[t.name]
+			sec.Data[t.name] = r
+			sec.row(t.name, fmt.Sprintf("%.0f", r.PerSecond), fmt.Sprint(r.NotChanged), ms(r.P50), ms(r.P99), micros(r.ServerCPUPerRequest))
+		}
+		sec.check("treaty vs bare (no target)", res["treaty"].PerSecond/res[bareName].PerSecond, "%.2f×", true)
+		sec.check("treaty vs SPIRE (no target)", res["treaty"].PerSecond/res["SPIRE"].PerSecond, "%.2f×", true)
+		cpuVsBare(sec, res)
 		return nil
 	})
 }

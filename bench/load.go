@@ -25,6 +25,12 @@ type loadResult struct {
 	P50        time.Duration `json:"p50_ns"`
 	P99        time.Duration `json:"p99_ns"`
 	NotChanged int           `json:"not_modified"`
+	// ServerCPU is the CPU time the server's process used during the
+	// run, when known; ServerCPUPerRequest divides it by Requests. It
+	// depends much less than requests per second on what else the
+	// machine runs at that moment.
+	ServerCPU           time.Duration `json:"server_cpu_ns,omitempty"`
+	ServerCPUPerRequest time.Duration `json:"server_cpu_per_request_ns,omitempty"`
 }
 
 // loadOpts shape a load run.
@@ -110,8 +116,13 @@ func worker(ctx context.Context, o loadOpts) (lat []time.Duration, errs, notMod 
 	return lat, errs, notMod
 }
 
-// target is one server under load.
-type target struct{ name, url string }
+// target is one server under load: its process, when set, is measured for
+// CPU time, and ifNoneMatch, when set, replaces loadOpts's.
+type target struct {
+	name, url   string
+	proc        *proc
+	ifNoneMatch string
+}
 
 // rounds is how many slices each load run is cut into. The servers take
 // turns slice by slice, so a burst of noise on the shared machine hits
@@ -128,15 +139,27 @@ func interleaved(ctx context.Context, targets []target, o loadOpts) (map[string]
 		for _, t := range targets {
 			o := o
 			o.url, o.duration = t.url, slice
+			if t.ifNoneMatch != "" {
+				o.ifNoneMatch = t.ifNoneMatch
+			}
+			cpu0, err := t.cpuTime()
+			if err != nil {
+				return nil, err
+			}
 			r, all, err := loadRaw(ctx, o)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", t.name, err)
+			}
+			cpu1, err := t.cpuTime()
+			if err != nil {
+				return nil, err
 			}
 			acc := out[t.name]
 			acc.Requests += r.Requests
 			acc.Errors += r.Errors
 			acc.NotChanged += r.NotChanged
 			acc.Seconds += r.Seconds
+			acc.ServerCPU += cpu1 - cpu0
 			out[t.name] = acc
 			lat[t.name] = append(lat[t.name], all...)
 		}
@@ -146,9 +169,27 @@ func interleaved(ctx context.Context, targets []target, o loadOpts) (map[string]
 		slices.Sort(all)
 		acc.PerSecond = float64(acc.Requests) / acc.Seconds
 		acc.P50, acc.P99 = all[len(all)/2], all[len(all)*99/100]
+		acc.ServerCPUPerRequest = acc.ServerCPU / time.Duration(acc.Requests)
 		out[name] = acc
 	}
 	return out, nil
+}
+
+// cpuTime is the CPU time t's process has used, or 0 without a process.
+func (t target) cpuTime() (time.Duration, error) {
+	if t.proc == nil {
+		return 0, nil
+	}
+	cpu, err := t.proc.cpuTime()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", t.name, err)
+	}
+	return cpu, nil
+}
+
+// micros formats a duration in microseconds.
+func micros(d time.Duration) string {
+	return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond))
 }
 
 // get fetches url once (no verification) and returns the body and ETag.
@@ -196,6 +237,9 @@ type bareServer struct {
 	addr string
 	proc *proc
 }
+
+// bareETag is the bare server's entity tag.
+const bareETag = `"bare"`
 
 // quietLog drops the handshake errors that load runs end with.
 var quietLog = log.New(io.Discard, "", 0)
@@ -250,14 +294,13 @@ func serveBare(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	etag := `"bare"`
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("If-None-Match") == etag {
+		if r.Header.Get("If-None-Match") == bareETag {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("ETag", etag)
+		w.Header().Set("ETag", bareETag)
 		_, _ = w.Write(body)
 	})
 	srv := &http.Server{Addr: string(addr), Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: quietLog,
