@@ -150,9 +150,17 @@ func Parse(td spiffeid.TrustDomain, data []byte, opts Options) (*Result, error) 
 	return p.result()
 }
 
-func (p *parser) parseJSON(data []byte) {
+// fits refuses a document over MaxDocumentBytes before anything reads it.
+func (p *parser) fits(data []byte) bool {
 	if len(data) > MaxDocumentBytes {
 		p.problem(CheckFormat, "the document is %d bytes, over the limit of %d (1 MiB); a trust domain's bundle holds a handful of authorities", len(data), MaxDocumentBytes)
+		return false
+	}
+	return true
+}
+
+func (p *parser) parseJSON(data []byte) {
+	if !p.fits(data) {
 		return
 	}
 	var members map[string]json.RawMessage

@@ -20,8 +20,7 @@ func ParsePEM(td spiffeid.TrustDomain, data []byte, opts Options) (*Result, erro
 }
 
 func (p *parser) parsePEM(data []byte) {
-	if len(data) > MaxDocumentBytes {
-		p.problem(CheckFormat, "the document is %d bytes, over the limit of %d (1 MiB)", len(data), MaxDocumentBytes)
+	if !p.fits(data) {
 		return
 	}
 	var blocks []*pem.Block
