@@ -123,8 +123,9 @@ type Relationship struct {
 	UpdatedAt time.Time
 }
 
-// Selector is one attribute a workload must have for an entry to apply,
-// e.g. {Type: "unix", Value: "uid:1000"}.
+// Selector is one attribute of a workload or an agent, e.g. {Type: "unix",
+// Value: "uid:1000"}: an entry lists those a workload must have for it to
+// apply; node attestation gives an agent its own.
 type Selector struct {
 	Type  string
 	Value string
@@ -159,4 +160,43 @@ type Entry struct {
 	// RevisionNumber increases with every update.
 	RevisionNumber int64
 	CreatedAt      time.Time
+}
+
+// AttestedNode is an agent that attested to the server (SPIRE's attested
+// node): its SPIFFE ID, how it attested, the serial numbers of its
+// X509-SVIDs and the selectors attestation gave it.
+type AttestedNode struct {
+	SPIFFEID spiffeid.ID
+	// AttestationType names the node attestor that admitted the agent,
+	// e.g. "join_token" or "x509pop".
+	AttestationType string
+	// SerialNumber is the decimal serial number of the agent's current
+	// X509-SVID, as SPIRE stores it; empty means the agent is banned.
+	SerialNumber string
+	// NotAfter is when the current X509-SVID expires.
+	NotAfter time.Time
+	// NewSerialNumber and NewNotAfter describe the X509-SVID a renewal
+	// issued, until the agent first presents it and it becomes current;
+	// empty and zero otherwise.
+	NewSerialNumber string
+	NewNotAfter     time.Time
+	// CanReattest says whether the agent attests again to get a new SVID
+	// (x509pop) rather than renewing it (join_token).
+	CanReattest bool
+	Selectors   []Selector
+	// AgentVersion is the version the agent reported (PostStatus).
+	AgentVersion string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// Banned reports whether the node is banned. As in SPIRE, an agent without a
+// current serial number is refused whatever certificate it presents.
+func (n AttestedNode) Banned() bool { return n.SerialNumber == "" }
+
+// JoinToken is a single-use secret with which an agent attests through the
+// join_token attestor.
+type JoinToken struct {
+	Token     string
+	ExpiresAt time.Time
 }

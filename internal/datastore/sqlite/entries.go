@@ -231,12 +231,19 @@ func selectorsJSON(sel []datastore.Selector) []selectorJSON {
 // normalise sorts and de-duplicates an entry's sets, so equal entries are
 // stored alike.
 func normalise(e *datastore.Entry) {
-	slices.SortFunc(e.Selectors, func(a, b datastore.Selector) int {
-		return strings.Compare(a.Type+":"+a.Value, b.Type+":"+b.Value)
-	})
-	e.Selectors = slices.Compact(e.Selectors)
+	e.Selectors = sortSelectors(e.Selectors)
 	slices.Sort(e.FederatesWith)
 	e.FederatesWith = slices.Compact(e.FederatesWith)
+}
+
+// sortSelectors returns a sorted copy of sel without duplicates, so that
+// equal sets (of an entry or a node) are stored and compared alike.
+func sortSelectors(sel []datastore.Selector) []datastore.Selector {
+	sel = slices.Clone(sel)
+	slices.SortFunc(sel, func(a, b datastore.Selector) int {
+		return strings.Compare(a.Type+":"+a.Value, b.Type+":"+b.Value)
+	})
+	return slices.Compact(sel)
 }
 
 func selectorKey(sel []datastore.Selector) string {
