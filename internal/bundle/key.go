@@ -206,6 +206,10 @@ func decodeX5C(raw json.RawMessage) (*x509.Certificate, string) {
 
 // addX509 adds cert to the bundle if it can be an authority.
 func (p *parser) addX509(e entry, cert *x509.Certificate) {
+	if err := checkPublicKey(cert); err != nil {
+		p.ignore(e, CheckKeyType, finding.Fail, "%v", err)
+		return
+	}
 	if err := CheckX509Authority(cert); err != nil {
 		p.ignore(e, CheckCA, finding.Fail, "%v", err)
 		return
