@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
@@ -52,6 +53,10 @@ type Config struct {
 	Refresher     Refresher
 	// Entries, when set, serves the Entry API.
 	Entries EntryStore
+	// Agents, when set, serves the administrative calls of the Agent API
+	// (list, show, ban, evict agents; join tokens). A join token's alias
+	// entry goes to Entries.
+	Agents AgentStore
 	// Doctor, when set, serves treaty doctor's checks.
 	Doctor func(ctx context.Context) []finding.Finding
 	// Invites, when set, serves treaty's invite and join calls.
@@ -105,6 +110,9 @@ func New(cfg Config) (*Server, error) {
 	svidv1.RegisterSVIDServer(s.grpc, &svidService{ca: cfg.SVIDs})
 	if cfg.Entries != nil {
 		entryv1.RegisterEntryServer(s.grpc, &entryService{local: cfg.Bundle.TrustDomain(), store: cfg.Entries, bundles: cfg.Store, log: log})
+	}
+	if cfg.Agents != nil {
+		agentv1.RegisterAgentServer(s.grpc, &agentService{local: cfg.Bundle.TrustDomain(), store: cfg.Agents, entries: cfg.Entries, now: time.Now})
 	}
 	if cfg.Doctor != nil {
 		s.grpc.RegisterService(&doctorServiceDesc, &doctorService{run: cfg.Doctor})

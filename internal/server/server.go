@@ -238,6 +238,7 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		Relationships:  s.store,
 		Refresher:      federationView{Refresher: s.refresher, workload: s.workload, now: time.Now},
 		Entries:        s.store,
+		Agents:         s.store,
 		EndpointExpiry: s.endpointExpiry,
 		Changed:        s.workload.Refresh,
 		AuditLog:       auditWriter(s.auditFile),
