@@ -2,6 +2,7 @@ package agentapi
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,21 +13,21 @@ import (
 )
 
 var (
-	testTD    = spiffeid.RequireTrustDomainFromString("alpha.test")
-	testAgent = spiffeid.RequireFromString("spiffe://alpha.test/spire/agent/x509pop/abc")
-	testNow   = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	entryTD    = spiffeid.RequireTrustDomainFromString("alpha.test")
+	entryAgent = spiffeid.RequireFromString("spiffe://alpha.test/spire/agent/x509pop/abc")
+	entryNow   = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 )
 
-func sel(typ, value string) datastore.Selector { return datastore.Selector{Type: typ, Value: value} }
+func testSel(typ, value string) datastore.Selector { return datastore.Selector{Type: typ, Value: value} }
 
 // entry is a test entry parented to parent, for the SPIFFE ID path.
-func entry(id, parent, path string, selectors ...datastore.Selector) datastore.Entry {
+func testEntry(id, parent, path string, selectors ...datastore.Selector) datastore.Entry {
 	if len(selectors) == 0 {
-		selectors = []datastore.Selector{sel("unix", "uid:"+id)}
+		selectors = []datastore.Selector{testSel("unix", "uid:"+id)}
 	}
 	return datastore.Entry{
 		ID: id, ParentID: spiffeid.RequireFromString(parent), SPIFFEID: spiffeid.RequireFromString(path),
-		Selectors: selectors, RevisionNumber: 1, CreatedAt: testNow.Add(-time.Hour),
+		Selectors: selectors, RevisionNumber: 1, CreatedAt: entryNow.Add(-time.Hour),
 	}
 }
 
@@ -36,21 +37,21 @@ const (
 )
 
 func newTestIndex(entries ...datastore.Entry) *Index {
-	x := NewIndex(testTD, nil)
-	x.now = func() time.Time { return testNow }
+	x := NewIndex(entryTD, nil)
+	x.now = func() time.Time { return entryNow }
 	x.Rebuild(entries)
 	return x
 }
 
 func TestIndexAuthorized(t *testing.T) {
-	agentSelectors := []datastore.Selector{sel("x509pop", "subject:cn:node1"), sel("x509pop", "ca:fingerprint:ff")}
-	expired := entry("expired", testAgentStr, "spiffe://alpha.test/old")
-	expired.ExpiresAt = testNow.Add(-time.Second)
-	unexpired := entry("later", testAgentStr, "spiffe://alpha.test/later")
-	unexpired.ExpiresAt = testNow.Add(time.Hour)
-	expiredAlias := entry("alias", testServerStr, "spiffe://alpha.test/nodes/a", sel("x509pop", "subject:cn:node1"))
-	expiredAlias.ExpiresAt = testNow
-	noSelectorAlias := entry("alias", testServerStr, "spiffe://alpha.test/nodes/a")
+	agentSelectors := []datastore.Selector{testSel("x509pop", "subject:cn:node1"), testSel("x509pop", "ca:fingerprint:ff")}
+	expired := testEntry("expired", testAgentStr, "spiffe://alpha.test/old")
+	expired.ExpiresAt = entryNow.Add(-time.Second)
+	unexpired := testEntry("later", testAgentStr, "spiffe://alpha.test/later")
+	unexpired.ExpiresAt = entryNow.Add(time.Hour)
+	expiredAlias := testEntry("alias", testServerStr, "spiffe://alpha.test/nodes/a", testSel("x509pop", "subject:cn:node1"))
+	expiredAlias.ExpiresAt = entryNow
+	noSelectorAlias := testEntry("alias", testServerStr, "spiffe://alpha.test/nodes/a")
 	noSelectorAlias.Selectors = nil
 	tests := []struct {
 		name    string
@@ -58,91 +59,82 @@ func TestIndexAuthorized(t *testing.T) {
 		want    []string
 	}{
 		{"ok/direct parent", []datastore.Entry{
-			entry("b", testAgentStr, "spiffe://alpha.test/web"),
-			entry("a", testAgentStr, "spiffe://alpha.test/db"),
-			entry("c", "spiffe://alpha.test/spire/agent/other", "spiffe://alpha.test/web"),
+			testEntry("b", testAgentStr, "spiffe://alpha.test/web"),
+			testEntry("a", testAgentStr, "spiffe://alpha.test/db"),
+			testEntry("c", "spiffe://alpha.test/spire/agent/other", "spiffe://alpha.test/web"),
 		}, []string{"a", "b"}},
 		{"ok/node alias whose selectors are a subset", []datastore.Entry{
-			entry("alias", testServerStr, "spiffe://alpha.test/nodes/a", sel("x509pop", "subject:cn:node1")),
-			entry("w", "spiffe://alpha.test/nodes/a", "spiffe://alpha.test/web"),
+			testEntry("alias", testServerStr, "spiffe://alpha.test/nodes/a", testSel("x509pop", "subject:cn:node1")),
+			testEntry("w", "spiffe://alpha.test/nodes/a", "spiffe://alpha.test/web"),
 		}, []string{"w"}},
 		{"ok/node alias with all the agent's selectors", []datastore.Entry{
-			entry("alias", testServerStr, "spiffe://alpha.test/nodes/a", agentSelectors...),
-			entry("w", "spiffe://alpha.test/nodes/a", "spiffe://alpha.test/web"),
+			testEntry("alias", testServerStr, "spiffe://alpha.test/nodes/a", agentSelectors...),
+			testEntry("w", "spiffe://alpha.test/nodes/a", "spiffe://alpha.test/web"),
 		}, []string{"w"}},
 		{"none/node alias whose selectors are a superset", []datastore.Entry{
-			entry("alias", testServerStr, "spiffe://alpha.test/nodes/a", append([]datastore.Selector{sel("x509pop", "serialnumber:01")}, agentSelectors...)...),
-			entry("w", "spiffe://alpha.test/nodes/a", "spiffe://alpha.test/web"),
+			testEntry("alias", testServerStr, "spiffe://alpha.test/nodes/a", append([]datastore.Selector{testSel("x509pop", "serialnumber:01")}, agentSelectors...)...),
+			testEntry("w", "spiffe://alpha.test/nodes/a", "spiffe://alpha.test/web"),
 		}, nil},
 		{"none/node alias without selectors", []datastore.Entry{
 			noSelectorAlias,
-			entry("w", "spiffe://alpha.test/nodes/a", "spiffe://alpha.test/web"),
+			testEntry("w", "spiffe://alpha.test/nodes/a", "spiffe://alpha.test/web"),
 		}, nil},
 		{"none/expired node alias", []datastore.Entry{
 			expiredAlias,
-			entry("w", "spiffe://alpha.test/nodes/a", "spiffe://alpha.test/web"),
+			testEntry("w", "spiffe://alpha.test/nodes/a", "spiffe://alpha.test/web"),
 		}, nil},
 		{"ok/descendants two levels down", []datastore.Entry{
-			entry("1", testAgentStr, "spiffe://alpha.test/k8s/node"),
-			entry("2", "spiffe://alpha.test/k8s/node", "spiffe://alpha.test/k8s/pod"),
-			entry("3", "spiffe://alpha.test/k8s/pod", "spiffe://alpha.test/k8s/sidecar"),
-			entry("4", "spiffe://alpha.test/elsewhere", "spiffe://alpha.test/k8s/other"),
+			testEntry("1", testAgentStr, "spiffe://alpha.test/k8s/node"),
+			testEntry("2", "spiffe://alpha.test/k8s/node", "spiffe://alpha.test/k8s/pod"),
+			testEntry("3", "spiffe://alpha.test/k8s/pod", "spiffe://alpha.test/k8s/sidecar"),
+			testEntry("4", "spiffe://alpha.test/elsewhere", "spiffe://alpha.test/k8s/other"),
 		}, []string{"1", "2", "3"}},
 		{"ok/cycle ends", []datastore.Entry{
-			entry("1", testAgentStr, "spiffe://alpha.test/a"),
-			entry("2", "spiffe://alpha.test/a", "spiffe://alpha.test/b"),
-			entry("3", "spiffe://alpha.test/b", "spiffe://alpha.test/a"),
-			entry("4", "spiffe://alpha.test/a", "spiffe://alpha.test/a"),
+			testEntry("1", testAgentStr, "spiffe://alpha.test/a"),
+			testEntry("2", "spiffe://alpha.test/a", "spiffe://alpha.test/b"),
+			testEntry("3", "spiffe://alpha.test/b", "spiffe://alpha.test/a"),
+			testEntry("4", "spiffe://alpha.test/a", "spiffe://alpha.test/a"),
 		}, []string{"1", "2", "3", "4"}},
 		{"ok/expired entry and what hangs under it left out", []datastore.Entry{
 			expired, unexpired,
-			entry("child", "spiffe://alpha.test/old", "spiffe://alpha.test/child"),
+			testEntry("child", "spiffe://alpha.test/old", "spiffe://alpha.test/child"),
 		}, []string{"later"}},
 		{"ok/foreign trust domain left out", []datastore.Entry{
-			entry("foreign", testAgentStr, "spiffe://beta.test/web"),
-			entry("under-foreign", "spiffe://beta.test/web", "spiffe://alpha.test/x"),
-			entry("local", testAgentStr, "spiffe://alpha.test/web"),
+			testEntry("foreign", testAgentStr, "spiffe://beta.test/web"),
+			testEntry("under-foreign", "spiffe://beta.test/web", "spiffe://alpha.test/x"),
+			testEntry("local", testAgentStr, "spiffe://alpha.test/web"),
 		}, []string{"local"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			x := newTestIndex(tt.entries...)
 			var got []string
-			for _, e := range x.Authorized(testAgent, agentSelectors) {
+			for _, e := range x.Authorized(entryAgent, agentSelectors) {
 				got = append(got, e.ID)
 			}
 			require.Equal(t, tt.want, got)
 			// Lookup agrees with Authorized for every entry.
 			for _, e := range tt.entries {
-				_, ok := x.Lookup(testAgent, agentSelectors, e.ID)
-				require.Equal(t, contains(tt.want, e.ID), ok, "Lookup(%q)", e.ID)
+				_, ok := x.Lookup(entryAgent, agentSelectors, e.ID)
+				require.Equal(t, slices.Contains(tt.want, e.ID), ok, "Lookup(%q)", e.ID)
 			}
 		})
 	}
 }
 
-func contains(ids []string, id string) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
-}
-
 func TestIndexRebuildSwaps(t *testing.T) {
-	x := newTestIndex(entry("a", testAgentStr, "spiffe://alpha.test/a"))
-	require.Len(t, x.Authorized(testAgent, nil), 1)
-	x.Rebuild([]datastore.Entry{entry("b", testAgentStr, "spiffe://alpha.test/b"), entry("c", testAgentStr, "spiffe://alpha.test/c")})
-	got := x.Authorized(testAgent, nil)
+	x := newTestIndex(testEntry("a", testAgentStr, "spiffe://alpha.test/a"))
+	require.Len(t, x.Authorized(entryAgent, nil), 1)
+	x.Rebuild([]datastore.Entry{testEntry("b", testAgentStr, "spiffe://alpha.test/b"), testEntry("c", testAgentStr, "spiffe://alpha.test/c")})
+	got := x.Authorized(entryAgent, nil)
 	require.Len(t, got, 2)
 	require.Equal(t, "b", got[0].ID)
-	_, ok := x.Lookup(testAgent, nil, "a")
+	_, ok := x.Lookup(entryAgent, nil, "a")
 	require.False(t, ok, "an entry gone after Rebuild")
 }
 
 func TestIndexUnknownAgent(t *testing.T) {
-	x := newTestIndex(entry("a", testAgentStr, "spiffe://alpha.test/a"))
+	x := newTestIndex(testEntry("a", testAgentStr, "spiffe://alpha.test/a"))
 	other := spiffeid.RequireFromString("spiffe://alpha.test/spire/agent/x509pop/other")
 	require.Empty(t, x.Authorized(other, nil))
 	_, ok := x.Lookup(other, nil, "a")
@@ -160,18 +152,18 @@ func BenchmarkIndexAuthorized(b *testing.B) {
 	for i := range agents {
 		agentIDs[i] = spiffeid.RequireFromStringf("spiffe://alpha.test/spire/agent/x509pop/%d", i)
 		agentSelectors[i] = []datastore.Selector{
-			sel("x509pop", fmt.Sprintf("subject:cn:node%d", i)),
-			sel("x509pop", fmt.Sprintf("ca:fingerprint:cluster%d", i%aliases)),
+			testSel("x509pop", fmt.Sprintf("subject:cn:node%d", i)),
+			testSel("x509pop", fmt.Sprintf("ca:fingerprint:cluster%d", i%aliases)),
 		}
 		for j := range 9 {
-			entries = append(entries, entry(fmt.Sprintf("agent-%d-%d", i, j), agentIDs[i].String(), fmt.Sprintf("spiffe://alpha.test/w/%d/%d", i, j)))
+			entries = append(entries, testEntry(fmt.Sprintf("agent-%d-%d", i, j), agentIDs[i].String(), fmt.Sprintf("spiffe://alpha.test/w/%d/%d", i, j)))
 		}
 	}
 	for i := range aliases {
 		aliasID := fmt.Sprintf("spiffe://alpha.test/cluster/%d", i)
-		entries = append(entries, entry(fmt.Sprintf("alias-%d", i), testServerStr, aliasID, sel("x509pop", fmt.Sprintf("ca:fingerprint:cluster%d", i))))
+		entries = append(entries, testEntry(fmt.Sprintf("alias-%d", i), testServerStr, aliasID, testSel("x509pop", fmt.Sprintf("ca:fingerprint:cluster%d", i))))
 		for j := range 9 {
-			entries = append(entries, entry(fmt.Sprintf("cluster-%d-%d", i, j), aliasID, fmt.Sprintf("spiffe://alpha.test/c/%d/%d", i, j)))
+			entries = append(entries, testEntry(fmt.Sprintf("cluster-%d-%d", i, j), aliasID, fmt.Sprintf("spiffe://alpha.test/c/%d/%d", i, j)))
 		}
 	}
 	b.Logf("%d entries", len(entries))

@@ -1,0 +1,288 @@
+package agentapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/treatyhq/treaty/internal/datastore"
+)
+
+const (
+	// entryPageSize is how many entries or entry revisions go in one
+	// SyncAuthorizedEntries message, as in spire-server: the agent takes
+	// the length of the first revision page as the size of the ID chunks
+	// it asks for.
+	entryPageSize = 500
+	// maxMessageBytes is what a message may weigh: gRPC's default receive
+	// limit (4 MiB), less room for the response's own fields.
+	maxMessageBytes = 4<<20 - 1<<10
+)
+
+// entryService serves the Entry API calls an agent makes: the entries it
+// is authorized for (see Index.Authorized).
+type entryService struct {
+	entryv1.UnimplementedEntryServer
+	index *Index
+	// caller authenticates and authorizes the calling agent and returns
+	// its node record; its errors are gRPC statuses, returned as they are.
+	caller func(ctx context.Context) (datastore.AttestedNode, error)
+	// log receives entries too large to send; nil discards.
+	log *slog.Logger
+}
+
+// authorized returns the entries the calling agent is authorized for,
+// sorted by ID.
+func (s *entryService) authorized(ctx context.Context) ([]datastore.Entry, error) {
+	node, err := s.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.index.Authorized(node.SPIFFEID, node.Selectors), nil
+}
+
+// GetAuthorizedEntries returns every entry the agent is authorized for in
+// one message (the agent calls it only with the deprecated
+// use_sync_authorized_entries = false).
+func (s *entryService) GetAuthorizedEntries(ctx context.Context, req *entryv1.GetAuthorizedEntriesRequest) (*entryv1.GetAuthorizedEntriesResponse, error) {
+	entries, err := s.authorized(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &entryv1.GetAuthorizedEntriesResponse{Entries: make([]*types.Entry, 0, len(entries))}
+	for _, e := range entries {
+		resp.Entries = append(resp.Entries, entryToProto(e, req.GetOutputMask()))
+	}
+	return resp, nil
+}
+
+// SyncAuthorizedEntries streams the entries the agent is authorized for,
+// as spire-server v1.15.3 does: the whole list in one message when it fits
+// one page; otherwise pages of revisions, after which the agent asks for
+// the entries it lacks or holds stale, by ID, until it ends the stream.
+func (s *entryService) SyncAuthorizedEntries(stream grpc.BidiStreamingServer[entryv1.SyncAuthorizedEntriesRequest, entryv1.SyncAuthorizedEntriesResponse]) error {
+	entries, err := s.authorized(stream.Context())
+	if err != nil {
+		return err
+	}
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	mask, err := initialMask(req)
+	if err != nil {
+		return err
+	}
+	if whole, ok := s.wholeList(entries, mask); ok {
+		return stream.Send(whole)
+	}
+	if err := sendRevisions(stream, entries); err != nil {
+		return err
+	}
+	return s.serveIDs(stream, entries, mask)
+}
+
+// initialMask checks the first request of a sync and returns its output
+// mask, which applies to the whole stream. The agent needs revision
+// numbers to tell stale entries, so they cannot be masked out; a missing
+// mask means every field.
+func initialMask(req *entryv1.SyncAuthorizedEntriesRequest) (*types.EntryMask, error) {
+	if len(req.GetIds()) > 0 {
+		return nil, status.Error(codes.InvalidArgument, "specifying IDs on initial request is not supported")
+	}
+	if mask := req.GetOutputMask(); mask != nil && !mask.GetRevisionNumber() {
+		return nil, status.Error(codes.InvalidArgument, "revision number cannot be masked")
+	}
+	return req.GetOutputMask(), nil
+}
+
+// wholeList returns the single response holding every entry, if they fit
+// one page and one message. The agent takes a first response without
+// revisions as the complete list and reads nothing more, so a list that
+// does not fit one message goes the paged way.
+func (s *entryService) wholeList(entries []datastore.Entry, mask *types.EntryMask) (*entryv1.SyncAuthorizedEntriesResponse, bool) {
+	if len(entries) > entryPageSize {
+		return nil, false
+	}
+	resp := &entryv1.SyncAuthorizedEntriesResponse{Entries: make([]*types.Entry, 0, len(entries))}
+	size := 0
+	for _, e := range entries {
+		pe := entryToProto(e, mask)
+		size += fieldSize(pe)
+		if size > maxMessageBytes {
+			return nil, false
+		}
+		resp.Entries = append(resp.Entries, pe)
+	}
+	return resp, true
+}
+
+// sendRevisions sends the revision of every entry, a page at a time, with
+// more set on all pages but the last.
+func sendRevisions(stream grpc.BidiStreamingServer[entryv1.SyncAuthorizedEntriesRequest, entryv1.SyncAuthorizedEntriesResponse], entries []datastore.Entry) error {
+	page := &entryv1.SyncAuthorizedEntriesResponse{}
+	size := 0
+	for _, e := range entries {
+		r := &entryv1.EntryRevision{Id: e.ID, RevisionNumber: e.RevisionNumber, CreatedAt: unixOrZero(e)}
+		if len(page.EntryRevisions) == entryPageSize || size+fieldSize(r) > maxMessageBytes {
+			page.More = true
+			if err := stream.Send(page); err != nil {
+				return err
+			}
+			page, size = &entryv1.SyncAuthorizedEntriesResponse{}, 0
+		}
+		page.EntryRevisions = append(page.EntryRevisions, r)
+		size += fieldSize(r)
+	}
+	return stream.Send(page)
+}
+
+// serveIDs answers each request for entries by ID with pages of entries,
+// more set on all but the last page of each answer; IDs the agent is not
+// authorized for are left out. It returns when the agent ends the stream,
+// which is how a sync ends.
+func (s *entryService) serveIDs(stream grpc.BidiStreamingServer[entryv1.SyncAuthorizedEntriesRequest, entryv1.SyncAuthorizedEntriesResponse], entries []datastore.Entry, mask *types.EntryMask) error {
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.sendEntries(stream, lookupSorted(entries, req.GetIds()), mask); err != nil {
+			return err
+		}
+	}
+}
+
+// lookupSorted returns the entries among sorted entries with the given
+// IDs, in ID order, each once.
+func lookupSorted(entries []datastore.Entry, ids []string) []datastore.Entry {
+	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
+	var out []datastore.Entry
+	for _, id := range ids {
+		i, found := slices.BinarySearchFunc(entries, id, func(e datastore.Entry, id string) int { return strings.Compare(e.ID, id) })
+		if found {
+			out = append(out, entries[i])
+		}
+	}
+	return out
+}
+
+// sendEntries sends entries in pages of at most entryPageSize entries and
+// maxMessageBytes, the last (possibly empty) page without more. An entry
+// too large for a message of its own is left out and logged.
+func (s *entryService) sendEntries(stream grpc.BidiStreamingServer[entryv1.SyncAuthorizedEntriesRequest, entryv1.SyncAuthorizedEntriesResponse], entries []datastore.Entry, mask *types.EntryMask) error {
+	page := &entryv1.SyncAuthorizedEntriesResponse{}
+	size := 0
+	for _, e := range entries {
+		pe := entryToProto(e, mask)
+		n := fieldSize(pe)
+		if n > maxMessageBytes {
+			s.logger().Warn("entry too large to send to an agent", "entry_id", e.ID, "bytes", n)
+			continue
+		}
+		if len(page.Entries) == entryPageSize || size+n > maxMessageBytes {
+			page.More = true
+			if err := stream.Send(page); err != nil {
+				return err
+			}
+			page, size = &entryv1.SyncAuthorizedEntriesResponse{}, 0
+		}
+		page.Entries = append(page.Entries, pe)
+		size += n
+	}
+	return stream.Send(page)
+}
+
+func (s *entryService) logger() *slog.Logger {
+	if s.log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.log
+}
+
+// fieldSize is what m adds to a message as one element of a repeated
+// field (field numbers below 16 take a one-byte tag).
+func fieldSize(m proto.Message) int {
+	return 1 + protowire.SizeBytes(proto.Size(m))
+}
+
+// entryToProto converts an entry to what an agent reads, keeping the
+// fields in mask (nil: all). Only the fields an agent uses are set: the ID
+// always; SPIFFE ID, parent ID, selectors, federated trust domains, admin,
+// downstream, hint, revision and creation time on request. treaty stores no
+// SVIDs (store_svid is always false).
+func entryToProto(e datastore.Entry, mask *types.EntryMask) *types.Entry {
+	all := mask == nil
+	out := &types.Entry{Id: e.ID}
+	if all || mask.GetSpiffeId() {
+		out.SpiffeId = &types.SPIFFEID{TrustDomain: e.SPIFFEID.TrustDomain().Name(), Path: e.SPIFFEID.Path()}
+	}
+	if all || mask.GetParentId() {
+		out.ParentId = &types.SPIFFEID{TrustDomain: e.ParentID.TrustDomain().Name(), Path: e.ParentID.Path()}
+	}
+	if all || mask.GetSelectors() {
+		out.Selectors = make([]*types.Selector, 0, len(e.Selectors))
+		for _, sel := range e.Selectors {
+			out.Selectors = append(out.Selectors, &types.Selector{Type: sel.Type, Value: sel.Value})
+		}
+	}
+	if all || mask.GetFederatesWith() {
+		out.FederatesWith = federatesWith(e.FederatesWith)
+	}
+	if all || mask.GetAdmin() {
+		out.Admin = e.Admin
+	}
+	if all || mask.GetDownstream() {
+		out.Downstream = e.Downstream
+	}
+	if all || mask.GetHint() {
+		out.Hint = e.Hint
+	}
+	if all || mask.GetRevisionNumber() {
+		out.RevisionNumber = e.RevisionNumber
+	}
+	if all || mask.GetCreatedAt() {
+		out.CreatedAt = unixOrZero(e)
+	}
+	return out
+}
+
+// federatesWith returns the trust domain names an agent can read. treaty's
+// "*" (every federated bundle) is left out: spire-agent v1.15.3 drops a
+// whole entry naming something that is not a trust domain.
+// TODO(agent-api): expand "*" to the trust domains we hold bundles for.
+func federatesWith(names []string) []string {
+	if !slices.Contains(names, datastore.FederateWithAll) {
+		return names
+	}
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if n != datastore.FederateWithAll {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// unixOrZero returns the entry's creation time in Unix seconds, or zero
+// when unknown; the agent compares it to tell a recreated entry.
+func unixOrZero(e datastore.Entry) int64 {
+	if e.CreatedAt.IsZero() {
+		return 0
+	}
+	return e.CreatedAt.Unix()
+}
