@@ -76,6 +76,8 @@ func commands() []command {
 	cmds = append(cmds, entryCommands()...)
 	cmds = append(cmds, mintCommands()...)
 	cmds = append(cmds, workloadCommands()...)
+	cmds = append(cmds, agentCommands()...)
+	cmds = append(cmds, tokenCommands()...)
 	return append(cmds, localAuthorityCommands()...)
 }
 
