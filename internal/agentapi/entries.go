@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
@@ -28,6 +29,12 @@ const (
 	// maxMessageBytes is what a message may weigh: gRPC's default receive
 	// limit (4 MiB), less room for the response's own fields.
 	maxMessageBytes = 4<<20 - 1<<10
+)
+
+// Log attribute keys of the entry and SVID services.
+const (
+	attrEntryID = "entry_id"
+	attrBytes   = "bytes"
 )
 
 // entryService serves the Entry API calls an agent makes: the entries it
@@ -191,7 +198,7 @@ func (s *entryService) sendEntries(stream grpc.BidiStreamingServer[entryv1.SyncA
 		pe := entryToProto(e, mask)
 		n := fieldSize(pe)
 		if n > maxMessageBytes {
-			s.logger().Warn("entry too large to send to an agent", "entry_id", e.ID, "bytes", n)
+			s.logger().Warn("entry too large to send to an agent", attrEntryID, e.ID, attrBytes, n)
 			continue
 		}
 		if len(page.Entries) == entryPageSize || size+n > maxMessageBytes {
@@ -229,10 +236,10 @@ func entryToProto(e datastore.Entry, mask *types.EntryMask) *types.Entry {
 	all := mask == nil
 	out := &types.Entry{Id: e.ID}
 	if all || mask.GetSpiffeId() {
-		out.SpiffeId = &types.SPIFFEID{TrustDomain: e.SPIFFEID.TrustDomain().Name(), Path: e.SPIFFEID.Path()}
+		out.SpiffeId = idToProto(e.SPIFFEID)
 	}
 	if all || mask.GetParentId() {
-		out.ParentId = &types.SPIFFEID{TrustDomain: e.ParentID.TrustDomain().Name(), Path: e.ParentID.Path()}
+		out.ParentId = idToProto(e.ParentID)
 	}
 	if all || mask.GetSelectors() {
 		out.Selectors = make([]*types.Selector, 0, len(e.Selectors))
@@ -276,6 +283,10 @@ func federatesWith(names []string) []string {
 		}
 	}
 	return out
+}
+
+func idToProto(id spiffeid.ID) *types.SPIFFEID {
+	return &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()}
 }
 
 // unixOrZero returns the entry's creation time in Unix seconds, or zero

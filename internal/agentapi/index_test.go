@@ -18,9 +18,11 @@ var (
 	entryNow   = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 )
 
-func testSel(typ, value string) datastore.Selector { return datastore.Selector{Type: typ, Value: value} }
+func testSel(typ, value string) datastore.Selector {
+	return datastore.Selector{Type: typ, Value: value}
+}
 
-// entry is a test entry parented to parent, for the SPIFFE ID path.
+// testEntry is a test entry parented to parent, for the SPIFFE ID path.
 func testEntry(id, parent, path string, selectors ...datastore.Selector) datastore.Entry {
 	if len(selectors) == 0 {
 		selectors = []datastore.Selector{testSel("unix", "uid:"+id)}
