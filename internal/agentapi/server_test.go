@@ -202,3 +202,34 @@ func TestServeStopsWhenContextEnds(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 }
+
+func TestServerSVIDRenewedOnAuthorityChange(t *testing.T) {
+	e := startAPI(t)
+	before := e.srv.svid.current.Load().Leaf
+	prepared, err := e.ca.Prepare(t.Context(), datastore.KindX509)
+	require.NoError(t, err)
+	_, _, err = e.ca.Activate(t.Context(), datastore.KindX509, prepared.ID)
+	require.NoError(t, err)
+	// The server renews in the background when the CA announces the change.
+	require.Eventually(t, func() bool {
+		return e.srv.svid.current.Load().Leaf.SerialNumber.Cmp(before.SerialNumber) != 0
+	}, 5*time.Second, 10*time.Millisecond)
+	after := e.srv.svid.current.Load().Leaf
+	require.NotEqual(t, before.AuthorityKeyId, after.AuthorityKeyId, "signed by the newly active authority")
+	_, err = bundlev1.NewBundleClient(e.dial(t, nil)).GetBundle(t.Context(), &bundlev1.GetBundleRequest{})
+	require.NoError(t, err, "an agent holding the new bundle accepts the new SVID")
+}
+
+func TestServerSVIDDueAtHalfLife(t *testing.T) {
+	c, _ := catest.New(t, apiTD)
+	now := time.Now()
+	v := &serverSVID{id: spiffeid.RequireFromSegments(apiTD, "spire", "server"), source: c, now: func() time.Time { return now }}
+	require.NoError(t, v.renew())
+	leaf := v.current.Load().Leaf
+	half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	require.False(t, v.due())
+	require.InDelta(t, half.Sub(now).Seconds(), v.nextCheck().Seconds(), 1)
+	now = half
+	require.True(t, v.due())
+	require.Equal(t, time.Second, v.nextCheck(), "never a busy loop")
+}
