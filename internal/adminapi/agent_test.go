@@ -302,4 +302,3 @@ func requireNotHere(t *testing.T, err error) {
 	require.Equal(t, codes.Unimplemented, status.Code(err))
 	require.Contains(t, status.Convert(err).Message(), "agent_api.address")
 }
-
