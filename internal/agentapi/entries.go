@@ -270,8 +270,8 @@ func entryToProto(e datastore.Entry, mask *types.EntryMask) *types.Entry {
 
 // federatesWith returns the trust domain names an agent can read. treaty's
 // "*" (every federated bundle) is left out: spire-agent v1.15.3 drops a
-// whole entry naming something that is not a trust domain.
-// TODO(agent-api): expand "*" to the trust domains we hold bundles for.
+// whole entry naming something that is not a trust domain. Such an entry
+// reaches the agent with the trust domains it names explicitly.
 func federatesWith(names []string) []string {
 	if !slices.Contains(names, datastore.FederateWithAll) {
 		return names

@@ -178,3 +178,32 @@ func BenchmarkIndexAuthorized(b *testing.B) {
 		i = (i + 1) % agents
 	}
 }
+
+// TestIndexConcurrentRebuild runs readers against rebuilds; -race checks
+// that a reader never sees a snapshot being built.
+func TestIndexConcurrentRebuild(t *testing.T) {
+	a, b := testEntry("a", testAgentStr, "spiffe://alpha.test/a"), testEntry("b", testAgentStr, "spiffe://alpha.test/b")
+	x := newTestIndex(a)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			if i%2 == 0 {
+				x.Rebuild([]datastore.Entry{a, b})
+			} else {
+				x.Rebuild([]datastore.Entry{a})
+			}
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		n := len(x.Authorized(entryAgent, nil))
+		require.True(t, n == 1 || n == 2, "a whole snapshot, old or new: %d entries", n)
+		_, ok := x.Lookup(entryAgent, nil, "a")
+		require.True(t, ok)
+	}
+}

@@ -93,7 +93,7 @@ func (s *svidService) newX509SVID(ctx context.Context, node datastore.AttestedNo
 	}
 	chain, err := s.signer.SignX509SVID(ca.X509SVIDParams{ID: e.SPIFFEID, PublicKey: csr.PublicKey, TTL: e.X509SVIDTTL, DNSNames: e.DNSNames})
 	if err != nil {
-		return &svidv1.BatchNewX509SVIDResponse_Result{Status: s.signFailure(ctx, node, e, err)}
+		return x509Failure(s.signFailure(ctx, node, e, err))
 	}
 	svid := &types.X509SVID{Id: idToProto(e.SPIFFEID), ExpiresAt: chain[0].NotAfter.Unix()}
 	for _, c := range chain {
@@ -123,23 +123,22 @@ func (s *svidService) NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDRequ
 	issued := s.clock().Truncate(time.Second)
 	token, expiry, err := s.signer.SignJWTSVID(ca.JWTSVIDParams{ID: e.SPIFFEID, Audience: req.GetAudience(), TTL: e.JWTSVIDTTL})
 	if err != nil {
-		st := s.signFailure(ctx, node, e, err)
-		return nil, status.Error(codes.Code(st.GetCode()), st.GetMessage()) //nolint:gosec // a codes.Code we set
+		return nil, status.Error(s.signFailure(ctx, node, e, err))
 	}
 	return &svidv1.NewJWTSVIDResponse{Svid: &types.JWTSVID{
 		Token: token, Id: idToProto(e.SPIFFEID), ExpiresAt: expiry.Unix(), IssuedAt: min(issued.Unix(), expiry.Unix()),
 	}}, nil
 }
 
-// signFailure logs a failure of the CA and returns the status the agent
-// gets: FailedPrecondition when the CA has no active authority (the
-// operator's to fix, the agent retries), Internal otherwise.
-func (s *svidService) signFailure(ctx context.Context, node datastore.AttestedNode, e datastore.Entry, err error) *types.Status {
+// signFailure logs a failure of the CA and returns what the agent is
+// told: FailedPrecondition when the CA has no active authority (the
+// operator's to fix; the agent retries), Internal otherwise.
+func (s *svidService) signFailure(ctx context.Context, node datastore.AttestedNode, e datastore.Entry, err error) (codes.Code, string) {
 	s.logger().ErrorContext(ctx, "sign SVID for agent", attrAgentID, node.SPIFFEID.String(), attrEntryID, e.ID, attrError, err)
 	if errors.Is(err, ca.ErrFailedPrecondition) {
-		return &types.Status{Code: int32(codes.FailedPrecondition), Message: "the server cannot sign SVIDs now: no active authority"}
+		return codes.FailedPrecondition, "the server cannot sign SVIDs now: no active authority"
 	}
-	return &types.Status{Code: int32(codes.Internal), Message: "failed to sign SVID"}
+	return codes.Internal, "failed to sign SVID"
 }
 
 func (s *svidService) logger() *slog.Logger {
