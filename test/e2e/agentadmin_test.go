@@ -1,11 +1,18 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 )
 
 // TestSPIRECLIAgentAdmin drives the Agent API on treaty's admin socket with
@@ -75,5 +82,64 @@ func TestSPIRECLIAgentAdmin(t *testing.T) {
 			require.Error(t, err)
 			require.Equal(t, "error: agent not found\n", stderr)
 		}
+	})
+}
+
+// TestSPIRECLIAgentAdminSeeded stores agents in treaty's database as
+// attestation would have, before the server starts, and checks that
+// spire-server and treaty print them alike and manage them alike.
+func TestSPIRECLIAgentAdminSeeded(t *testing.T) {
+	spire := spireServer(t)
+	s := newServer(t, "alpha.test", "")
+	require.NoError(t, os.MkdirAll(s.dataDir, 0o700))
+	store, err := sqlite.Open(t.Context(), filepath.Join(s.dataDir, "treaty.db"))
+	require.NoError(t, err)
+	joined := spiffeid.RequireFromString("spiffe://alpha.test/spire/agent/join_token/4f0c2d1e-0000-4000-8000-000000000001")
+	for _, n := range []datastore.AttestedNode{
+		{SPIFFEID: spiffeid.RequireFromString("spiffe://alpha.test/spire/agent/x509pop/a"), AttestationType: "x509pop", SerialNumber: "123456789",
+			NotAfter: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), CanReattest: true, AgentVersion: "1.15.3",
+			Selectors: []datastore.Selector{{Type: "x509pop", Value: "subject:cn:a"}, {Type: "x509pop", Value: "ca:fingerprint:1"}}},
+		{SPIFFEID: joined, AttestationType: "join_token", SerialNumber: "7", NotAfter: time.Date(2029, 6, 1, 0, 0, 0, 0, time.UTC)},
+	} {
+		_, err := store.CreateAttestedNode(t.Context(), n)
+		require.NoError(t, err)
+	}
+	require.NoError(t, store.Close())
+	s.start()
+	spireCLI := func(t *testing.T, args ...string) string {
+		t.Helper()
+		out, stderr, err := runCmd(spire, append(args, "-socketPath", s.socket)...)
+		require.NoError(t, err, "spire-server %v\nstdout: %s\nstderr: %s", args, out, stderr)
+		return out
+	}
+	same := func(t *testing.T, args ...string) string {
+		t.Helper()
+		theirs := spireCLI(t, args...)
+		require.Equal(t, theirs, s.treaty(args...), "treaty prints what spire-server prints for %v", args)
+		return theirs
+	}
+
+	t.Run("list, show and count print alike", func(t *testing.T) {
+		require.Contains(t, same(t, "agent", "list"), "Found 2 attested agents:\n\n")
+		same(t, "agent", "list", "-output", "json")
+		require.Contains(t, same(t, "agent", "list", "-selector", "x509pop:subject:cn:a"), "Found 1 attested agent:\n\n")
+		require.Contains(t, same(t, "agent", "list", "-expiresBefore", "2029-12-31 00:00:00 +0000 +00"), joined.String())
+		require.Contains(t, same(t, "agent", "show", "-spiffeID", "spiffe://alpha.test/spire/agent/x509pop/a"),
+			"Selectors         : x509pop:ca:fingerprint:1\nSelectors         : x509pop:subject:cn:a\n")
+		same(t, "agent", "show", "-spiffeID", joined.String(), "-output", "json")
+		require.Equal(t, "2 attested agents\n", same(t, "agent", "count"))
+		require.Equal(t, "1 attested agent\n", same(t, "agent", "count", "-canReattest", "true"))
+		require.Equal(t, "No agents to purge.\n", same(t, "agent", "purge", "-dryRun"))
+	})
+
+	t.Run("ban, then evict with the join token's alias entry", func(t *testing.T) {
+		require.Equal(t, "Agent banned successfully\n", spireCLI(t, "agent", "ban", "-spiffeID", "spiffe://alpha.test/spire/agent/x509pop/a"))
+		require.Contains(t, same(t, "agent", "show", "-spiffeID", "spiffe://alpha.test/spire/agent/x509pop/a"), "Banned            : true\n")
+
+		spireCLI(t, "entry", "create", "-parentID", joined.String(), "-spiffeID", "spiffe://alpha.test/node/1", "-selector", "spiffe_id:"+joined.String())
+		require.Contains(t, spireCLI(t, "entry", "show", "-parentID", joined.String()), "Found 1 entry\n")
+		require.Equal(t, "Agent evicted successfully\n", spireCLI(t, "agent", "evict", "-spiffeID", joined.String()))
+		require.Equal(t, "Found 0 entries\n", spireCLI(t, "entry", "show", "-parentID", joined.String()), "the alias entry went with the agent")
+		require.Equal(t, "1 attested agent\n", same(t, "agent", "count"))
 	})
 }
