@@ -37,6 +37,9 @@ const (
 	attrBytes   = "bytes"
 )
 
+// syncStream is the server side of a SyncAuthorizedEntries stream.
+type syncStream = grpc.BidiStreamingServer[entryv1.SyncAuthorizedEntriesRequest, entryv1.SyncAuthorizedEntriesResponse]
+
 // entryService serves the Entry API calls an agent makes: the entries it
 // is authorized for (see Index.Authorized).
 type entryService struct {
@@ -78,7 +81,7 @@ func (s *entryService) GetAuthorizedEntries(ctx context.Context, req *entryv1.Ge
 // as spire-server v1.15.3 does: the whole list in one message when it fits
 // one page; otherwise pages of revisions, after which the agent asks for
 // the entries it lacks or holds stale, by ID, until it ends the stream.
-func (s *entryService) SyncAuthorizedEntries(stream grpc.BidiStreamingServer[entryv1.SyncAuthorizedEntriesRequest, entryv1.SyncAuthorizedEntriesResponse]) error {
+func (s *entryService) SyncAuthorizedEntries(stream syncStream) error {
 	entries, err := s.authorized(stream.Context())
 	if err != nil {
 		return err
@@ -137,7 +140,7 @@ func (s *entryService) wholeList(entries []datastore.Entry, mask *types.EntryMas
 
 // sendRevisions sends the revision of every entry, a page at a time, with
 // more set on all pages but the last.
-func sendRevisions(stream grpc.BidiStreamingServer[entryv1.SyncAuthorizedEntriesRequest, entryv1.SyncAuthorizedEntriesResponse], entries []datastore.Entry) error {
+func sendRevisions(stream syncStream, entries []datastore.Entry) error {
 	page := &entryv1.SyncAuthorizedEntriesResponse{}
 	size := 0
 	for _, e := range entries {
@@ -159,7 +162,7 @@ func sendRevisions(stream grpc.BidiStreamingServer[entryv1.SyncAuthorizedEntries
 // more set on all but the last page of each answer; IDs the agent is not
 // authorized for are left out. It returns when the agent ends the stream,
 // which is how a sync ends.
-func (s *entryService) serveIDs(stream grpc.BidiStreamingServer[entryv1.SyncAuthorizedEntriesRequest, entryv1.SyncAuthorizedEntriesResponse], entries []datastore.Entry, mask *types.EntryMask) error {
+func (s *entryService) serveIDs(stream syncStream, entries []datastore.Entry, mask *types.EntryMask) error {
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
@@ -191,7 +194,7 @@ func lookupSorted(entries []datastore.Entry, ids []string) []datastore.Entry {
 // sendEntries sends entries in pages of at most entryPageSize entries and
 // maxMessageBytes, the last (possibly empty) page without more. An entry
 // too large for a message of its own is left out and logged.
-func (s *entryService) sendEntries(stream grpc.BidiStreamingServer[entryv1.SyncAuthorizedEntriesRequest, entryv1.SyncAuthorizedEntriesResponse], entries []datastore.Entry, mask *types.EntryMask) error {
+func (s *entryService) sendEntries(stream syncStream, entries []datastore.Entry, mask *types.EntryMask) error {
 	page := &entryv1.SyncAuthorizedEntriesResponse{}
 	size := 0
 	for _, e := range entries {
