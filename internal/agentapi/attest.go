@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -129,6 +130,9 @@ func challenger(stream agentv1.Agent_AttestAgentServer) nodeattest.ChallengeFunc
 			return nil, fmt.Errorf("send challenge: %w", err)
 		}
 		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil, status.Error(codes.InvalidArgument, "malformed param: stream closed before the challenge response")
+		}
 		if err != nil {
 			return nil, fmt.Errorf("receive challenge response: %w", err)
 		}

@@ -120,6 +120,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With(attrComponent, "agent_api"), attestors: map[string]nodeattest.Attestor{}}
 	for _, a := range cfg.Attestors {
+		if _, dup := s.attestors[a.Type()]; dup {
+			return nil, fmt.Errorf("agent API: two node attestors of type %q", a.Type())
+		}
 		s.attestors[a.Type()] = a
 	}
 	s.serverID = spiffeid.RequireFromSegments(cfg.TrustDomain, "spire", "server")
@@ -275,9 +278,13 @@ func (s *Server) stop() {
 // watch renews the server SVID at half its lifetime and whenever the
 // bundle changes (a new authority may be active), with one reusable timer.
 func (s *Server) watch(ctx context.Context) {
+	// The channel is taken before the SVID is renewed, every time: a
+	// change between New (or the last renewal) and taking the channel
+	// would otherwise go unnoticed until the next one.
+	changed := s.cfg.Bundle.Changed()
+	s.renewSVID()
 	timer := time.NewTimer(s.svid.nextCheck())
 	defer timer.Stop()
-	changed := s.cfg.Bundle.Changed()
 	for {
 		select {
 		case <-ctx.Done():
