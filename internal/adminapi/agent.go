@@ -211,7 +211,9 @@ func (s *agentService) BanAgent(ctx context.Context, req *agentv1.BanAgentReques
 
 // DeleteAgent evicts the agent: it deletes its record and selectors, and,
 // for a join-token agent, the alias entry CreateJoinToken made for it, as
-// SPIRE's datastore does. The agent may attest again.
+// SPIRE's datastore does. The agent may attest again. Unlike SPIRE's one
+// transaction, the alias goes first: a failure in between leaves the agent,
+// whose eviction can be retried, never an alias without its agent.
 func (s *agentService) DeleteAgent(ctx context.Context, req *agentv1.DeleteAgentRequest) (*emptypb.Empty, error) {
 	id, err := s.agentID(req.GetId())
 	if err != nil {

@@ -161,7 +161,7 @@ func TestListAgentsPagingAndMask(t *testing.T) {
 func TestAgentLifecycle(t *testing.T) {
 	client, _, _ := startAgents(t, testNodes()...)
 	ctx := t.Context()
-	pid := func(id spiffeid.ID) *types.SPIFFEID { return idToProto(id) }
+	pid := idToProto
 
 	got, err := client.GetAgent(ctx, &agentv1.GetAgentRequest{Id: pid(agentA)})
 	require.NoError(t, err)
