@@ -92,7 +92,7 @@ func TestClientCertificateFromAnotherCARefused(t *testing.T) {
 	// And directly at the TLS layer.
 	cfg := tlsconfig.MTLSClientConfig(stranger, e.ca.Bundle(), tlsconfig.AuthorizeAny())
 	cfg.NextProtos = []string{"h2"}
-	conn, err := tls.Dial("tcp", e.addr, cfg)
+	conn, err := (&tls.Dialer{Config: cfg}).DialContext(t.Context(), "tcp", e.addr)
 	if err == nil {
 		// TLS 1.3: the client learns of the refusal on its first read.
 		_, err = conn.Read(make([]byte, 1))

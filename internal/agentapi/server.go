@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -113,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.AgentSVIDTTL = DefaultAgentSVIDTTL
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -354,11 +353,12 @@ const (
 	attrMethod    = "method"
 	attrReason    = "reason"
 	attrAttestor  = "attestor"
+	attrStep      = "step"
 )
 
 // internalError logs err and returns a generic Internal status: the agent
 // cannot act on the server's own failures, the operator can.
 func (s *Server) internalError(ctx context.Context, msg string, err error) error {
-	s.log.ErrorContext(ctx, msg, attrError, err)
+	s.log.ErrorContext(ctx, "agent API call failed", attrStep, msg, attrError, err)
 	return status.Error(codes.Internal, msg)
 }

@@ -174,10 +174,10 @@ func TestServerSVIDIsSPIREServerID(t *testing.T) {
 		},
 		NextProtos: []string{"h2"},
 	}
-	conn, err := tls.Dial("tcp", e.addr, cfg)
+	conn, err := (&tls.Dialer{Config: cfg}).DialContext(t.Context(), "tcp", e.addr)
 	require.NoError(t, err)
 	defer conn.Close()
-	require.Equal(t, "h2", conn.ConnectionState().NegotiatedProtocol)
+	require.Equal(t, "h2", conn.(*tls.Conn).ConnectionState().NegotiatedProtocol)
 	require.Len(t, seen.URIs, 1)
 }
 
