@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/ca"
@@ -33,6 +34,16 @@ const DefaultAgentSVIDTTL = time.Hour
 // shutdownTimeout bounds the graceful stop: open streams (an agent's sync)
 // get this long to finish before they are cut.
 const shutdownTimeout = 5 * time.Second
+
+// Agents keep one connection open; closing it after maxConnectionAge makes
+// them handshake again, so that a renewed server or agent SVID and a new
+// bundle take effect and no connection outlives the client certificate it
+// was verified with for long (spire-server does the same). The grace lets
+// a call in flight finish: the agent gives its calls 30 s.
+const (
+	maxConnectionAge      = 3 * time.Minute
+	maxConnectionAgeGrace = 30 * time.Second
+)
 
 // SVIDSource issues the server's own X509-SVID. The local CA (ca.CA) is one.
 type SVIDSource interface {
@@ -130,6 +141,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("agent API: %w", err)
 	}
 	s.grpc = grpc.NewServer(grpc.Creds(credentials.NewTLS(s.tlsConfig())),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: maxConnectionAgeGrace}),
 		grpc.ChainUnaryInterceptor(agentMethodsOnly), grpc.ChainStreamInterceptor(agentStreamsOnly))
 	s.register(s.grpc)
 	return s, nil
