@@ -1,6 +1,9 @@
 package adminapi
 
 import (
+	"bytes"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -301,4 +304,38 @@ func requireNotHere(t *testing.T, err error) {
 	t.Helper()
 	require.Equal(t, codes.Unimplemented, status.Code(err))
 	require.Contains(t, status.Convert(err).Message(), "agent_api.address")
+}
+
+// TestAgentAudit checks that ban, evict and join tokens are recorded, reads
+// are not, and a generated token never is: it is a secret until used.
+func TestAgentAudit(t *testing.T) {
+	var audit bytes.Buffer
+	conn, store := startWith(t, func(c *Config) {
+		c.AuditLog = &audit
+		c.Entries, c.Agents = c.Store.(*sqlite.Store), c.Store.(*sqlite.Store)
+	})
+	ctx := t.Context()
+	_, err := store.CreateAttestedNode(ctx, testNodes()[0])
+	require.NoError(t, err)
+	client := agentv1.NewAgentClient(conn)
+
+	_, err = client.ListAgents(ctx, &agentv1.ListAgentsRequest{})
+	require.NoError(t, err)
+	tok, err := client.CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{Ttl: 60})
+	require.NoError(t, err)
+	_, err = client.BanAgent(ctx, &agentv1.BanAgentRequest{Id: idToProto(agentA)})
+	require.NoError(t, err)
+	_, err = client.DeleteAgent(ctx, &agentv1.DeleteAgentRequest{Id: idToProto(agentA)})
+	require.NoError(t, err)
+
+	var ops []string
+	for line := range strings.Lines(audit.String()) {
+		var rec AuditRecord
+		require.NoError(t, json.Unmarshal([]byte(line), &rec))
+		require.Equal(t, "ok", rec.Result)
+		ops = append(ops, rec.Operation[strings.LastIndex(rec.Operation, "/")+1:])
+	}
+	require.Equal(t, []string{"CreateJoinToken", "BanAgent", "DeleteAgent"}, ops)
+	require.NotContains(t, audit.String(), tok.GetValue())
+	require.Contains(t, audit.String(), agentA.Path())
 }
