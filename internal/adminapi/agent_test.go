@@ -307,7 +307,8 @@ func requireNotHere(t *testing.T, err error) {
 }
 
 // TestAgentAudit checks that ban, evict and join tokens are recorded, reads
-// are not, and a generated token never is: it is a secret until used.
+// are not, and a join token never is, generated or chosen: it is a secret
+// until used.
 func TestAgentAudit(t *testing.T) {
 	var audit bytes.Buffer
 	conn, store := startWith(t, func(c *Config) {
@@ -323,6 +324,9 @@ func TestAgentAudit(t *testing.T) {
 	require.NoError(t, err)
 	tok, err := client.CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{Ttl: 60})
 	require.NoError(t, err)
+	chosen, err := client.CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{Ttl: 60, Token: "chosen-by-the-caller-0042"})
+	require.NoError(t, err)
+	require.Equal(t, "chosen-by-the-caller-0042", chosen.GetValue())
 	_, err = client.BanAgent(ctx, &agentv1.BanAgentRequest{Id: idToProto(agentA)})
 	require.NoError(t, err)
 	_, err = client.DeleteAgent(ctx, &agentv1.DeleteAgentRequest{Id: idToProto(agentA)})
@@ -335,7 +339,8 @@ func TestAgentAudit(t *testing.T) {
 		require.Equal(t, "ok", rec.Result)
 		ops = append(ops, rec.Operation[strings.LastIndex(rec.Operation, "/")+1:])
 	}
-	require.Equal(t, []string{"CreateJoinToken", "BanAgent", "DeleteAgent"}, ops)
+	require.Equal(t, []string{"CreateJoinToken", "CreateJoinToken", "BanAgent", "DeleteAgent"}, ops)
 	require.NotContains(t, audit.String(), tok.GetValue())
+	require.NotContains(t, audit.String(), "chosen-by-the-caller-0042", "a token the caller chose is a secret too")
 	require.Contains(t, audit.String(), agentA.Path())
 }

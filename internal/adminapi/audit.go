@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -62,7 +63,7 @@ func (a *auditor) intercept(ctx context.Context, req any, info *grpc.UnaryServer
 		rec.CallerUID, rec.CallerPID = p.UID, p.PID
 	}
 	if m, ok := req.(proto.Message); ok {
-		if js, jerr := protojson.Marshal(m); jerr == nil {
+		if js, jerr := protojson.Marshal(withoutSecrets(m)); jerr == nil {
 			js = userinfo.ReplaceAll(js, []byte("://xxxxx@"))
 			rec.Target = string(js[:min(len(js), maxAuditTarget)])
 		}
@@ -92,6 +93,19 @@ func (a *auditor) write(rec AuditRecord) {
 	if _, err := a.file.Write(append(line, '\n')); err != nil {
 		a.log.Error("cannot append to the audit log", attrError, err)
 	}
+}
+
+// withoutSecrets returns m, or a copy of it without the secrets a request
+// may carry: the join token a caller chose (CreateJoinToken), which admits
+// an agent until it is used.
+func withoutSecrets(m proto.Message) proto.Message {
+	r, ok := m.(*agentv1.CreateJoinTokenRequest)
+	if !ok || r.GetToken() == "" {
+		return m
+	}
+	c := proto.CloneOf(r)
+	c.Token = "xxxxx"
+	return c
 }
 
 // itemFailures counts results[].status.code != 0 in a batch response.
