@@ -39,7 +39,8 @@ var entryNode = datastore.AttestedNode{SPIFFEID: entryAgent, SerialNumber: "1", 
 // connection with gRPC's default limits.
 func serveServices(t *testing.T, register func(g *grpc.Server)) *grpc.ClientConn {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	g := grpc.NewServer()
 	register(g)

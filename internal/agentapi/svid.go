@@ -103,7 +103,7 @@ func (s *svidService) newX509SVID(ctx context.Context, node datastore.AttestedNo
 }
 
 func x509Failure(code codes.Code, msg string) *svidv1.BatchNewX509SVIDResponse_Result {
-	return &svidv1.BatchNewX509SVIDResponse_Result{Status: &types.Status{Code: int32(code), Message: msg}}
+	return &svidv1.BatchNewX509SVIDResponse_Result{Status: &types.Status{Code: int32(code), Message: msg}} //nolint:gosec // gRPC codes are small
 }
 
 // NewJWTSVID signs a JWT-SVID for the entry the request names, with its
