@@ -159,7 +159,7 @@ func TestAgentCallerExpired(t *testing.T) {
 	id := spiffeid.RequireFromSegments(apiTD, "spire", "agent", "join_token", "x")
 	chain, err := c.SignX509SVID(ca.X509SVIDParams{ID: id, PublicKey: key.Public()})
 	require.NoError(t, err)
-	srv, err := New(Config{Address: "x", TrustDomain: apiTD, SVIDSource: c, Bundle: c, Signer: c, Store: store,
+	srv, err := New(Config{Address: "x", TrustDomain: apiTD, SVIDSource: c, Bundle: c, Signer: c, Store: store, Entries: store, SVIDSigner: c,
 		Now: func() time.Time { return chain[0].NotAfter.Add(time.Second) }})
 	require.NoError(t, err)
 	_, err = srv.agentCaller(peerContext(t, chain))

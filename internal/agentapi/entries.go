@@ -273,8 +273,9 @@ func entryToProto(e datastore.Entry, mask *types.EntryMask) *types.Entry {
 
 // federatesWith returns the trust domain names an agent can read. treaty's
 // "*" (every federated bundle) is left out: spire-agent v1.15.3 drops a
-// whole entry naming something that is not a trust domain. Such an entry
-// reaches the agent with the trust domains it names explicitly.
+// whole entry naming something that is not a trust domain. The server
+// expands "*" to the trust domains it holds bundles for before entries
+// reach the index (expandFederatesWith); this is the last guard.
 func federatesWith(names []string) []string {
 	if !slices.Contains(names, datastore.FederateWithAll) {
 		return names

@@ -16,6 +16,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -81,7 +83,7 @@ type Store interface {
 }
 
 // Config configures the agent API. Address, TrustDomain, SVIDSource,
-// Bundle, Signer and Store are required.
+// Bundle, Signer, Store, Entries and SVIDSigner are required.
 type Config struct {
 	// Address is the TCP address to listen on, e.g. ":8081".
 	Address     string
@@ -92,6 +94,18 @@ type Config struct {
 	Bundle     Bundle
 	Signer     Signer
 	Store      Store
+	// Entries is what the entry index is built from: at Serve, then after
+	// every EntriesChanged and every change of BundlesChanged (federates_with
+	// "*" names the trust domains we hold bundles for).
+	Entries EntryStore
+	// SVIDSigner signs the workload X509-SVIDs and JWT-SVIDs agents ask for.
+	SVIDSigner X509JWTSigner
+	// Index answers which entries an agent is authorized for; nil means a
+	// new, empty one, filled from Entries when Serve starts.
+	Index *Index
+	// BundlesChanged returns a channel closed the next time a federated
+	// bundle is stored (the refresher's Changed); nil means never.
+	BundlesChanged func() <-chan struct{}
 	// Attestors are the node attestors agents may use, by Type; none means
 	// no agent can attest.
 	Attestors []nodeattest.Attestor
@@ -112,6 +126,9 @@ type Server struct {
 	log       *slog.Logger
 	svid      *serverSVID
 	grpc      *grpc.Server
+	index     *Index
+	// changed holds one pending EntriesChanged.
+	changed chan struct{}
 }
 
 // New checks cfg, mints the server's first SVID and builds the gRPC server.
@@ -128,7 +145,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With(attrComponent, "agent_api"), attestors: map[string]nodeattest.Attestor{}}
+	if cfg.BundlesChanged == nil {
+		cfg.BundlesChanged = func() <-chan struct{} { return nil }
+	}
+	if cfg.Index == nil {
+		cfg.Index = NewIndex(cfg.TrustDomain, nil)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With(attrComponent, "agent_api"), attestors: map[string]nodeattest.Attestor{},
+		index: cfg.Index, changed: make(chan struct{}, 1)}
 	for _, a := range cfg.Attestors {
 		if _, dup := s.attestors[a.Type()]; dup {
 			return nil, fmt.Errorf("agent API: two node attestors of type %q", a.Type())
@@ -153,8 +177,8 @@ func checkConfig(cfg Config) error {
 		return errors.New("no address")
 	case cfg.TrustDomain.IsZero():
 		return errors.New("no trust domain")
-	case cfg.SVIDSource == nil, cfg.Bundle == nil, cfg.Signer == nil, cfg.Store == nil:
-		return errors.New("an SVID source, a bundle, a signer and a store are required")
+	case cfg.SVIDSource == nil, cfg.Bundle == nil, cfg.Signer == nil, cfg.Store == nil, cfg.Entries == nil, cfg.SVIDSigner == nil:
+		return errors.New("an SVID source, a bundle, a signer, a store, an entry store and an SVID signer are required")
 	}
 	return nil
 }
@@ -163,8 +187,8 @@ func checkConfig(cfg Config) error {
 func (s *Server) register(g *grpc.Server) {
 	agentv1.RegisterAgentServer(g, &agentService{s: s})
 	bundlev1.RegisterBundleServer(g, &bundleService{s: s})
-	// Entry and SVID services (entries.go, svid.go) register here:
-	// entryv1.RegisterEntryServer(g, ...) and svidv1.RegisterSVIDServer(g, ...).
+	entryv1.RegisterEntryServer(g, &entryService{index: s.index, caller: s.agentCaller, log: s.log})
+	svidv1.RegisterSVIDServer(g, &svidService{index: s.index, caller: s.agentCaller, signer: s.cfg.SVIDSigner, log: s.log, now: s.cfg.Now})
 }
 
 // agentMethods are the methods spire-agent v1.15.3 calls; the other methods
@@ -248,14 +272,24 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, l)
 }
 
-// Serve serves on l until ctx is done, keeping the server SVID current, then
-// stops gracefully within a bounded time.
+// Serve serves on l until ctx is done, keeping the server SVID and the
+// entry index current, then stops gracefully within a bounded time. The
+// index is filled before the first call is served; a store that cannot
+// list the entries then is an error.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	if err := s.rebuild(ctx); err != nil {
+		_ = l.Close()
+		if ctx.Err() != nil {
+			return nil // stopped before serving
+		}
+		return fmt.Errorf("agent API: %w", err)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(l) }()
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	watchDone := make(chan struct{})
-	go func() { s.watch(watchCtx); close(watchDone) }()
+	watchDone := make(chan struct{}, 2)
+	go func() { s.watch(watchCtx); watchDone <- struct{}{} }()
+	go func() { s.feed(watchCtx); watchDone <- struct{}{} }()
 	s.log.Info("agent API serving", attrAddress, l.Addr().String())
 	var err error
 	select {
@@ -265,6 +299,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		err = <-errc
 	}
 	stopWatch()
+	<-watchDone
 	<-watchDone
 	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("agent API: %w", err)

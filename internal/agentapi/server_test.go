@@ -72,7 +72,7 @@ func startAPI(t *testing.T, nodeCAs ...*x509.Certificate) *apiEnv {
 		require.NoError(t, err)
 		attestors = append(attestors, pop)
 	}
-	srv, err := New(Config{Address: "127.0.0.1:0", TrustDomain: apiTD, SVIDSource: c, Bundle: c, Signer: c, Store: store, Attestors: attestors})
+	srv, err := New(Config{Address: "127.0.0.1:0", TrustDomain: apiTD, SVIDSource: c, Bundle: c, Signer: c, Store: store, Entries: store, SVIDSigner: c, Attestors: attestors})
 	require.NoError(t, err)
 	l, err := srv.Listen(t.Context())
 	require.NoError(t, err)
@@ -193,7 +193,7 @@ func TestAdminMethodsAreNotServed(t *testing.T) {
 
 func TestServeStopsWhenContextEnds(t *testing.T) {
 	c, store := catest.New(t, apiTD)
-	srv, err := New(Config{Address: "127.0.0.1:0", TrustDomain: apiTD, SVIDSource: c, Bundle: c, Signer: c, Store: store})
+	srv, err := New(Config{Address: "127.0.0.1:0", TrustDomain: apiTD, SVIDSource: c, Bundle: c, Signer: c, Store: store, Entries: store, SVIDSigner: c})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	l, err := srv.Listen(ctx)

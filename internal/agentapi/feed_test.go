@@ -1,0 +1,61 @@
+package agentapi
+
+import (
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/datastore"
+)
+
+func TestExpandFederatesWith(t *testing.T) {
+	federated := []string{"a.test", "b.test"}
+	tests := []struct {
+		name string
+		in   []string
+		want []string
+	}{
+		{"ok/none", nil, nil},
+		{"ok/explicit kept", []string{"z.test"}, []string{"z.test"}},
+		{"ok/wildcard expanded", []string{datastore.FederateWithAll}, []string{"a.test", "b.test"}},
+		{"ok/wildcard merged with explicit", []string{"b.test", datastore.FederateWithAll, "c.test"}, []string{"a.test", "b.test", "c.test"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := expandFederatesWith([]datastore.Entry{{FederatesWith: tt.in}}, federated)
+			require.Equal(t, tt.want, got[0].FederatesWith)
+		})
+	}
+}
+
+func TestFederatedTrustDomainsLeavesOutOurOwn(t *testing.T) {
+	bundles := []datastore.Bundle{
+		{TrustDomain: spiffeid.RequireTrustDomainFromString("b.test")},
+		{TrustDomain: apiTD},
+		{TrustDomain: spiffeid.RequireTrustDomainFromString("a.test")},
+	}
+	require.Equal(t, []string{"a.test", "b.test"}, federatedTrustDomains(bundles, apiTD))
+}
+
+// TestEntriesChangedRebuildsIndex: an entry created after Serve started,
+// and a bundle stored for a partner, reach the index once the server is
+// told, with "*" naming the partner.
+func TestEntriesChangedRebuildsIndex(t *testing.T) {
+	e := startAPI(t)
+	agentID := spiffeid.RequireFromSegments(apiTD, "spire", "agent", "join_token", "t")
+	require.Empty(t, e.srv.index.Authorized(agentID, nil))
+
+	partner := spiffeid.RequireTrustDomainFromString("partner.test")
+	require.NoError(t, e.store.CreateFederatedBundle(t.Context(), datastore.Bundle{TrustDomain: partner, Document: []byte(`{"keys":[]}`), Sequence: 1}))
+	_, err := e.store.CreateEntry(t.Context(), datastore.Entry{
+		SPIFFEID: spiffeid.RequireFromSegments(apiTD, "workload"), ParentID: agentID,
+		Selectors: []datastore.Selector{{Type: "unix", Value: "uid:1000"}}, FederatesWith: []string{datastore.FederateWithAll},
+	})
+	require.NoError(t, err)
+	e.srv.EntriesChanged(t.Context())
+
+	require.Eventually(t, func() bool { return len(e.srv.index.Authorized(agentID, nil)) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, []string{"partner.test"}, e.srv.index.Authorized(agentID, nil)[0].FederatesWith)
+}
