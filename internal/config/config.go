@@ -33,6 +33,9 @@ const (
 	// ID, the same one SPIRE servers use.
 	DefaultEndpointPath = "/spire/server"
 	DefaultDriver       = DriverSQLite
+	// DefaultAgentSVIDTTL is the lifetime of agent X509-SVIDs, as
+	// spire-server's default_x509_svid_ttl.
+	DefaultAgentSVIDTTL = time.Hour
 )
 
 // The datastore drivers Datastore.Driver may name.
@@ -72,6 +75,9 @@ type Config struct {
 	Federation Federation
 	// Telemetry configures the metrics endpoint (telemetry).
 	Telemetry Telemetry
+	// AgentAPI configures the server side of SPIRE's node protocol, for
+	// spire-agents (agent_api).
+	AgentAPI AgentAPI
 	// Datastore configures the database (datastore).
 	Datastore Datastore
 
@@ -178,6 +184,33 @@ type Telemetry struct {
 // no address: loopback only.
 const DefaultDashboardAddress = "127.0.0.1:9988"
 
+// AgentAPI configures the agent API, which unmodified spire-agents attach
+// to as to spire-server. Agents attest with join tokens (treaty token
+// generate) whenever it is on, and with x509pop when X509POP names a CA
+// bundle.
+type AgentAPI struct {
+	// Address is the host:port agents connect to (address; spire-server
+	// listens on port 8081); empty, the default, turns the agent API off.
+	Address string
+	// AgentSVIDTTL is the lifetime of agent X509-SVIDs (agent_svid_ttl,
+	// default DefaultAgentSVIDTTL). It must be shorter than ca.ca_ttl.
+	AgentSVIDTTL time.Duration
+	// X509POP configures the x509pop node attestor (x509pop).
+	X509POP X509POP
+}
+
+// X509POP configures the x509pop node attestor: agents prove they hold
+// the key of a node certificate signed by one of the configured CAs.
+type X509POP struct {
+	// CABundlePath is a PEM file of the CA certificates that sign node
+	// certificates (ca_bundle_path); empty, the default, turns x509pop off.
+	CABundlePath string
+	// AgentPathTemplate is the Go template of the agent's SPIFFE ID path
+	// (agent_path_template); empty means SPIRE's default,
+	// /{{ .PluginName }}/{{ .Fingerprint }} under /spire/agent.
+	AgentPathTemplate string
+}
+
 // Datastore configures the database.
 type Datastore struct {
 	// Driver is DriverSQLite, the default, or DriverPostgres (driver).
@@ -250,6 +283,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.BundleEndpoint.RefreshHint, DefaultRefreshHint)
 	setDefault(&c.BundleEndpoint.Profile, DefaultProfile)
 	setDefault(&c.Datastore.Driver, DefaultDriver)
+	setDefault(&c.AgentAPI.AgentSVIDTTL, DefaultAgentSVIDTTL)
 	c.defaultEndpointID()
 }
 

@@ -46,6 +46,12 @@ federation:
   class_name: treaty
 telemetry:
   address: 127.0.0.1:9988
+agent_api:
+  address: 0.0.0.0:8081
+  agent_svid_ttl: 30m
+  x509pop:
+    ca_bundle_path: /etc/treaty/node-ca.pem
+    agent_path_template: /x509pop/{{ .Subject.CommonName }}
 datastore:
   driver: sqlite
 `
@@ -85,13 +91,16 @@ func TestParse(t *testing.T) {
 					},
 					Federation: Federation{OnboardingDir: "/etc/treaty/federation", ClassName: "treaty"},
 					Telemetry:  Telemetry{Address: "127.0.0.1:9988"},
-					Datastore:  Datastore{Driver: DriverSQLite},
+					AgentAPI: AgentAPI{Address: "0.0.0.0:8081", AgentSVIDTTL: 30 * time.Minute, X509POP: X509POP{
+						CABundlePath: "/etc/treaty/node-ca.pem", AgentPathTemplate: "/x509pop/{{ .Subject.CommonName }}",
+					}},
+					Datastore: Datastore{Driver: DriverSQLite},
 				}
 			},
 		},
 		{
 			name: "ok/defaults for empty sections",
-			yaml: "trust_domain: example.org\nca:\nbundle_endpoint: {}\nfederation:\ntelemetry:\ndatastore:\nlog_level:\ndata_dir: ''\n",
+			yaml: "trust_domain: example.org\nca:\nbundle_endpoint: {}\nfederation:\ntelemetry:\nagent_api: {}\ndatastore:\nlog_level:\ndata_dir: ''\n",
 			want: defaults,
 		},
 		{
@@ -123,6 +132,15 @@ func TestParse(t *testing.T) {
 			want: func(td spiffeid.TrustDomain) Config {
 				c := defaults(td)
 				c.BundleEndpoint.Profile = profile.HTTPSWeb
+				return c
+			},
+		},
+		{
+			name: "ok/agent api with join tokens only",
+			yaml: "trust_domain: example.org\nagent_api:\n  address: 127.0.0.1:8081\n  x509pop: {}\n",
+			want: func(td spiffeid.TrustDomain) Config {
+				c := defaults(td)
+				c.AgentAPI.Address = "127.0.0.1:8081"
 				return c
 			},
 		},
@@ -164,7 +182,7 @@ func TestParseProblems(t *testing.T) {
 		{"fail/trust domain list", "trust_domain: [a]\n", 1, "trust_domain must be text, got a list"},
 		{"fail/bool as text", "trust_domain: example.org\ndata_dir: true\n", 2, "data_dir must be text, got the boolean true"},
 		{"fail/unknown key", "trust_domain: example.org\nfrobnicate: 1\n", 2,
-			`unknown key "frobnicate" at the top level; the known keys are trust_domain, data_dir, admin_socket, workload_socket, audit_log, log_level, ca, bundle_endpoint, federation, telemetry, datastore`},
+			`unknown key "frobnicate" at the top level; the known keys are trust_domain, data_dir, admin_socket, workload_socket, audit_log, log_level, ca, bundle_endpoint, federation, telemetry, agent_api, datastore`},
 		{"fail/unknown key with typo", "trust_domian: example.org\n", 1, `unknown key "trust_domian" at the top level; the known keys are trust_domain, `},
 		{"fail/typo suggestion", "trust_domian: example.org\n", 1, "did you mean trust_domain?"},
 		{"fail/key in wrong section", "trust_domain: example.org\nrefresh_hint: 5m\n", 2, "; move it under bundle_endpoint"},
@@ -233,6 +251,20 @@ func TestParseProblems(t *testing.T) {
 		{"fail/postgres without dsn", "trust_domain: example.org\ndatastore:\n  driver: postgres\n", 3, "datastore.dsn is required by driver postgres"},
 		{"fail/sqlite with dsn", "trust_domain: example.org\ndatastore:\n  dsn: file:x\n", 3, "datastore.dsn is only used by driver postgres"},
 		{"fail/unknown driver", "trust_domain: example.org\ndatastore:\n  driver: mysql\n", 3, `datastore.driver: "mysql" is not a datastore driver`},
+		{"fail/unknown key in agent_api", "trust_domain: example.org\nagent_api:\n  join_token: {}\n", 3,
+			`unknown key "join_token" in agent_api; the known keys are address, agent_svid_ttl, x509pop`},
+		{"fail/unknown key in x509pop", "trust_domain: example.org\nagent_api:\n  x509pop:\n    ca_bundle: a.pem\n", 4,
+			`unknown key "ca_bundle" in agent_api.x509pop; the known keys are ca_bundle_path, agent_path_template`},
+		{"fail/agent api address", "trust_domain: example.org\nagent_api:\n  address: 8081\n", 3,
+			`agent_api.address: "8081" is not host:port (missing port in address); write it like 0.0.0.0:8081`},
+		{"fail/agent api on the bundle endpoint address", "trust_domain: example.org\nbundle_endpoint:\n  address: :8443\nagent_api:\n  address: :8443\n", 5,
+			`agent_api.address: ":8443" is also bundle_endpoint.address; give them different ports`},
+		{"fail/agent svid ttl zero", "trust_domain: example.org\nagent_api:\n  agent_svid_ttl: 0s\n", 3,
+			`agent_api.agent_svid_ttl: "0s" must be greater than zero`},
+		{"fail/agent svid ttl not shorter than ca ttl", "trust_domain: example.org\nca:\n  ca_ttl: 2h\n  x509_svid_ttl: 5m\nbundle_endpoint:\n  refresh_hint: 1m\nagent_api:\n  agent_svid_ttl: 3h\n", 8,
+			"agent_api.agent_svid_ttl: 3h must be shorter than ca.ca_ttl (2h)"},
+		{"fail/x509pop without address", "trust_domain: example.org\nagent_api:\n  x509pop:\n    ca_bundle_path: ca.pem\n", 4,
+			"agent_api.x509pop.ca_bundle_path: x509pop is only used by the agent API; set agent_api.address too"},
 		{"fail/log level", "trust_domain: example.org\nlog_level: verbose\n", 2, `log_level: "verbose" is not a log level; use debug, info, warn or error`},
 	}
 	for _, tt := range tests {
@@ -449,6 +481,7 @@ func defaults(td spiffeid.TrustDomain) Config {
 			RefreshHint: 5 * time.Minute, Profile: profile.HTTPSSPIFFE,
 			EndpointSPIFFEID: spiffeid.RequireFromPath(td, "/spire/server"),
 		},
+		AgentAPI:  AgentAPI{AgentSVIDTTL: time.Hour},
 		Datastore: Datastore{Driver: DriverSQLite},
 	}
 }

@@ -46,6 +46,7 @@ func (d *decoder) root(n *yaml.Node) {
 	d.bundleEndpoint(m["bundle_endpoint"], "bundle_endpoint")
 	d.federation(m["federation"], "federation")
 	d.telemetry(m["telemetry"], "telemetry")
+	d.agentAPI(m["agent_api"], "agent_api")
 	d.datastore(m["datastore"], "datastore")
 }
 
@@ -103,6 +104,16 @@ func (d *decoder) telemetry(e yamldoc.Entry, path string) {
 	m := d.mapping(e, path)
 	text(d, m["address"], path+".address", &d.c.Telemetry.Address)
 	d.boolean(m["dashboard"], path+".dashboard", &d.c.Telemetry.Dashboard)
+}
+
+func (d *decoder) agentAPI(e yamldoc.Entry, path string) {
+	m := d.mapping(e, path)
+	a := &d.c.AgentAPI
+	text(d, m["address"], path+".address", &a.Address)
+	d.duration(m["agent_svid_ttl"], path+".agent_svid_ttl", &a.AgentSVIDTTL)
+	pop := d.mapping(m["x509pop"], path+".x509pop")
+	text(d, pop["ca_bundle_path"], path+".x509pop.ca_bundle_path", &a.X509POP.CABundlePath)
+	text(d, pop["agent_path_template"], path+".x509pop.agent_path_template", &a.X509POP.AgentPathTemplate)
 }
 
 func (d *decoder) datastore(e yamldoc.Entry, path string) {

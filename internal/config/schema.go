@@ -6,7 +6,7 @@ import "github.com/treatyhq/treaty/internal/yamldoc"
 // path, in the order the documentation gives them.
 var schema = yamldoc.Schema{
 	"": {Keys: []string{"trust_domain", "data_dir", "admin_socket", "workload_socket", "audit_log", "log_level",
-		"ca", "bundle_endpoint", "federation", "telemetry", "datastore"}},
+		"ca", "bundle_endpoint", "federation", "telemetry", "agent_api", "datastore"}},
 	"ca":                       {Keys: []string{"key_type", "ca_ttl", "x509_svid_ttl", "jwt_svid_ttl", "upstream"}},
 	"ca.upstream":              {Keys: []string{"cert_file", "key_file", "bundle_file"}},
 	"bundle_endpoint":          {Keys: []string{"address", "refresh_hint", "profile", "endpoint_spiffe_id", "web", "rate_limit", "max_conns_per_client", "max_conns"}},
@@ -14,6 +14,8 @@ var schema = yamldoc.Schema{
 	"bundle_endpoint.web.acme": {Keys: []string{"directory_url", "domain_name", "email", "tos_accepted", "ca_file", "renew_before"}},
 	"federation":               {Keys: []string{"onboarding_dir", "class_name", "min_refresh", "max_refresh", "ca_file"}},
 	"telemetry":                {Keys: []string{"address", "dashboard"}},
+	"agent_api":                {Keys: []string{"address", "agent_svid_ttl", "x509pop"}},
+	"agent_api.x509pop":        {Keys: []string{"ca_bundle_path", "agent_path_template"}},
 	"datastore":                {Keys: []string{"driver", "dsn"}},
 }
 

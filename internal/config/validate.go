@@ -44,6 +44,7 @@ func (c *Config) Validate() error {
 	v.bundleEndpoint()
 	v.federation()
 	v.telemetry()
+	v.agentAPI()
 	v.datastore()
 	v.logLevel()
 	return v.err()
@@ -274,6 +275,28 @@ func (v *validator) telemetry() {
 	v.hostPort("telemetry.address", addr, "127.0.0.1:9988")
 	if addr == v.c.BundleEndpoint.Address && v.usable("bundle_endpoint.address") {
 		v.add("telemetry.address", "%s is also bundle_endpoint.address; give them different ports", yamldoc.Quote(addr))
+	}
+}
+
+func (v *validator) agentAPI() {
+	a := v.c.AgentAPI
+	v.positive("agent_api.agent_svid_ttl", a.AgentSVIDTTL, DefaultAgentSVIDTTL)
+	v.svidTTL("agent_api.agent_svid_ttl", a.AgentSVIDTTL)
+	if a.Address == "" {
+		if a.X509POP.CABundlePath != "" {
+			v.add("agent_api.x509pop.ca_bundle_path", "x509pop is only used by the agent API; set agent_api.address too, e.g. 0.0.0.0:8081")
+		}
+		return
+	}
+	v.hostPort("agent_api.address", a.Address, "0.0.0.0:8081")
+	others := []struct{ path, addr string }{
+		{"bundle_endpoint.address", v.c.BundleEndpoint.Address},
+		{"telemetry.address", v.c.Telemetry.Address},
+	}
+	for _, o := range others {
+		if o.addr == a.Address && v.usable(o.path) {
+			v.add("agent_api.address", "%s is also %s; give them different ports", yamldoc.Quote(o.addr), o.path)
+		}
 	}
 }
 
