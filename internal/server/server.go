@@ -1,7 +1,7 @@
 // Package server is treaty's composition root: New wires the datastore, key
-// store, CA and admin API from a validated configuration, failing before
-// anything is served if any part cannot start; Run runs them until the
-// context ends.
+// store, CA, Workload API, agent API and admin API from a validated
+// configuration, failing before anything is served if any part cannot
+// start; Run runs them until the context ends.
 package server
 
 import (
@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/treatyhq/treaty/internal/adminapi"
+	"github.com/treatyhq/treaty/internal/agentapi"
 	"github.com/treatyhq/treaty/internal/bundleendpoint"
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/config"
@@ -64,6 +65,8 @@ type Server struct {
 	telemetryListener net.Listener
 	workload          *workloadapi.Server
 	workloadListener  net.Listener
+	agents            *agentapi.Server // nil without agent_api.address
+	agentsListener    net.Listener
 	auditFile         *os.File // nil without audit_log
 }
 
@@ -89,6 +92,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		func() error { return s.startCA(ctx) },
 		func() error { return s.startRefresher(ctx) },
 		func() error { return s.listenWorkload(ctx) },
+		func() error { return s.listenAgents(ctx) },
 		func() error { return s.listenTelemetry(ctx) },
 		func() error { return s.listenAdmin(ctx) },
 		func() error { return s.listenEndpoint(ctx) },
@@ -240,7 +244,7 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		Entries:        s.store,
 		Agents:         s.store,
 		EndpointExpiry: s.endpointExpiry,
-		Changed:        s.workload.Refresh,
+		Changed:        s.entriesChanged,
 		AuditLog:       auditWriter(s.auditFile),
 		Invites:        s.invites(),
 		Doctor:         s.doctor().Run,
@@ -451,6 +455,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.endpoint != nil {
 		g.Go(func() error { return s.endpoint.Serve(ctx, s.endpointListener) })
 	}
+	if s.agents != nil {
+		g.Go(func() error { return s.agents.Serve(ctx, s.agentsListener) })
+	}
 	s.log.Info("treaty server running", attrAdminSocket, s.cfg.AdminSocket, attrWorkloadSocket, s.cfg.WorkloadSocket, attrDataDir, s.cfg.DataDir)
 	err := g.Wait()
 	s.log.Info("treaty server stopped")
@@ -460,7 +467,7 @@ func (s *Server) Run(ctx context.Context) error {
 // close releases what New acquired. After Run it only closes the store
 // and the lock: Serve has closed the listener.
 func (s *Server) close() {
-	for _, l := range []net.Listener{s.adminListener, s.endpointListener, s.telemetryListener, s.workloadListener} {
+	for _, l := range []net.Listener{s.adminListener, s.endpointListener, s.telemetryListener, s.workloadListener, s.agentsListener} {
 		if l != nil {
 			_ = l.Close() // already closed after Serve; closing again is harmless
 		}
