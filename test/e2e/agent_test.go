@@ -2,11 +2,21 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha1" //nolint:gosec // SPIRE's x509pop agent ID is the SHA-1 of the certificate
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,11 +33,7 @@ import (
 // that a banned agent stops.
 func TestAgent(t *testing.T) {
 	agentBin := spireAgent(t)
-	partner := newServer(t, "beta.test", "")
-	partner.start()
-	partnerDoc := filepath.Join(t.TempDir(), "beta.json")
-	require.NoError(t, os.WriteFile(partnerDoc, []byte(partner.treaty("bundle", "show", "-format", "spiffe")), 0o600))
-	partner.stop()
+	partnerDoc := partnerBundle(t)
 
 	agentAddr := freePort(t)
 	s := newServer(t, "alpha.test", "agent_api:\n  address: "+agentAddr+"\n")
@@ -38,7 +44,9 @@ func TestAgent(t *testing.T) {
 	token := strings.TrimSpace(strings.TrimPrefix(out, "Token: "))
 	agentID := "spiffe://alpha.test/spire/agent/join_token/" + token
 
-	a := startAgent(t, agentBin, s, agentAddr, token)
+	a := startAgent(t, agentBin, s, agentAddr, "join_token = "+strconv.Quote(token), `NodeAttestor "join_token" {
+    plugin_data {}
+  }`)
 	waitFor(t, func() bool {
 		return strings.Contains(s.treaty("agent", "list", "-output", "json"), "/spire/agent/join_token/"+token)
 	}, "the agent never attested:\n"+a.log.String())
@@ -73,6 +81,90 @@ func TestAgent(t *testing.T) {
 	})
 }
 
+// TestAgentX509POP attaches a spire-agent with a node certificate from a
+// CA treaty is configured with, and checks that a workload under it gets
+// its SVID and, through federatesWith "*", the partner's bundle.
+func TestAgentX509POP(t *testing.T) {
+	agentBin := spireAgent(t)
+	partnerDoc := partnerBundle(t)
+	dir := t.TempDir()
+	caPath, certPath, keyPath, fingerprint := nodePKI(t, dir)
+
+	agentAddr := freePort(t)
+	s := newServer(t, "alpha.test", fmt.Sprintf("agent_api:\n  address: %s\n  x509pop:\n    ca_bundle_path: %s\n", agentAddr, caPath))
+	s.start()
+	s.treaty("bundle", "set", "-id", "spiffe://beta.test", "-path", partnerDoc, "-format", "spiffe")
+
+	agentID := "spiffe://alpha.test/spire/agent/x509pop/" + fingerprint
+	a := startAgent(t, agentBin, s, agentAddr, "", fmt.Sprintf(`NodeAttestor "x509pop" {
+    plugin_data {
+      private_key_path = %q
+      certificate_path = %q
+    }
+  }`, keyPath, certPath))
+	waitFor(t, func() bool {
+		out, _, err := s.treatyErr("agent", "show", "-spiffeID", agentID)
+		return err == nil && strings.Contains(out, "Attestation type  : x509pop\n")
+	}, "the agent never attested:\n"+a.log.String())
+
+	s.treaty("entry", "create", "-parentID", agentID, "-spiffeID", "spiffe://alpha.test/workload",
+		"-selector", fmt.Sprintf("unix:uid:%d", os.Getuid()), "-federatesWith", "*")
+	x509ctx := fetchFromAgent(t, a, func(c *workloadapi.X509Context) bool {
+		_, federated := c.Bundles.Get(spiffeid.RequireTrustDomainFromString("beta.test"))
+		return len(c.SVIDs) > 0 && c.SVIDs[0].ID.String() == "spiffe://alpha.test/workload" && federated
+	})
+	local := parseSPIFFE(t, "alpha.test", s.treaty("bundle", "show", "-format", "spiffe"))
+	_, _, err := x509svid.Verify(x509ctx.DefaultSVID().Certificates, local)
+	require.NoError(t, err, "the SVID chains to treaty's bundle")
+}
+
+// partnerBundle returns the path of a bundle of trust domain beta.test,
+// taken from a treaty server that then stops.
+func partnerBundle(t *testing.T) string {
+	t.Helper()
+	partner := newServer(t, "beta.test", "")
+	partner.start()
+	path := filepath.Join(t.TempDir(), "beta.json")
+	require.NoError(t, os.WriteFile(path, []byte(partner.treaty("bundle", "show", "-format", "spiffe")), 0o600))
+	partner.stop()
+	return path
+}
+
+// nodePKI writes a node CA and a node certificate with its key, as an
+// operator provisions hosts for x509pop, and returns their paths and the
+// SHA-1 fingerprint of the node certificate (lower-case hex).
+func nodePKI(t *testing.T, dir string) (caPath, certPath, keyPath, fingerprint string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "node CA"}, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	require.NoError(t, err)
+	caCert, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+	nodeKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	nodeTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "node1"}, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	nodeDER, err := x509.CreateCertificate(rand.Reader, nodeTmpl, caCert, nodeKey.Public(), caKey)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(nodeKey)
+	require.NoError(t, err)
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
+		return path
+	}
+	sum := sha1.Sum(nodeDER) //nolint:gosec // SPIRE's x509pop agent ID is the SHA-1 of the certificate
+	return write("ca.pem", "CERTIFICATE", caDER), write("node.pem", "CERTIFICATE", nodeDER), write("node.key", "PRIVATE KEY", keyDER), hex.EncodeToString(sum[:])
+}
+
 // agentProcess is a running spire-agent.
 type agentProcess struct {
 	socket string
@@ -80,9 +172,10 @@ type agentProcess struct {
 	exited chan struct{}
 }
 
-// startAgent runs spire-agent against s's agent API at addr, attesting
-// with token; it is killed when the test ends.
-func startAgent(t *testing.T, bin string, s *server, addr, token string) *agentProcess {
+// startAgent runs spire-agent against s's agent API at addr, with the
+// extra agent setting (such as join_token) and the NodeAttestor plugin
+// block given; it is killed when the test ends.
+func startAgent(t *testing.T, bin string, s *server, addr, setting, nodeAttestor string) *agentProcess {
 	t.Helper()
 	dir := t.TempDir()
 	sockDir, err := os.MkdirTemp("", "treaty-agent") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
@@ -101,12 +194,10 @@ func startAgent(t *testing.T, bin string, s *server, addr, token string) *agentP
   socket_path = %q
   trust_domain = %q
   trust_bundle_path = %q
-  join_token = %q
+  %s
 }
 plugins {
-  NodeAttestor "join_token" {
-    plugin_data {}
-  }
+  %s
   KeyManager "memory" {
     plugin_data {}
   }
@@ -114,7 +205,7 @@ plugins {
     plugin_data {}
   }
 }
-`, filepath.Join(dir, "data"), host, port, a.socket, s.td, bundlePath, token)
+`, filepath.Join(dir, "data"), host, port, a.socket, s.td, bundlePath, setting, nodeAttestor)
 	confPath := filepath.Join(dir, "agent.conf")
 	require.NoError(t, os.WriteFile(confPath, []byte(conf), 0o600))
 	// The process outlives this call; Cleanup kills it.
