@@ -36,7 +36,8 @@ func TestAgent(t *testing.T) {
 	partnerDoc := partnerBundle(t)
 
 	agentAddr := freePort(t)
-	s := newServer(t, "alpha.test", "agent_api:\n  address: "+agentAddr+"\n")
+	// A short agent SVID, so that the agent renews it during the test.
+	s := newServer(t, "alpha.test", "agent_api:\n  address: "+agentAddr+"\n  agent_svid_ttl: 20s\n")
 	s.start()
 	s.treaty("bundle", "set", "-id", "spiffe://beta.test", "-path", partnerDoc, "-format", "spiffe")
 
@@ -67,6 +68,22 @@ func TestAgent(t *testing.T) {
 		beta, err := x509ctx.Bundles.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("beta.test"))
 		require.NoError(t, err)
 		require.True(t, beta.Equal(parseSPIFFE(t, "beta.test", readFile(t, partnerDoc)).X509Bundle()), "the partner's bundle as set")
+	})
+
+	t.Run("the agent renews its SVID and keeps syncing", func(t *testing.T) {
+		first := agentSerial(t, s, agentID)
+		deadline := time.Now().Add(time.Minute)
+		for agentSerial(t, s, agentID) == first {
+			if time.Now().After(deadline) {
+				t.Fatalf("the agent did not renew its 20s SVID within a minute:\n%s", a.log)
+			}
+			time.Sleep(500 * time.Millisecond) // the agent renews on its own schedule
+		}
+		// Syncing with the renewed SVID promotes it; an entry created now
+		// reaches the workload.
+		s.treaty("entry", "create", "-parentID", "spiffe://alpha.test/node1", "-spiffeID", "spiffe://alpha.test/workload2",
+			"-selector", fmt.Sprintf("unix:uid:%d", os.Getuid()))
+		fetchFromAgent(t, a, func(c *workloadapi.X509Context) bool { return len(c.SVIDs) == 2 })
 	})
 
 	t.Run("a banned agent stops", func(t *testing.T) {
@@ -163,6 +180,19 @@ func nodePKI(t *testing.T, dir string) (caPath, certPath, keyPath, fingerprint s
 	}
 	sum := sha1.Sum(nodeDER) //nolint:gosec // SPIRE's x509pop agent ID is the SHA-1 of the certificate
 	return write("ca.pem", "CERTIFICATE", caDER), write("node.pem", "CERTIFICATE", nodeDER), write("node.key", "PRIVATE KEY", keyDER), hex.EncodeToString(sum[:])
+}
+
+// agentSerial returns the serial number of the agent's current SVID as
+// treaty's agent show prints it.
+func agentSerial(t *testing.T, s *server, agentID string) string {
+	t.Helper()
+	for line := range strings.Lines(s.treaty("agent", "show", "-spiffeID", agentID)) {
+		if v, ok := strings.CutPrefix(line, "Serial number     : "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("agent show prints no serial number for %s", agentID)
+	return ""
 }
 
 // agentProcess is a running spire-agent.
