@@ -133,6 +133,19 @@ func TestAgentX509POP(t *testing.T) {
 	local := parseSPIFFE(t, "alpha.test", s.treaty("bundle", "show", "-format", "spiffe"))
 	_, _, err := x509svid.Verify(x509ctx.DefaultSVID().Certificates, local)
 	require.NoError(t, err, "the SVID chains to treaty's bundle")
+
+	// Evicted, an x509pop agent attests again with its node certificate.
+	first := agentSerial(t, s, agentID)
+	s.treaty("agent", "evict", "-spiffeID", agentID)
+	waitFor(t, func() bool {
+		out, _, err := s.treatyErr("agent", "show", "-spiffeID", agentID)
+		return err == nil && !strings.Contains(out, "Serial number     : "+first+"\n")
+	}, "the evicted x509pop agent did not attest again:\n"+a.log.String())
+	select {
+	case <-a.exited:
+		t.Fatalf("the evicted x509pop agent exited instead of attesting again:\n%s", a.log)
+	default:
+	}
 }
 
 // partnerBundle returns the path of a bundle of trust domain beta.test,
