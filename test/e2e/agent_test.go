@@ -110,7 +110,6 @@ func TestAgentX509POP(t *testing.T) {
 	agentAddr := freePort(t)
 	s := newServer(t, "alpha.test", fmt.Sprintf("agent_api:\n  address: %s\n  x509pop:\n    ca_bundle_path: %s\n", agentAddr, caPath))
 	s.start()
-	s.treaty("bundle", "set", "-id", "spiffe://beta.test", "-path", partnerDoc, "-format", "spiffe")
 
 	agentID := "spiffe://alpha.test/spire/agent/x509pop/" + fingerprint
 	a := startAgent(t, agentBin, s, agentAddr, "", fmt.Sprintf(`NodeAttestor "x509pop" {
@@ -126,6 +125,12 @@ func TestAgentX509POP(t *testing.T) {
 
 	s.treaty("entry", "create", "-parentID", agentID, "-spiffeID", "spiffe://alpha.test/workload",
 		"-selector", fmt.Sprintf("unix:uid:%d", os.Getuid()), "-federatesWith", "*")
+	fetchFromAgent(t, a, func(c *workloadapi.X509Context) bool {
+		return len(c.SVIDs) > 0 && c.SVIDs[0].ID.String() == "spiffe://alpha.test/workload"
+	})
+	// A partner whose bundle arrives later reaches the entry too: "*" is
+	// expanded again.
+	s.treaty("bundle", "set", "-id", "spiffe://beta.test", "-path", partnerDoc, "-format", "spiffe")
 	x509ctx := fetchFromAgent(t, a, func(c *workloadapi.X509Context) bool {
 		_, federated := c.Bundles.Get(spiffeid.RequireTrustDomainFromString("beta.test"))
 		return len(c.SVIDs) > 0 && c.SVIDs[0].ID.String() == "spiffe://alpha.test/workload" && federated
