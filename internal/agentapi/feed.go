@@ -82,23 +82,30 @@ func expandFederatesWith(entries []datastore.Entry, federated []string) []datast
 }
 
 // feed rebuilds the index whenever entries or federated bundles change,
-// after settleDelay, until ctx is done, with one reusable timer.
+// settleDelay after the first change of a burst (a steady stream of changes
+// still gets a rebuild every settleDelay), until ctx is done, with one
+// reusable timer.
 func (s *Server) feed(ctx context.Context) {
 	bundlesChanged := s.cfg.BundlesChanged()
 	settle := time.NewTimer(settleDelay)
 	settle.Stop()
 	defer settle.Stop()
+	pending := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-bundlesChanged:
 			bundlesChanged = s.cfg.BundlesChanged()
-			settle.Reset(settleDelay)
 		case <-s.changed:
-			settle.Reset(settleDelay)
 		case <-settle.C:
+			pending = false
 			s.rebuildOrLog(ctx)
+			continue
+		}
+		if !pending {
+			pending = true
+			settle.Reset(settleDelay)
 		}
 	}
 }

@@ -1,12 +1,16 @@
 package agentapi
 
 import (
+	"context"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/treatyhq/treaty/internal/catest"
 	"github.com/treatyhq/treaty/internal/datastore"
 )
 
@@ -58,4 +62,44 @@ func TestEntriesChangedRebuildsIndex(t *testing.T) {
 
 	require.Eventually(t, func() bool { return len(e.srv.index.Authorized(agentID, nil)) == 1 }, 5*time.Second, 10*time.Millisecond)
 	require.Equal(t, []string{"partner.test"}, e.srv.index.Authorized(agentID, nil)[0].FederatesWith)
+}
+
+// TestBundlesChangedRebuildsIndex: a federated bundle stored by federation
+// (BundlesChanged) reaches entries federating with "*".
+func TestBundlesChangedRebuildsIndex(t *testing.T) {
+	c, store := catest.New(t, apiTD)
+	var mu sync.Mutex
+	bundles := make(chan struct{})
+	bundlesChanged := func() <-chan struct{} { // as the refresher's Changed: a new channel after each change
+		mu.Lock()
+		defer mu.Unlock()
+		return bundles
+	}
+	srv, err := New(Config{Address: "127.0.0.1:0", TrustDomain: apiTD, SVIDSource: c, Bundle: c, Signer: c, Store: store, Entries: store, SVIDSigner: c,
+		BundlesChanged: bundlesChanged})
+	require.NoError(t, err)
+	agentID := spiffeid.RequireFromSegments(apiTD, "spire", "agent", "join_token", "t")
+	_, err = store.CreateEntry(t.Context(), datastore.Entry{
+		SPIFFEID: spiffeid.RequireFromSegments(apiTD, "workload"), ParentID: agentID,
+		Selectors: []datastore.Selector{{Type: "unix", Value: "uid:1000"}}, FederatesWith: []string{datastore.FederateWithAll},
+	})
+	require.NoError(t, err)
+	l, err := srv.Listen(t.Context())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	require.Eventually(t, func() bool { return len(srv.index.Authorized(agentID, nil)) == 1 }, 5*time.Second, 10*time.Millisecond, "filled at start")
+	require.Empty(t, srv.index.Authorized(agentID, nil)[0].FederatesWith, "no bundle held yet")
+
+	partner := spiffeid.RequireTrustDomainFromString("partner.test")
+	require.NoError(t, store.CreateFederatedBundle(t.Context(), datastore.Bundle{TrustDomain: partner, Document: []byte(`{"keys":[]}`), Sequence: 1}))
+	mu.Lock()
+	close(bundles)
+	bundles = make(chan struct{})
+	mu.Unlock()
+	require.Eventually(t, func() bool {
+		return slices.Equal([]string{"partner.test"}, srv.index.Authorized(agentID, nil)[0].FederatesWith)
+	}, 5*time.Second, 10*time.Millisecond)
 }
