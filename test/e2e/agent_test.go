@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/stretchr/testify/require"
@@ -68,6 +69,17 @@ func TestAgent(t *testing.T) {
 		beta, err := x509ctx.Bundles.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("beta.test"))
 		require.NoError(t, err)
 		require.True(t, beta.Equal(parseSPIFFE(t, "beta.test", readFile(t, partnerDoc)).X509Bundle()), "the partner's bundle as set")
+	})
+
+	t.Run("a workload gets a JWT-SVID that treaty's keys verify", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		svid, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "partner"}, workloadapi.WithAddr("unix://"+a.socket))
+		require.NoError(t, err, "agent log:\n%s", a.log)
+		local := parseSPIFFE(t, "alpha.test", s.treaty("bundle", "show", "-format", "spiffe"))
+		parsed, err := jwtsvid.ParseAndValidate(svid.Marshal(), local, []string{"partner"})
+		require.NoError(t, err)
+		require.Equal(t, "spiffe://alpha.test/workload", parsed.ID.String())
 	})
 
 	t.Run("the agent renews its SVID and keeps syncing", func(t *testing.T) {
