@@ -98,6 +98,14 @@ func TestAgent(t *testing.T) {
 		fetchFromAgent(t, a, func(c *workloadapi.X509Context) bool { return len(c.SVIDs) == 2 })
 	})
 
+	t.Run("the agent comes back after treaty restarts", func(t *testing.T) {
+		s.stop()
+		s.start()
+		s.treaty("entry", "create", "-parentID", "spiffe://alpha.test/node1", "-spiffeID", "spiffe://alpha.test/workload3",
+			"-selector", fmt.Sprintf("unix:uid:%d", os.Getuid()))
+		fetchFromAgent(t, a, func(c *workloadapi.X509Context) bool { return len(c.SVIDs) == 3 })
+	})
+
 	t.Run("a banned agent stops", func(t *testing.T) {
 		s.treaty("agent", "ban", "-spiffeID", agentID)
 		select {
