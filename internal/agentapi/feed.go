@@ -3,6 +3,8 @@ package agentapi
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
+	"math"
 	"slices"
 	"time"
 
@@ -68,7 +70,9 @@ func federatedTrustDomains(bundles []datastore.Bundle, local spiffeid.TrustDomai
 // by the trust domains we hold bundles for (merged with those the entry
 // names, sorted): spire-agent v1.15.3 drops a whole entry that names
 // anything but a trust domain, and asks for the bundle of each one named.
-// Entries without "*" are returned as they are.
+// The revision agents see changes with the expansion (revisionFor), since
+// an agent syncing in pages downloads again only entries whose revision
+// changed. Entries without "*" are returned as they are.
 func expandFederatesWith(entries []datastore.Entry, federated []string) []datastore.Entry {
 	for i, e := range entries {
 		if !slices.Contains(e.FederatesWith, datastore.FederateWithAll) {
@@ -76,9 +80,26 @@ func expandFederatesWith(entries []datastore.Entry, federated []string) []datast
 		}
 		names := slices.Concat(federatesWith(e.FederatesWith), federated)
 		slices.Sort(names)
-		entries[i].FederatesWith = slices.Compact(names)
+		names = slices.Compact(names)
+		entries[i].FederatesWith = names
+		entries[i].RevisionNumber = revisionFor(e.RevisionNumber, names)
 	}
 	return entries
+}
+
+// revisionFor returns the revision agents see for an entry federating with
+// "*", expanded to names: the stored revision in the low 32 bits, a hash of
+// names in bits 32 to 62, so it stays positive (a negative revision makes
+// spire-agent drop the entry), changes when the entry is updated or the
+// expansion changes (the agent only compares revisions for equality), and
+// is the same after a restart, so agents do not fetch anything again then.
+func revisionFor(revision int64, names []string) int64 {
+	h := fnv.New32a()
+	for _, n := range names {
+		_, _ = h.Write([]byte(n)) // hash.Hash writes never fail
+		_, _ = h.Write([]byte{0})
+	}
+	return int64(h.Sum32()>>1)<<32 | revision&math.MaxUint32
 }
 
 // feed rebuilds the index whenever entries or federated bundles change,

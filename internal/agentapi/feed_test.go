@@ -2,6 +2,7 @@ package agentapi
 
 import (
 	"context"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -28,10 +29,23 @@ func TestExpandFederatesWith(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := expandFederatesWith([]datastore.Entry{{FederatesWith: tt.in}}, federated)
+			got := expandFederatesWith([]datastore.Entry{{FederatesWith: tt.in, RevisionNumber: 7}}, federated)
 			require.Equal(t, tt.want, got[0].FederatesWith)
+			if !slices.Contains(tt.in, datastore.FederateWithAll) {
+				require.Equal(t, int64(7), got[0].RevisionNumber, "the stored revision")
+			}
 		})
 	}
+}
+
+func TestRevisionFor(t *testing.T) {
+	base := revisionFor(1, []string{"a.test"})
+	require.Positive(t, base)
+	require.Equal(t, base, revisionFor(1, []string{"a.test"}), "the same after a restart")
+	require.NotEqual(t, base, revisionFor(2, []string{"a.test"}), "an update of the entry")
+	require.NotEqual(t, base, revisionFor(1, []string{"a.test", "b.test"}), "a new partner")
+	require.NotEqual(t, base, revisionFor(1, nil), "a partner gone")
+	require.Positive(t, revisionFor(math.MaxInt64, []string{"z.test"}), "never negative")
 }
 
 func TestFederatedTrustDomainsLeavesOutOurOwn(t *testing.T) {
