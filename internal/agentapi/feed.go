@@ -105,9 +105,9 @@ func revisionFor(revision int64, names []string) int64 {
 // feed rebuilds the index whenever entries or federated bundles change,
 // settleDelay after the first change of a burst (a steady stream of changes
 // still gets a rebuild every settleDelay), until ctx is done, with one
-// reusable timer.
-func (s *Server) feed(ctx context.Context) {
-	bundlesChanged := s.cfg.BundlesChanged()
+// reusable timer. bundlesChanged is the BundlesChanged channel taken before
+// the index was last filled, so that no change in between goes unnoticed.
+func (s *Server) feed(ctx context.Context, bundlesChanged <-chan struct{}) {
 	settle := time.NewTimer(settleDelay)
 	settle.Stop()
 	defer settle.Stop()

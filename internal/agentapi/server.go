@@ -277,6 +277,7 @@ func (s *Server) Run(ctx context.Context) error {
 // index is filled before the first call is served; a store that cannot
 // list the entries then is an error.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	bundlesChanged := s.cfg.BundlesChanged()
 	if err := s.rebuild(ctx); err != nil {
 		_ = l.Close()
 		if ctx.Err() != nil {
@@ -289,7 +290,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{}, 2)
 	go func() { s.watch(watchCtx); watchDone <- struct{}{} }()
-	go func() { s.feed(watchCtx); watchDone <- struct{}{} }()
+	go func() { s.feed(watchCtx, bundlesChanged); watchDone <- struct{}{} }()
 	s.log.Info("agent API serving", attrAddress, l.Addr().String())
 	var err error
 	select {
