@@ -116,6 +116,26 @@ func TestAgent(t *testing.T) {
 		require.Contains(t, a.log.String(), "Agent is banned: removing SVID and shutting down", "the agent read the ban from treaty's answer")
 		require.Contains(t, s.treaty("agent", "show", "-spiffeID", agentID), "Banned            : true\n")
 	})
+
+	t.Run("an evicted join-token agent stops", func(t *testing.T) {
+		token := strings.TrimSpace(strings.TrimPrefix(s.treaty("token", "generate"), "Token: "))
+		token = strings.TrimSpace(strings.Split(token, "\n")[0])
+		b := startAgent(t, agentBin, s, agentAddr, "join_token = "+strconv.Quote(token), `NodeAttestor "join_token" {
+    plugin_data {}
+  }`)
+		id := "spiffe://alpha.test/spire/agent/join_token/" + token
+		waitFor(t, func() bool {
+			_, _, err := s.treatyErr("agent", "show", "-spiffeID", id)
+			return err == nil
+		}, "the second agent never attested")
+		s.treaty("agent", "evict", "-spiffeID", id)
+		select {
+		case <-b.exited:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("the evicted join-token agent still runs after 60s:\n%s", b.log)
+		}
+		require.Contains(t, b.log.String(), "shutting down", "its token is used: it cannot attest again")
+	})
 }
 
 // TestAgentX509POP attaches a spire-agent with a node certificate from a
