@@ -39,8 +39,17 @@ type attested struct {
 // run the attestor (with challenges over the stream), refuse a banned
 // agent, sign the CSR's key, record the node, answer with the SVID. Every
 // response carries a challenge or the result: the agent panics on one
-// with neither.
+// with neither. Every call is counted by attestor type and result.
 func (a *agentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
+	var typ string
+	err := a.attestAgent(stream, &typ)
+	a.s.stats.attestation(typ, err)
+	return err
+}
+
+// attestAgent is AttestAgent; it sets *typ to the attestor type the agent
+// named once it is known.
+func (a *agentService) attestAgent(stream agentv1.Agent_AttestAgentServer, typ *string) error {
 	ctx := stream.Context()
 	req, err := stream.Recv()
 	if err != nil {
@@ -50,6 +59,7 @@ func (a *agentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	if err != nil {
 		return err
 	}
+	*typ = params.GetData().GetType()
 	csr, err := parseAgentCSR(params.GetParams().GetCsr())
 	if err != nil {
 		return err
@@ -67,6 +77,7 @@ func (a *agentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	if err := a.s.recordAttestation(ctx, att); err != nil {
 		return err
 	}
+	a.s.stats.seen(att.result.AgentID, a.s.cfg.Now())
 	return stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Result_{
 		Result: &agentv1.AttestAgentResponse_Result{Svid: agentSVIDProto(att.result.AgentID, att.chain), Reattestable: att.result.CanReattest},
 	}})
@@ -198,6 +209,7 @@ func (s *Server) signAgent(ctx context.Context, id spiffeid.ID, csr *x509.Certif
 	if err != nil {
 		return nil, s.internalError(ctx, "could not sign the agent SVID", err)
 	}
+	s.stats.issuedAgent()
 	return chain, nil
 }
 
@@ -286,6 +298,7 @@ func (a *agentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if _, err := a.s.cfg.Store.UpdateAttestedNode(ctx, node); err != nil {
 		return nil, a.s.internalError(ctx, "could not record the renewed agent SVID", err)
 	}
+	a.s.stats.renewed()
 	return &agentv1.RenewAgentResponse{Svid: agentSVIDProto(node.SPIFFEID, chain)}, nil
 }
 

@@ -41,13 +41,18 @@ func (s *Server) agentCaller(ctx context.Context) (datastore.AttestedNode, error
 	node, err := s.cfg.Store.AttestedNode(ctx, id)
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
+		s.stats.forget(id) // evicted
 		return node, s.denied(ctx, id, types.PermissionDeniedDetails_AGENT_NOT_ATTESTED)
 	case err != nil:
 		return node, s.internalError(ctx, "could not read the attested node", err)
 	case node.Banned():
 		return node, s.denied(ctx, id, types.PermissionDeniedDetails_AGENT_BANNED)
 	}
-	return s.activeSerial(ctx, node, leaf.SerialNumber.String())
+	node, err = s.activeSerial(ctx, node, leaf.SerialNumber.String())
+	if err == nil {
+		s.stats.seen(id, s.cfg.Now())
+	}
+	return node, err
 }
 
 // activeSerial accepts the node's current serial, and its new one after

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
@@ -50,6 +51,10 @@ type entryService struct {
 	caller func(ctx context.Context) (datastore.AttestedNode, error)
 	// log receives entries too large to send; nil discards.
 	log *slog.Logger
+	// stats counts the syncs and their duration; nil counts nothing.
+	stats *stats
+	// now is the clock; nil means time.Now.
+	now func() time.Time
 }
 
 // authorized returns the entries the calling agent is authorized for,
@@ -81,7 +86,22 @@ func (s *entryService) GetAuthorizedEntries(ctx context.Context, req *entryv1.Ge
 // as spire-server v1.15.3 does: the whole list in one message when it fits
 // one page; otherwise pages of revisions, after which the agent asks for
 // the entries it lacks or holds stale, by ID, until it ends the stream.
+// Every stream is counted with its duration.
 func (s *entryService) SyncAuthorizedEntries(stream syncStream) error {
+	start := s.clock()
+	err := s.syncAuthorizedEntries(stream)
+	s.stats.synced(s.clock().Sub(start))
+	return err
+}
+
+func (s *entryService) clock() time.Time {
+	if s.now == nil {
+		return time.Now()
+	}
+	return s.now()
+}
+
+func (s *entryService) syncAuthorizedEntries(stream syncStream) error {
 	entries, err := s.authorized(stream.Context())
 	if err != nil {
 		return err

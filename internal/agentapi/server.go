@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -127,6 +129,7 @@ type Server struct {
 	svid      *serverSVID
 	grpc      *grpc.Server
 	index     *Index
+	stats     *stats
 	// changed holds one pending EntriesChanged.
 	changed chan struct{}
 }
@@ -159,6 +162,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.attestors[a.Type()] = a
 	}
+	s.stats = newStats(slices.Collect(maps.Keys(s.attestors)), cfg.Now())
 	s.serverID = spiffeid.RequireFromSegments(cfg.TrustDomain, "spire", "server")
 	s.svid = &serverSVID{id: s.serverID, source: cfg.SVIDSource, now: cfg.Now}
 	if err := s.svid.renew(); err != nil {
@@ -187,8 +191,8 @@ func checkConfig(cfg Config) error {
 func (s *Server) register(g *grpc.Server) {
 	agentv1.RegisterAgentServer(g, &agentService{s: s})
 	bundlev1.RegisterBundleServer(g, &bundleService{s: s})
-	entryv1.RegisterEntryServer(g, &entryService{index: s.index, caller: s.agentCaller, log: s.log})
-	svidv1.RegisterSVIDServer(g, &svidService{index: s.index, caller: s.agentCaller, signer: s.cfg.SVIDSigner, log: s.log, now: s.cfg.Now})
+	entryv1.RegisterEntryServer(g, &entryService{index: s.index, caller: s.agentCaller, log: s.log, stats: s.stats, now: s.cfg.Now})
+	svidv1.RegisterSVIDServer(g, &svidService{index: s.index, caller: s.agentCaller, signer: s.cfg.SVIDSigner, log: s.log, now: s.cfg.Now, stats: s.stats})
 }
 
 // agentMethods are the methods spire-agent v1.15.3 calls; the other methods

@@ -36,6 +36,8 @@ type svidService struct {
 	log *slog.Logger
 	// now is the clock; nil means time.Now.
 	now func() time.Time
+	// stats counts the SVIDs issued; nil counts nothing.
+	stats *stats
 }
 
 // BatchNewX509SVID signs one X509-SVID per parameter, for the entry it
@@ -95,6 +97,7 @@ func (s *svidService) newX509SVID(ctx context.Context, node datastore.AttestedNo
 	if err != nil {
 		return x509Failure(s.signFailure(ctx, node, e, err))
 	}
+	s.stats.issuedX509()
 	svid := &types.X509SVID{Id: idToProto(e.SPIFFEID), ExpiresAt: chain[0].NotAfter.Unix()}
 	for _, c := range chain {
 		svid.CertChain = append(svid.CertChain, c.Raw)
@@ -125,6 +128,7 @@ func (s *svidService) NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDRequ
 	if err != nil {
 		return nil, status.Error(s.signFailure(ctx, node, e, err))
 	}
+	s.stats.issuedJWT()
 	return &svidv1.NewJWTSVIDResponse{Svid: &types.JWTSVID{
 		Token: token, Id: idToProto(e.SPIFFEID), ExpiresAt: expiry.Unix(), IssuedAt: min(issued.Unix(), expiry.Unix()),
 	}}, nil
