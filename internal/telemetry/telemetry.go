@@ -1,7 +1,8 @@
 // Package telemetry serves treaty's operational endpoints on
 // telemetry.address: Prometheus metrics at /metrics, liveness at /healthz
 // and readiness at /readyz. Metrics about partners are read from the
-// refresher's status at scrape time, so nothing is counted twice.
+// refresher's status, and those about agents from the agent API's counters
+// and the attested nodes, at scrape time, so nothing is counted twice.
 package telemetry
 
 import (
@@ -38,6 +39,11 @@ type Config struct {
 	// FederationGaps, when set, counts registration entries that federate
 	// with a trust domain the server holds no bundle for.
 	FederationGaps func() int
+	// Agents, when set, feeds the agent API metrics; Nodes, when set too,
+	// the agents by state and the oldest last-seen time (the store is read
+	// at most every five seconds).
+	Agents AgentSource
+	Nodes  NodeLister
 	// Dashboard, when set, is served at /dashboard.
 	Dashboard http.Handler
 	// Ready reports whether the server can serve; nil means always ready.
@@ -88,6 +94,9 @@ func New(cfg Config) *Server {
 	s.registry.MustRegister(s.requests, s.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.Federation != nil {
 		s.registry.MustRegister(&federationCollector{source: cfg.Federation})
+	}
+	if cfg.Agents != nil {
+		s.registry.MustRegister(&agentCollector{source: cfg.Agents, nodes: cfg.Nodes, now: time.Now})
 	}
 	if cfg.FederationGaps != nil {
 		s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
