@@ -145,7 +145,7 @@ func TestAgentX509POP(t *testing.T) {
 	agentBin := spireAgent(t)
 	partnerDoc := partnerBundle(t)
 	dir := t.TempDir()
-	caPath, certPath, keyPath, fingerprint := nodePKI(t, dir)
+	caPath, certPath, keyPath, fingerprint := nodePKI(t, dir, "node1")
 
 	agentAddr := freePort(t)
 	s := newServer(t, "alpha.test", fmt.Sprintf("agent_api:\n  address: %s\n  x509pop:\n    ca_bundle_path: %s\n", agentAddr, caPath))
@@ -205,10 +205,11 @@ func partnerBundle(t *testing.T) string {
 	return path
 }
 
-// nodePKI writes a node CA and a node certificate with its key, as an
-// operator provisions hosts for x509pop, and returns their paths and the
-// SHA-1 fingerprint of the node certificate (lower-case hex).
-func nodePKI(t *testing.T, dir string) (caPath, certPath, keyPath, fingerprint string) {
+// nodePKI writes a node CA and a node certificate with its key and the
+// common name cn, as an operator provisions hosts for x509pop, and returns
+// their paths and the SHA-1 fingerprint of the node certificate
+// (lower-case hex).
+func nodePKI(t *testing.T, dir, cn string) (caPath, certPath, keyPath, fingerprint string) {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -224,7 +225,7 @@ func nodePKI(t *testing.T, dir string) (caPath, certPath, keyPath, fingerprint s
 	nodeKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	nodeTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "node1"}, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn}, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	nodeDER, err := x509.CreateCertificate(rand.Reader, nodeTmpl, caCert, nodeKey.Public(), caKey)
