@@ -1,6 +1,7 @@
 // Package dashboard renders a read-only web page of a server's state: the
 // trust domain, our authorities on a timeline, every partner with its
-// freshness, a federation graph and recent authority events. The page is
+// freshness, a federation graph, recent authority events and the attested
+// agents. The page is
 // plain server-rendered HTML with inline CSS and SVG, no JavaScript and no
 // external assets, so it works offline; it reloads itself every few
 // seconds.
@@ -40,8 +41,13 @@ type Config struct {
 	Federation  func() []federation.Status
 	Journal     func(ctx context.Context, limit int) ([]datastore.JournalEvent, error)
 	Gaps        func() int
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// Agents, when set, lists the attested nodes for the agents section
+	// (absent otherwise); LastSeen, when set, says when each agent last
+	// made an authorized call (zero: not since the server started).
+	Agents   func(ctx context.Context) ([]datastore.AttestedNode, error)
+	LastSeen func(id spiffeid.ID) time.Time
+	Now      func() time.Time
+	Logger   *slog.Logger
 }
 
 // Handler serves the page.
@@ -77,6 +83,7 @@ type view struct {
 	Events      []datastore.JournalEvent
 	Gaps        int
 	Counts      map[string]int
+	Agents      *agentSection
 }
 
 type authorityRow struct {
@@ -110,6 +117,11 @@ func build(ctx context.Context, cfg Config) (*view, error) {
 		return nil, fmt.Errorf("read the authority journal: %w", err)
 	}
 	v.Events = events
+	if cfg.Agents != nil {
+		if v.Agents, err = agents(ctx, cfg, now); err != nil {
+			return nil, err
+		}
+	}
 	return v, nil
 }
 
@@ -145,4 +157,58 @@ func ago(t time.Time) string {
 		return "never"
 	}
 	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+// maxAgentRows is how many agents the page lists; the rest are counted.
+const maxAgentRows = 200
+
+// agentSection is the attested agents: the first maxAgentRows by SPIFFE
+// ID, and how many there are.
+type agentSection struct {
+	Rows          []agentRow
+	Total, Banned int
+	More          int
+}
+
+type agentRow struct {
+	SPIFFEID        string
+	AttestationType string
+	SVIDExpiry      time.Time
+	Banned          bool
+	CanReattest     bool
+	Version         string
+	// LastSeen is how long ago the agent last called, "not since start"
+	// or "" when unknown.
+	LastSeen string
+}
+
+func agents(ctx context.Context, cfg Config, now time.Time) (*agentSection, error) {
+	nodes, err := cfg.Agents(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list the attested agents: %w", err)
+	}
+	sec := &agentSection{Total: len(nodes), More: max(len(nodes)-maxAgentRows, 0)}
+	for i, n := range nodes {
+		if n.Banned() {
+			sec.Banned++
+		}
+		if i < maxAgentRows {
+			sec.Rows = append(sec.Rows, agentRow{
+				SPIFFEID: n.SPIFFEID.String(), AttestationType: n.AttestationType, SVIDExpiry: n.NotAfter,
+				Banned: n.Banned(), CanReattest: n.CanReattest, Version: n.AgentVersion, LastSeen: lastSeen(cfg.LastSeen, n.SPIFFEID, now),
+			})
+		}
+	}
+	return sec, nil
+}
+
+func lastSeen(seen func(spiffeid.ID) time.Time, id spiffeid.ID, now time.Time) string {
+	if seen == nil {
+		return ""
+	}
+	t := seen(id)
+	if t.IsZero() {
+		return "not since start"
+	}
+	return max(now.Sub(t), 0).Round(time.Second).String() + " ago"
 }

@@ -2,9 +2,12 @@ package dashboard
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +17,11 @@ import (
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/federation"
+)
+
+var (
+	agentSeen   = spiffeid.RequireFromString("spiffe://alpha.test/spire/agent/x509pop/node-1")
+	agentBanned = spiffeid.RequireFromString("spiffe://alpha.test/spire/agent/join_token/t")
 )
 
 func TestPage(t *testing.T) {
@@ -33,7 +41,19 @@ func TestPage(t *testing.T) {
 			return []datastore.JournalEvent{{At: now, Kind: datastore.KindX509, AuthorityID: "id-x509", Event: "activated"}}, nil
 		},
 		Gaps: func() int { return 1 },
-		Now:  func() time.Time { return now },
+		Agents: func(context.Context) ([]datastore.AttestedNode, error) {
+			return []datastore.AttestedNode{
+				{SPIFFEID: agentSeen, AttestationType: "x509pop", SerialNumber: "1", NotAfter: now.Add(time.Hour), CanReattest: true, AgentVersion: "1.15.3"},
+				{SPIFFEID: agentBanned, AttestationType: "join_token"},
+			}, nil
+		},
+		LastSeen: func(id spiffeid.ID) time.Time {
+			if id == agentSeen {
+				return now.Add(-42 * time.Second)
+			}
+			return time.Time{}
+		},
+		Now: func() time.Time { return now },
 	})
 	srv := httptest.NewServer(h)
 	defer srv.Close()
@@ -54,6 +74,74 @@ func TestPage(t *testing.T) {
 	require.Contains(t, page, `style="width: 25%"`, "an hour of four has passed")
 	require.Contains(t, page, "1 entry federation gap(s)")
 	require.Contains(t, page, "activated <code>id-x509</code>")
+	require.Contains(t, page, `<p class="meta" id="agent-counts">2 attested agent(s) · 1 banned`)
+	require.Contains(t, page, `<tr class="agent" data-spiffe-id="spiffe://alpha.test/spire/agent/x509pop/node-1" data-banned="false">`)
+	require.Contains(t, page, `<td>2026-01-01 13:00:00Z</td>`, "the SVID expiry")
+	require.Contains(t, page, `<td>yes</td><td>1.15.3</td><td>42s ago</td>`)
+	require.Contains(t, page, `data-spiffe-id="spiffe://alpha.test/spire/agent/join_token/t" data-banned="true">`)
+	require.Contains(t, page, `<td>no (renews)</td><td>—</td><td>not since start</td>`)
+	require.NotContains(t, page, `id="agents-more"`)
 	require.NotContains(t, page, "http://", "no external assets")
 	require.NotContains(t, page, "https://")
+}
+
+func render(t *testing.T, cfg Config) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	Handler(cfg).ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/dashboard", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	return rec.Body.String()
+}
+
+func minimalConfig() Config {
+	return Config{
+		TrustDomain: spiffeid.RequireTrustDomainFromString("alpha.test"),
+		Authorities: func(datastore.AuthorityKind) []ca.AuthorityInfo { return nil },
+		Federation:  func() []federation.Status { return nil },
+		Journal:     func(context.Context, int) ([]datastore.JournalEvent, error) { return nil, nil },
+		Gaps:        func() int { return 0 },
+	}
+}
+
+func TestPageAgents(t *testing.T) {
+	many := make([]datastore.AttestedNode, 250)
+	for i := range many {
+		many[i] = datastore.AttestedNode{SPIFFEID: spiffeid.RequireFromSegments(spiffeid.RequireTrustDomainFromString("alpha.test"), "spire", "agent", "n", fmt.Sprint(i)), SerialNumber: "1"}
+	}
+	for _, tc := range []struct {
+		name   string
+		nodes  []datastore.AttestedNode
+		rows   int
+		expect []string
+		absent []string
+	}{
+		{"ok/capped at 200 rows", many, maxAgentRows, []string{`250 attested agent(s)`, "<td>—</td><td>—</td></tr>" /* no version, no last-seen source */, `<tr id="agents-more"><td colspan="7">… and 50 more: treaty agent list</td></tr>`}, nil},
+		{"ok/none yet", nil, 0, []string{`0 attested agent(s)`, `No agents yet`}, []string{`id="agents-more"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := minimalConfig()
+			cfg.Agents = func(context.Context) ([]datastore.AttestedNode, error) { return tc.nodes, nil }
+			page := render(t, cfg)
+			require.Equal(t, tc.rows, strings.Count(page, `<tr class="agent" `))
+			for _, want := range tc.expect {
+				require.Contains(t, page, want)
+			}
+			for _, not := range tc.absent {
+				require.NotContains(t, page, not)
+			}
+		})
+	}
+}
+
+func TestPageWithoutAgentAPI(t *testing.T) {
+	require.NotContains(t, render(t, minimalConfig()), `id="agents"`, "no agent API, no section")
+}
+
+func TestPageAgentsStoreError(t *testing.T) {
+	cfg := minimalConfig()
+	cfg.Agents = func(context.Context) ([]datastore.AttestedNode, error) { return nil, errors.New("database is locked") }
+	rec := httptest.NewRecorder()
+	Handler(cfg).ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/dashboard", nil))
+	require.Equal(t, http.StatusInternalServerError, rec.Code)
+	require.NotContains(t, rec.Body.String(), "database is locked", "details go to the log")
 }

@@ -1,9 +1,12 @@
 package server
 
 import (
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -54,4 +57,40 @@ func TestAgentAPIStartUpProblems(t *testing.T) {
 			require.True(t, os.IsNotExist(err), "the admin socket is closed again")
 		})
 	}
+}
+
+// TestAgentStatusSurfaces checks that the agent API feeds /metrics and the
+// dashboard, and that without it neither shows agents.
+func TestAgentStatusSurfaces(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		agents bool
+	}{{"ok/agent API on", true}, {"ok/agent API off", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Telemetry.Address, cfg.Telemetry.Dashboard = "127.0.0.1:0", true
+			if tc.agents {
+				cfg.AgentAPI.Address = "127.0.0.1:0"
+			}
+			s := runServer(t, cfg)
+			base := "http://" + s.telemetryListener.Addr().String()
+			metrics, page := httpBody(t, base+"/metrics"), httpBody(t, base+"/dashboard")
+			require.Equal(t, tc.agents, strings.Contains(metrics, `treaty_agents{state="active"} 0`), metrics)
+			require.Equal(t, tc.agents, strings.Contains(metrics, `treaty_agent_svids_issued_total{kind="x509"} 0`))
+			require.Equal(t, tc.agents, strings.Contains(page, `<table id="agents">`))
+		})
+	}
+}
+
+func httpBody(t *testing.T, url string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, url)
+	return string(body)
 }

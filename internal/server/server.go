@@ -320,7 +320,7 @@ func (s *Server) listenTelemetry(ctx context.Context) error {
 	if s.cfg.Telemetry.Address == "" {
 		return nil
 	}
-	s.telemetry = telemetry.New(telemetry.Config{
+	cfg := telemetry.Config{
 		Address:        s.cfg.Telemetry.Address,
 		Federation:     federationView{Refresher: s.refresher, workload: s.workload, now: time.Now},
 		EndpointExpiry: s.endpointExpiry,
@@ -328,7 +328,11 @@ func (s *Server) listenTelemetry(ctx context.Context) error {
 		Dashboard:      s.dashboard(),
 		Ready:          s.ready,
 		Logger:         s.log.With(attrComponent, "telemetry"),
-	})
+	}
+	if s.agents != nil { // a nil *agentapi.Server is not a nil AgentSource
+		cfg.Agents, cfg.Nodes = s.agents, s.store
+	}
+	s.telemetry = telemetry.New(cfg)
 	l, err := s.telemetry.Listen(ctx)
 	if err != nil {
 		return err
@@ -403,11 +407,15 @@ func (s *Server) dashboard() http.Handler {
 		}
 	}
 	view := federationView{Refresher: s.refresher, workload: s.workload, now: time.Now}
-	return dashboard.Handler(dashboard.Config{
+	cfg := dashboard.Config{
 		TrustDomain: s.cfg.TrustDomain, Authorities: s.ca.Authorities, Federation: view.Status,
 		Journal: s.store.Journal, Gaps: func() int { return len(s.workload.Gaps()) },
 		Logger: s.log.With(attrComponent, "dashboard"),
-	})
+	}
+	if s.agents != nil {
+		cfg.Agents, cfg.LastSeen = s.store.ListAttestedNodes, s.agents.LastSeen
+	}
+	return dashboard.Handler(cfg)
 }
 
 // doctor gathers what treaty doctor's checks look at.
