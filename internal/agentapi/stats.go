@@ -1,7 +1,6 @@
 package agentapi
 
 import (
-	"errors"
 	"math"
 	"slices"
 	"sync"
@@ -26,7 +25,15 @@ const (
 // a label value as it is.
 const UnknownAttestor = "unknown"
 
-var results = [...]string{ResultOK, ResultDenied, ResultInvalid, ResultError}
+// results are the results by index, as stats counts them.
+var results = [...]string{resultOK: ResultOK, resultDenied: ResultDenied, resultInvalid: ResultInvalid, resultError: ResultError}
+
+const (
+	resultOK = iota
+	resultDenied
+	resultInvalid
+	resultError
+)
 
 // SyncBuckets are the upper bounds, in seconds, of the SyncAuthorizedEntries
 // duration histogram in Stats.
@@ -98,21 +105,17 @@ func (st *stats) attestation(typ string, err error) {
 	counts[resultIndex(err)].Add(1)
 }
 
+// resultIndex is the index in results of a call that ended with err.
 func resultIndex(err error) int {
-	if err == nil {
-		return 0
+	switch {
+	case err == nil:
+		return resultOK
+	case status.Code(err) == codes.PermissionDenied:
+		return resultDenied
+	case status.Code(err) == codes.InvalidArgument:
+		return resultInvalid
 	}
-	var s interface{ GRPCStatus() *status.Status }
-	if !errors.As(err, &s) {
-		return 3
-	}
-	switch s.GRPCStatus().Code() {
-	case codes.PermissionDenied:
-		return 1
-	case codes.InvalidArgument:
-		return 2
-	}
-	return 3
+	return resultError
 }
 
 func (st *stats) issuedX509() {
