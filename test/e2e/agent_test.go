@@ -316,7 +316,13 @@ plugins {
 // done accepts one, for at most a minute.
 func fetchFromAgent(t *testing.T, a *agentProcess, done func(*workloadapi.X509Context) bool) *workloadapi.X509Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	return fetchFromAgentWithin(t, a, time.Minute, done)
+}
+
+// fetchFromAgentWithin is fetchFromAgent with a deadline of its own.
+func fetchFromAgentWithin(t *testing.T, a *agentProcess, within time.Duration, done func(*workloadapi.X509Context) bool) *workloadapi.X509Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), within)
 	defer cancel()
 	client, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+a.socket))
 	require.NoError(t, err)
@@ -335,7 +341,7 @@ func fetchFromAgent(t *testing.T, a *agentProcess, done func(*workloadapi.X509Co
 	case c := <-found:
 		return c
 	case <-ctx.Done():
-		t.Fatalf("no matching X.509 context from the agent within a minute:\n%s", a.log)
+		t.Fatalf("no matching X.509 context from the agent within %s:\n%s", within, a.log)
 		return nil
 	}
 }
