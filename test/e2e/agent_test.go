@@ -266,12 +266,18 @@ type agentProcess struct {
 // block given; it is killed when the test ends.
 func startAgent(t *testing.T, bin string, s *server, addr, setting, nodeAttestor string) *agentProcess {
 	t.Helper()
+	return startAgentWithBundle(t, bin, s, addr, s.treaty("bundle", "show", "-format", "pem"), setting, nodeAttestor)
+}
+
+// startAgentWithBundle is startAgent with the bootstrap bundle (PEM) given.
+func startAgentWithBundle(t *testing.T, bin string, s *server, addr, bundlePEM, setting, nodeAttestor string) *agentProcess {
+	t.Helper()
 	dir := t.TempDir()
 	sockDir, err := os.MkdirTemp("", "treaty-agent") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
 	bundlePath := filepath.Join(dir, "bundle.pem")
-	require.NoError(t, os.WriteFile(bundlePath, []byte(s.treaty("bundle", "show", "-format", "pem")), 0o600))
+	require.NoError(t, os.WriteFile(bundlePath, []byte(bundlePEM), 0o600))
 	host, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
 	a := &agentProcess{socket: filepath.Join(sockDir, "agent.sock"), log: &syncBuffer{}, exited: make(chan struct{})}
