@@ -154,7 +154,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Index == nil {
 		cfg.Index = NewIndex(cfg.TrustDomain, nil)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With(attrComponent, "agent_api"), attestors: map[string]nodeattest.Attestor{},
+	s := &Server{cfg: cfg, log: cfg.Logger, attestors: map[string]nodeattest.Attestor{},
 		index: cfg.Index, changed: make(chan struct{}, 1)}
 	for _, a := range cfg.Attestors {
 		if _, dup := s.attestors[a.Type()]; dup {
@@ -398,14 +398,13 @@ func (v *serverSVID) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, err
 
 // Log attribute keys.
 const (
-	attrComponent = "component"
-	attrAddress   = "address"
-	attrError     = "error"
-	attrAgentID   = "agent_id"
-	attrMethod    = "method"
-	attrReason    = "reason"
-	attrAttestor  = "attestor"
-	attrStep      = "step"
+	attrAddress  = "address"
+	attrError    = "error"
+	attrAgentID  = "agent_id"
+	attrMethod   = "method"
+	attrReason   = "reason"
+	attrAttestor = "attestor"
+	attrStep     = "step"
 )
 
 // internalError logs err and returns a generic Internal status: the agent
