@@ -21,6 +21,7 @@ func main() {
 	out := flag.String("out", "bench", "directory for RESULTS.md and results.json")
 	duration := flag.Duration("duration", 10*time.Second, "length of each throughput run")
 	scale := flag.String("scale", "100,1000,10000", "federation sizes for treaty (SPIRE runs the first two)")
+	agents := flag.Int("agents", 1000, "simulated agents in the agents section")
 	treatyBin := flag.String("treaty", "", "treaty binary (default: built into a temporary directory)")
 	spireBin := flag.String("spire", defaultSPIRE(), "spire-server binary (tools/spire/build.sh builds it)")
 	bare := flag.String("bare-serve", "", "internal: serve BODY with CERT and KEY as the bare server (dir holding body, cert.pem, key.pem)")
@@ -36,7 +37,7 @@ func main() {
 		}
 		return
 	}
-	err := run(ctx, config{out: *out, duration: *duration, scale: *scale, treaty: *treatyBin, spire: *spireBin, only: *only})
+	err := run(ctx, config{out: *out, duration: *duration, scale: *scale, agents: *agents, treaty: *treatyBin, spire: *spireBin, only: *only})
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -48,6 +49,7 @@ type config struct {
 	out      string
 	duration time.Duration
 	scale    string
+	agents   int
 	treaty   string
 	spire    string
 	only     string
@@ -88,6 +90,7 @@ func run(ctx context.Context, cfg config) error {
 		{"rotation", h.rotation},
 		{"workload", h.workloadAPI},
 		{"scale", h.scaleRuns},
+		{"agents", h.agentRuns},
 	}
 	for _, s := range steps {
 		if cfg.only != "" && !slices.Contains(strings.Split(cfg.only, ","), s.name) {

@@ -32,6 +32,7 @@ type proc struct {
 	socket  string // admin socket
 	wlSock  string // Workload API socket (treaty)
 	addr    string // bundle endpoint host:port
+	agent   string // agent API host:port (SPIRE's bind port; treaty's agent_api when configured)
 	started time.Time
 	exited  chan struct{}
 	log     *os.File
@@ -105,7 +106,7 @@ func (h *harness) startSPIRE(ctx context.Context, name string, env []string) (*p
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{name: "spire " + name, socket: filepath.Join(d, "api.sock"), addr: fmt.Sprintf("127.0.0.1:%d", fedPort)}
+	p := &proc{name: "spire " + name, socket: filepath.Join(d, "api.sock"), addr: fmt.Sprintf("127.0.0.1:%d", fedPort), agent: fmt.Sprintf("127.0.0.1:%d", apiPort)}
 	conf := fmt.Sprintf(`server {
   bind_address = "127.0.0.1"
   bind_port = "%d"
@@ -114,6 +115,12 @@ func (h *harness) startSPIRE(ctx context.Context, name string, env []string) (*p
   data_dir = "%s"
   log_level = "WARN"
   ca_key_type = "ec-p256"
+  # Simulated agents attest from one IP; SPIRE's default of one attestation
+  # per second per IP would measure the limiter, not the server.
+  ratelimit {
+    attestation = false
+    signing = false
+  }
   federation {
     bundle_endpoint {
       address = "127.0.0.1"
