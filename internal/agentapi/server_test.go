@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"testing"
 	"time"
 
@@ -43,24 +42,12 @@ type apiEnv struct {
 	addr  string
 }
 
-// tokenStore adapts the store's join tokens to the join_token attestor, as
-// the composition root will.
-type tokenStore struct{ store *sqlite.Store }
-
-func (t tokenStore) ConsumeJoinToken(ctx context.Context, token string) (time.Time, error) {
-	tok, err := t.store.ConsumeJoinToken(ctx, token)
-	if errors.Is(err, datastore.ErrNotFound) {
-		return time.Time{}, nodeattest.ErrJoinTokenNotFound
-	}
-	return tok.ExpiresAt, err
-}
-
 // startAPI serves the agent API on 127.0.0.1 with the join_token attestor,
 // and the x509pop one when nodeCAs is given, until the test ends.
 func startAPI(t *testing.T, nodeCAs ...*x509.Certificate) *apiEnv {
 	t.Helper()
 	c, store := catest.New(t, apiTD)
-	jt, err := nodeattest.NewJoinToken(nodeattest.JoinTokenConfig{TrustDomain: apiTD, Tokens: tokenStore{store}})
+	jt, err := nodeattest.NewJoinToken(nodeattest.JoinTokenConfig{TrustDomain: apiTD, Tokens: JoinTokens{Store: store}})
 	require.NoError(t, err)
 	attestors := []nodeattest.Attestor{jt}
 	if len(nodeCAs) > 0 {

@@ -3,14 +3,10 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/treatyhq/treaty/internal/agentapi"
-	"github.com/treatyhq/treaty/internal/datastore"
-	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/nodeattest"
 )
 
@@ -54,7 +50,7 @@ func (s *Server) listenAgents(ctx context.Context) error {
 // nodeAttestors returns join_token, always, and x509pop when
 // agent_api.x509pop.ca_bundle_path names the node CAs.
 func (s *Server) nodeAttestors() ([]nodeattest.Attestor, error) {
-	jt, err := nodeattest.NewJoinToken(nodeattest.JoinTokenConfig{TrustDomain: s.cfg.TrustDomain, Tokens: joinTokens{s.store}})
+	jt, err := nodeattest.NewJoinToken(nodeattest.JoinTokenConfig{TrustDomain: s.cfg.TrustDomain, Tokens: agentapi.JoinTokens{Store: s.store}})
 	if err != nil {
 		return nil, err
 	}
@@ -85,17 +81,6 @@ func nodeCAs(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("agent_api.x509pop.ca_bundle_path %s: no PEM certificate found", path)
 	}
 	return pool, nil
-}
-
-// joinTokens adapts the store's join tokens to the join_token attestor.
-type joinTokens struct{ store *sqlite.Store }
-
-func (t joinTokens) ConsumeJoinToken(ctx context.Context, token string) (time.Time, error) {
-	tok, err := t.store.ConsumeJoinToken(ctx, token)
-	if errors.Is(err, datastore.ErrNotFound) {
-		return time.Time{}, nodeattest.ErrJoinTokenNotFound
-	}
-	return tok.ExpiresAt, err
 }
 
 // entriesChanged is the admin API's Changed hook: entries or bundles may
