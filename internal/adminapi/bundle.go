@@ -48,6 +48,8 @@ type bundleService struct {
 	bundlev1.UnimplementedBundleServer
 	ca    LocalBundle
 	store BundleStore
+	// entries, when set, are the entries a deleted bundle's mode applies to.
+	entries EntryStore
 }
 
 func (s *bundleService) CountBundles(ctx context.Context, _ *bundlev1.CountBundlesRequest) (*bundlev1.CountBundlesResponse, error) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -11,6 +13,7 @@ import (
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/datastore"
@@ -130,16 +133,19 @@ func maybeProto(b *spiffebundle.Bundle, mask *types.BundleMask) *types.Bundle {
 }
 
 func (s *bundleService) BatchDeleteFederatedBundle(ctx context.Context, req *bundlev1.BatchDeleteFederatedBundleRequest) (*bundlev1.BatchDeleteFederatedBundleResponse, error) {
+	if _, ok := bundlev1.BatchDeleteFederatedBundleRequest_Mode_name[int32(req.GetMode())]; !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "mode %d: use RESTRICT, DELETE or DISSOCIATE", req.GetMode())
+	}
 	resp := &bundlev1.BatchDeleteFederatedBundleResponse{}
 	for _, name := range req.GetTrustDomains() {
 		resp.Results = append(resp.Results, &bundlev1.BatchDeleteFederatedBundleResponse_Result{
-			Status: s.deleteFederated(ctx, name), TrustDomain: name,
+			Status: s.deleteFederated(ctx, name, req.GetMode()), TrustDomain: name,
 		})
 	}
 	return resp, nil
 }
 
-func (s *bundleService) deleteFederated(ctx context.Context, name string) *types.Status {
+func (s *bundleService) deleteFederated(ctx context.Context, name string, mode bundlev1.BatchDeleteFederatedBundleRequest_Mode) *types.Status {
 	td, err := spiffeid.TrustDomainFromString(name)
 	if err != nil {
 		return apiStatus(codes.InvalidArgument, "trust domain %q: %v", name, err)
@@ -147,7 +153,16 @@ func (s *bundleService) deleteFederated(ctx context.Context, name string) *types
 	if td == s.ca.TrustDomain() {
 		return apiStatus(codes.InvalidArgument, "%q is this server's own trust domain; its bundle cannot be deleted", name)
 	}
-	err = s.store.DeleteFederatedBundle(ctx, td)
+	if _, err := s.store.FederatedBundle(ctx, td); err != nil {
+		return deleteStatus(name, err)
+	}
+	if st := s.settleEntries(ctx, td, mode); st != nil {
+		return st
+	}
+	return deleteStatus(name, s.store.DeleteFederatedBundle(ctx, td))
+}
+
+func deleteStatus(name string, err error) *types.Status {
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
 		return apiStatus(codes.NotFound, "no bundle stored for %q", name)
@@ -155,4 +170,66 @@ func (s *bundleService) deleteFederated(ctx context.Context, name string) *types
 		return apiStatus(codes.Internal, "delete bundle for %q: %v", name, err)
 	}
 	return apiStatus(codes.OK, "OK")
+}
+
+// settleEntries does to the entries that name td in their federatesWith
+// what SPIRE's datastore does before it deletes a bundle: RESTRICT refuses
+// while there are any, DISSOCIATE removes td from them, DELETE deletes
+// them. Entries that federate with every trust domain name none.
+func (s *bundleService) settleEntries(ctx context.Context, td spiffeid.TrustDomain, mode bundlev1.BatchDeleteFederatedBundleRequest_Mode) *types.Status {
+	if s.entries == nil {
+		return nil
+	}
+	all, err := s.entries.ListEntries(ctx)
+	if err != nil {
+		return apiStatus(codes.Internal, "list entries federating with %q: %v", td.Name(), err)
+	}
+	var federating []datastore.Entry
+	for _, e := range all {
+		if slices.Contains(e.FederatesWith, td.Name()) {
+			federating = append(federating, e)
+		}
+	}
+	if len(federating) == 0 {
+		return nil
+	}
+	switch mode {
+	case bundlev1.BatchDeleteFederatedBundleRequest_DELETE:
+		for _, e := range federating {
+			if err := s.entries.DeleteEntry(ctx, e.ID); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+				return apiStatus(codes.Internal, "delete entry %s federating with %q: %v", e.ID, td.Name(), err)
+			}
+		}
+	case bundlev1.BatchDeleteFederatedBundleRequest_DISSOCIATE:
+		for _, e := range federating {
+			e.FederatesWith = slices.DeleteFunc(e.FederatesWith, func(n string) bool { return n == td.Name() })
+			if _, err := s.entries.UpdateEntry(ctx, e); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+				return apiStatus(codes.Internal, "remove %q from entry %s: %v", td.Name(), e.ID, err)
+			}
+		}
+	default:
+		return apiStatus(codes.FailedPrecondition, "cannot delete the bundle of %q: %s with it (%s); use mode dissociate to remove the federation from them, or delete to delete them",
+			td.Name(), plural(len(federating), "registration entry federates", "registration entries federate"), entryIDs(federating))
+	}
+	return nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// entryIDs names up to three entries, then how many more.
+func entryIDs(entries []datastore.Entry) string {
+	var ids []string
+	for i, e := range entries {
+		if i == 3 {
+			ids = append(ids, fmt.Sprintf("and %d more", len(entries)-3))
+			break
+		}
+		ids = append(ids, e.ID)
+	}
+	return strings.Join(ids, ", ")
 }

@@ -102,7 +102,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, health: health.NewServer()}
 	audit := &auditor{log: log.With("component", "audit"), file: cfg.AuditLog, now: time.Now}
 	s.grpc = grpc.NewServer(grpc.Creds(socket.PeerCredentials{}), grpc.ChainUnaryInterceptor(audit.intercept, s.logErrors, s.notifyChanges))
-	bundlev1.RegisterBundleServer(s.grpc, &bundleService{ca: cfg.Bundle, store: cfg.Store})
+	bundlev1.RegisterBundleServer(s.grpc, &bundleService{ca: cfg.Bundle, store: cfg.Store, entries: cfg.Entries})
 	localauthorityv1.RegisterLocalAuthorityServer(s.grpc, &localAuthorityService{ca: cfg.Authorities})
 	trustdomainv1.RegisterTrustDomainServer(s.grpc, &trustDomainService{
 		local: cfg.Bundle.TrustDomain(), store: cfg.Relationships, refresher: cfg.Refresher, now: time.Now,
