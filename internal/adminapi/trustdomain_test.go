@@ -52,6 +52,8 @@ func TestTrustDomainService(t *testing.T) {
 		{"fail/http url", &types.FederationRelationship{TrustDomain: "gamma.test", BundleEndpointUrl: "http://x", BundleEndpointProfile: &types.FederationRelationship_HttpsWeb{HttpsWeb: &types.HTTPSWebProfile{}}}, codes.InvalidArgument, "must be an https:// URL"},
 		{"fail/no profile", &types.FederationRelationship{TrustDomain: "gamma.test", BundleEndpointUrl: deadURL}, codes.InvalidArgument, "bundle_endpoint_profile is required"},
 		{"fail/bad endpoint id", &types.FederationRelationship{TrustDomain: "gamma.test", BundleEndpointUrl: deadURL, BundleEndpointProfile: spiffeProfile("not-an-id")}, codes.InvalidArgument, "endpoint_spiffe_id"},
+		{"fail/endpoint id in another trust domain", &types.FederationRelationship{TrustDomain: "gamma.test", BundleEndpointUrl: deadURL, BundleEndpointProfile: spiffeProfile("spiffe://delta.test/spire/server")}, codes.InvalidArgument,
+			"spiffe://delta.test/spire/server is not in trust domain gamma.test; treaty requires the bundle endpoint to belong to the trust domain it serves"},
 		{"fail/bootstrap for another trust domain", &types.FederationRelationship{TrustDomain: "gamma.test", BundleEndpointUrl: deadURL, BundleEndpointProfile: spiffeProfile("spiffe://gamma.test/s"), TrustDomainBundle: boot}, codes.InvalidArgument, "trust_domain_bundle"},
 	}
 	for _, tt := range tests {
@@ -82,6 +84,14 @@ func TestTrustDomainService(t *testing.T) {
 	require.Equal(t, int32(codes.OK), upd.GetResults()[0].GetStatus().GetCode(), upd.GetResults()[0].GetStatus().GetMessage())
 	require.Equal(t, deadURL+"/bundle", upd.GetResults()[0].GetFederationRelationship().GetBundleEndpointUrl())
 	require.Equal(t, "spiffe://beta.test/spire/server", upd.GetResults()[0].GetFederationRelationship().GetHttpsSpiffe().GetEndpointSpiffeId(), "masked update keeps the profile")
+
+	upd, err = client.BatchUpdateFederationRelationship(ctx, &trustdomainv1.BatchUpdateFederationRelationshipRequest{
+		FederationRelationships: []*types.FederationRelationship{{TrustDomain: "beta.test", BundleEndpointProfile: spiffeProfile("spiffe://delta.test/spire/server")}},
+		InputMask:               &types.FederationRelationshipMask{BundleEndpointProfile: true},
+	})
+	require.NoError(t, err)
+	require.Equal(t, int32(codes.InvalidArgument), upd.GetResults()[0].GetStatus().GetCode(), "an update may not move the endpoint to another trust domain")
+	require.Contains(t, upd.GetResults()[0].GetStatus().GetMessage(), "is not in trust domain beta.test")
 
 	// Refreshing a partner that is down explains itself.
 	_, err = client.RefreshBundle(ctx, &trustdomainv1.RefreshBundleRequest{TrustDomain: "beta.test"})

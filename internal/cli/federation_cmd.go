@@ -133,6 +133,11 @@ func buildRelationship(e *env, d dataRelationship) (*types.FederationRelationshi
 		if d.EndpointSPIFFEID == "" {
 			return nil, usagef("-bundleEndpointProfile https_spiffe needs -endpointSpiffeID, e.g. spiffe://%s/spire/server", td.Name())
 		}
+		if id, err := spiffeid.FromString(d.EndpointSPIFFEID); err == nil {
+			if err := profile.CheckEndpointSPIFFEID(td, id); err != nil {
+				return nil, usagef("-endpointSpiffeID %v", err)
+			}
+		}
 		rel.BundleEndpointProfile = &types.FederationRelationship_HttpsSpiffe{HttpsSpiffe: &types.HTTPSSPIFFEProfile{EndpointSpiffeId: d.EndpointSPIFFEID}}
 	default:
 		return nil, usagef("-bundleEndpointProfile %q: use https_web or https_spiffe", d.BundleEndpointProfile)

@@ -71,3 +71,19 @@ func TestFederationURLWithUserinfo(t *testing.T) {
 	require.Contains(t, stdout, "admin:xxxxx@127.0.0.1:1")
 	require.NotContains(t, stdout, password)
 }
+
+// TestFederationEndpointIDInAnotherTrustDomain: create and update refuse an
+// endpoint SPIFFE ID outside the partner's trust domain before they call
+// the server, in the words onboarding check uses.
+func TestFederationEndpointIDInAnotherTrustDomain(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("beta.test")
+	want := profile.CheckEndpointSPIFFEID(td, spiffeid.RequireFromString("spiffe://gamma.test/spire/server")).Error()
+	for _, verb := range []string{"create", "update"} {
+		t.Run("fail/"+verb, func(t *testing.T) {
+			_, stderr, code := run(t, "", "federation", verb, "-trustDomain", "beta.test", "-bundleEndpointURL", "https://beta.example/",
+				"-bundleEndpointProfile", "https_spiffe", "-endpointSpiffeID", "spiffe://gamma.test/spire/server", "-socketPath", "/nonexistent/admin.sock")
+			require.NotZero(t, code)
+			require.Contains(t, stderr, "-endpointSpiffeID "+want)
+		})
+	}
+}

@@ -56,6 +56,9 @@ func (r *Relationship) Validate() error {
 		if r.EndpointSPIFFEID.IsZero() {
 			return fmt.Errorf("relationship with %q: profile https_spiffe needs the endpoint SPIFFE ID, e.g. spiffe://%s/spire/server", r.TrustDomain.Name(), r.TrustDomain.Name())
 		}
+		if err := profile.CheckEndpointSPIFFEID(r.TrustDomain, r.EndpointSPIFFEID); err != nil {
+			return fmt.Errorf("relationship with %q: endpoint SPIFFE ID %w", r.TrustDomain.Name(), err)
+		}
 	default:
 		return fmt.Errorf("relationship with %q: unknown profile %q: use https_web or https_spiffe", r.TrustDomain.Name(), r.Profile)
 	}

@@ -148,11 +148,8 @@ func (b *builder) profile(s *rawSpec) {
 	b.rel.Profile = p
 }
 
-// endpointSPIFFEID sets the SPIFFE ID an https_spiffe endpoint presents.
-// SPIRE lets it be in another trust domain than the one the endpoint
-// serves (an endpoint run by a third party); treaty requires the same
-// trust domain, so that a partner's bundle is only ever authenticated by
-// the partner itself.
+// endpointSPIFFEID sets the SPIFFE ID an https_spiffe endpoint presents,
+// in the trust domain the endpoint serves (profile.CheckEndpointSPIFFEID).
 func (b *builder) endpointSPIFFEID(s *rawSpec) {
 	v := s.endpointSPIFFEID
 	switch {
@@ -169,15 +166,17 @@ func (b *builder) endpointSPIFFEID(s *rawSpec) {
 		return
 	}
 	id, err := spiffeid.FromString(v.text)
-	switch {
-	case err != nil:
+	if err != nil {
 		b.ps.add(v.line, "bundleEndpointProfile.endpointSPIFFEID %s is not a SPIFFE ID: %v; write it like spiffe://%s/spire/server", yamldoc.Quote(v.text), err, b.tdName())
-	case !b.rel.TrustDomain.IsZero() && id.TrustDomain() != b.rel.TrustDomain:
-		b.ps.add(v.line, "bundleEndpointProfile.endpointSPIFFEID %s is not in trust domain %s; "+
-			"treaty requires the bundle endpoint to belong to the trust domain it serves, e.g. spiffe://%s/spire/server", id, b.tdName(), b.tdName())
-	default:
-		b.rel.EndpointSPIFFEID = id
+		return
 	}
+	if !b.rel.TrustDomain.IsZero() {
+		if err := profile.CheckEndpointSPIFFEID(b.rel.TrustDomain, id); err != nil {
+			b.ps.add(v.line, "bundleEndpointProfile.endpointSPIFFEID %v", err)
+			return
+		}
+	}
+	b.rel.EndpointSPIFFEID = id
 }
 
 // bundleWarningPrefix starts the warnings about trustDomainBundle.

@@ -16,3 +16,17 @@ func SVIDOnWeb(id spiffeid.ID) (detail, fix string) {
 		fmt.Sprintf("use bundleEndpointProfile %s with endpointSpiffeID %s, bootstrapped with the partner's bundle (treaty federation update -trustDomain %s -bundleEndpointProfile %s -endpointSpiffeID %s -trustDomainBundlePath FILE, where FILE is treaty bundle show -format spiffe on their side)",
 			HTTPSSPIFFE, id, id.TrustDomain().Name(), HTTPSSPIFFE, id)
 }
+
+// CheckEndpointSPIFFEID refuses an https_spiffe endpoint SPIFFE ID outside
+// the trust domain td the endpoint serves. SPIRE allows one (an endpoint
+// run by a third party); treaty does not, so that a partner's bundle is
+// only ever authenticated by the partner itself. The error starts with
+// the ID, so that callers prefix it with the field or flag they checked;
+// the API, the CLI and onboarding files all give these words.
+func CheckEndpointSPIFFEID(td spiffeid.TrustDomain, id spiffeid.ID) error {
+	if id.TrustDomain() == td {
+		return nil
+	}
+	return fmt.Errorf("%s is not in trust domain %s; treaty requires the bundle endpoint to belong to the trust domain it serves, e.g. spiffe://%s/spire/server",
+		id, td.Name(), td.Name())
+}

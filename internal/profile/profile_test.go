@@ -41,3 +41,11 @@ func TestSVIDOnWeb(t *testing.T) {
 	require.Contains(t, fix, "use bundleEndpointProfile https_spiffe with endpointSpiffeID spiffe://beta.test/spire/server")
 	require.Contains(t, fix, "treaty federation update -trustDomain beta.test -bundleEndpointProfile https_spiffe -endpointSpiffeID spiffe://beta.test/spire/server")
 }
+
+func TestCheckEndpointSPIFFEID(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("beta.test")
+	require.NoError(t, CheckEndpointSPIFFEID(td, spiffeid.RequireFromString("spiffe://beta.test/spire/server")))
+	err := CheckEndpointSPIFFEID(td, spiffeid.RequireFromString("spiffe://gamma.test/spire/server"))
+	require.EqualError(t, err, "spiffe://gamma.test/spire/server is not in trust domain beta.test; "+
+		"treaty requires the bundle endpoint to belong to the trust domain it serves, e.g. spiffe://beta.test/spire/server")
+}
