@@ -15,8 +15,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/treatyhq/treaty/internal/version"
 )
 
 // command is one leaf of the command tree.
@@ -97,6 +100,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	for _, c := range more {
 		cmds = append(cmds, external(c))
 	}
+	if len(args) > 0 && (args[0] == "-version" || args[0] == "--version") {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	cmd, rest := find(cmds, args)
 	if cmd == nil {
 		printUsage(e.stderr, cmds, args)
@@ -140,7 +146,10 @@ func find(cmds []command, args []string) (*command, []string) {
 
 func printUsage(w io.Writer, cmds []command, args []string) {
 	prefix := ""
-	if len(args) > 0 && !isHelp(args[0]) {
+	switch {
+	case len(args) > 0 && strings.HasPrefix(args[0], "-") && !isHelp(args[0]):
+		fmt.Fprintf(w, "treaty: unknown flag %q; a command comes first, e.g. treaty bundle show -socketPath PATH\n\n", args[0])
+	case len(args) > 0 && !isHelp(args[0]):
 		prefix = args[0]
 		words := args
 		for i, a := range args {
@@ -150,6 +159,9 @@ func printUsage(w io.Writer, cmds []command, args []string) {
 			}
 		}
 		fmt.Fprintf(w, "treaty: unknown command %q\n\n", strings.Join(words, " "))
+	}
+	if !slices.ContainsFunc(cmds, func(c command) bool { return strings.HasPrefix(c.name, prefix) }) {
+		prefix = "" // nothing starts like that: list everything
 	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	fmt.Fprintln(w, "Usage: treaty <command> [flags]")
@@ -183,15 +195,11 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// Version is treaty's version, set at build time with
-// -ldflags "-X github.com/treatyhq/treaty/internal/cli.Version=v1.2.3".
-var Version = "dev"
-
 func runVersion(_ context.Context, e *env, args []string) error {
 	if err := parse(newFlags(e, "version"), args); err != nil {
 		return err
 	}
-	e.printf("treaty %s\n", Version)
+	e.printf("treaty %s\n", version.String())
 	return nil
 }
 

@@ -137,6 +137,25 @@ func TestHelp(t *testing.T) {
 	require.Equal(t, "treaty dev\n", stdout)
 }
 
+// TestVersionFlags: -version and --version are spellings of the version
+// command; another flag in the command's place says so and lists them all.
+func TestVersionFlags(t *testing.T) {
+	for _, arg := range []string{"version", "-version", "--version"} {
+		t.Run("ok/"+arg, func(t *testing.T) {
+			stdout, stderr, code := run(t, "", arg)
+			require.Zero(t, code, stderr)
+			require.Equal(t, "treaty dev\n", stdout)
+		})
+	}
+	_, stderr, code := run(t, "", "-frobnicate")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, `treaty: unknown flag "-frobnicate"; a command comes first, e.g. treaty bundle show -socketPath PATH`)
+	require.Contains(t, stderr, "localauthority x509 prepare", "the whole command list")
+	_, stderr, code = run(t, "", "frobnicate")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "localauthority x509 prepare", "no command starts like that: the whole list")
+}
+
 func TestProbeCommand(t *testing.T) {
 	stdout, stderr, code := run(t, "", "probe", "https://127.0.0.1:1/", "-output", "json")
 	require.Equal(t, 1, code, stderr)
