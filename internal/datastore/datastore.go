@@ -1,9 +1,13 @@
-// Package datastore defines the records treaty persists and the errors its
-// stores return. Engines live in subpackages (sqlite); consumers declare the
-// small interfaces they need next to their own code.
+// Package datastore is the datastore contract: the records treaty persists,
+// the errors its stores return, and Store, the interface every engine
+// provides. The engines live in subpackages (sqlite, the embedded default,
+// and postgres, for several replicas), both built on sqlstore and both held
+// to the contract by datastoretest's one suite. Consumers declare the small
+// interfaces they need next to their own code.
 package datastore
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -199,4 +203,62 @@ func (n AttestedNode) Banned() bool { return n.SerialNumber == "" }
 type JoinToken struct {
 	Token     string
 	ExpiresAt time.Time
+}
+
+// Store is the datastore contract: every record treaty keeps, as each
+// engine (sqlite, postgres) provides it. The composition root holds a
+// Store; the parts it wires take the few methods they use through their
+// own small interfaces. datastoretest holds every engine to the contract
+// with one suite.
+//
+// Each method documents its errors on the engines' shared implementation
+// (sqlstore); callers test them with errors.Is against the errors above.
+type Store interface {
+	// The local trust domain's authorities and bundle.
+	ListAuthorities(ctx context.Context) ([]Authority, error)
+	CommitAuthorities(ctx context.Context, change AuthorityChange) error
+	Journal(ctx context.Context, limit int) ([]JournalEvent, error)
+	LocalBundle(ctx context.Context) (Bundle, error)
+
+	// Partners' bundles.
+	FederatedBundle(ctx context.Context, td spiffeid.TrustDomain) (Bundle, error)
+	ListFederatedBundles(ctx context.Context, after string, limit int) ([]Bundle, error)
+	CountBundles(ctx context.Context) (int, error)
+	CreateFederatedBundle(ctx context.Context, b Bundle) error
+	UpdateFederatedBundle(ctx context.Context, b Bundle) error
+	SetFederatedBundle(ctx context.Context, b Bundle) error
+	DeleteFederatedBundle(ctx context.Context, td spiffeid.TrustDomain) error
+
+	// Federation relationships and invites.
+	ListRelationships(ctx context.Context) ([]Relationship, error)
+	Relationship(ctx context.Context, td spiffeid.TrustDomain) (Relationship, error)
+	CreateRelationship(ctx context.Context, r Relationship, bootstrap *Bundle) (bool, error)
+	CreateRelationships(ctx context.Context, rels []Relationship, bootstraps []*Bundle) ([]bool, []error)
+	UpdateRelationship(ctx context.Context, r Relationship, bootstrap *Bundle) (bool, error)
+	DeleteRelationship(ctx context.Context, td spiffeid.TrustDomain) error
+	PutBootstrapBundle(ctx context.Context, b Bundle) (bool, error)
+	JoinInvite(ctx context.Context, r Relationship, b Bundle, nonce string) error
+
+	// Registration entries.
+	CreateEntry(ctx context.Context, e Entry) (Entry, error)
+	UpdateEntry(ctx context.Context, e Entry) (Entry, error)
+	DeleteEntry(ctx context.Context, id string) error
+	Entry(ctx context.Context, id string) (Entry, error)
+	ListEntries(ctx context.Context) ([]Entry, error)
+	CountEntries(ctx context.Context) (int, error)
+
+	// Agents and their join tokens.
+	CreateAttestedNode(ctx context.Context, n AttestedNode) (AttestedNode, error)
+	AttestedNode(ctx context.Context, id spiffeid.ID) (AttestedNode, error)
+	ListAttestedNodes(ctx context.Context) ([]AttestedNode, error)
+	UpdateAttestedNode(ctx context.Context, n AttestedNode) (AttestedNode, error)
+	DeleteAttestedNode(ctx context.Context, id spiffeid.ID) error
+	BanAttestedNode(ctx context.Context, id spiffeid.ID) error
+	PromoteNewSerial(ctx context.Context, id spiffeid.ID, serial string) (bool, error)
+	CreateJoinToken(ctx context.Context, t JoinToken) error
+	ConsumeJoinToken(ctx context.Context, token string) (JoinToken, error)
+	PruneJoinTokens(ctx context.Context, before time.Time) (int, error)
+
+	// Close releases the database.
+	Close() error
 }

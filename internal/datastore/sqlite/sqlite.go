@@ -8,16 +8,16 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/treatyhq/treaty/internal/datastore/sqlstore"
 )
 
 //go:embed migrations/*.sql
@@ -25,14 +25,18 @@ var migrations embed.FS
 
 // Store is the SQLite datastore. It is safe for concurrent use.
 type Store struct {
+	*sqlstore.Store
 	db *sql.DB
-	// writes group-commits the writes that arrive together (see group).
-	writes *group
 }
 
 // busyTimeout is how long a statement waits for the write lock; only
 // treaty's own connections take it, and they hold it briefly.
 const busyTimeout = 10 * time.Second
+
+// dialect is how SQLite differs: ? placeholders, BEGIN IMMEDIATE (the
+// _txlock parameter) instead of isolation levels, and one file whose
+// commits are worth grouping.
+var dialect = sqlstore.Dialect{Name: "sqlite", GroupWrites: true}
 
 // Open opens (creating if needed) the database file at path and applies any
 // pending migrations. It refuses, without changing the file, one that is
@@ -55,16 +59,25 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open datastore %s: %w", path, err)
 	}
-	s := &Store{db: db, writes: &group{db: db}}
+	s := &Store{Store: sqlstore.New(db, dialect), db: db}
 	if err := s.checkUnlocked(ctx, path); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
-	if err := s.migrate(ctx); err != nil {
+	if err := sqlstore.Migrate(ctx, db, dialect, Migrations()); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open datastore %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// Migrations returns the SQLite schema's migrations.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the directory is embedded at build time
+	}
+	return sub
 }
 
 // createPrivate creates the database file with mode 0600 before SQLite does,
@@ -78,9 +91,6 @@ func createPrivate(path string) error {
 	return f.Close()
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
-
 // CheckIntegrity runs SQLite's integrity check and returns an error that
 // lists what it found if the file is damaged.
 func (s *Store) CheckIntegrity(ctx context.Context) error {
@@ -93,105 +103,3 @@ func (s *Store) CheckIntegrity(ctx context.Context) error {
 	}
 	return nil
 }
-
-func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("create schema_version: %w", err)
-	}
-	files, err := migrationFiles()
-	if err != nil {
-		return err
-	}
-	current, err := s.schemaVersion(ctx)
-	if err != nil {
-		return err
-	}
-	if current > len(files) {
-		return fmt.Errorf("database schema version %d is newer than this treaty supports (%d): run a newer treaty", current, len(files))
-	}
-	for v := current + 1; v <= len(files); v++ {
-		if err := s.applyMigration(ctx, v, files[v-1]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func migrationFiles() ([]string, error) {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return nil, fmt.Errorf("list migrations: %w", err)
-	}
-	sort.Strings(names)
-	for i, name := range names {
-		want := fmt.Sprintf("migrations/%04d_", i+1)
-		if !strings.HasPrefix(name, want) {
-			return nil, fmt.Errorf("migration %s out of order: want prefix %s", name, want)
-		}
-	}
-	return names, nil
-}
-
-func (s *Store) schemaVersion(ctx context.Context) (int, error) {
-	var v sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_version`).Scan(&v); err != nil {
-		return 0, fmt.Errorf("read schema version: %w", err)
-	}
-	return int(v.Int64), nil
-}
-
-func (s *Store) applyMigration(ctx context.Context, version int, name string) error {
-	script, err := migrations.ReadFile(name)
-	if err != nil {
-		return fmt.Errorf("read migration %s: %w", name, err)
-	}
-	return s.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, string(script)); err != nil {
-			return fmt.Errorf("apply migration %s: %w", name, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, version); err != nil {
-			return fmt.Errorf("record migration %s: %w", name, err)
-		}
-		return nil
-	})
-}
-
-// inTx runs fn in a transaction and commits it if fn returns nil.
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
-}
-
-// unixNano stores times as Unix nanoseconds; the zero time is stored as 0.
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func fromUnixNano(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }

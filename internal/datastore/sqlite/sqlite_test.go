@@ -1,16 +1,29 @@
 package sqlite
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/datastore/datastoretest"
 )
+
+// file is a database file the conformance suite opens.
+type file string
+
+func (f file) Open(t *testing.T) (datastore.Store, error) { return Open(t.Context(), string(f)) }
+
+func TestConformance(t *testing.T) {
+	datastoretest.Run(t, func(t *testing.T) datastoretest.DB {
+		return file(filepath.Join(t.TempDir(), "treaty.db"))
+	})
+}
 
 func openStore(t *testing.T) (*Store, string) {
 	t.Helper()
@@ -21,145 +34,9 @@ func openStore(t *testing.T) (*Store, string) {
 	return s, path
 }
 
-var (
-	localTD   = spiffeid.RequireTrustDomainFromString("alpha.test")
-	partnerTD = spiffeid.RequireTrustDomainFromString("beta.test")
-)
-
-func TestOpenIsIdempotentAndRefusesNewerSchema(t *testing.T) {
-	s, path := openStore(t)
+func TestIntegrityCheckPassesOnASoundFile(t *testing.T) {
+	s, _ := openStore(t)
 	require.NoError(t, s.CheckIntegrity(t.Context()))
-	require.NoError(t, s.Close())
-
-	s2, err := Open(t.Context(), path)
-	require.NoError(t, err)
-	_, err = s2.db.ExecContext(t.Context(), `INSERT INTO schema_version (version) VALUES (99)`)
-	require.NoError(t, err)
-	require.NoError(t, s2.Close())
-
-	_, err = Open(t.Context(), path)
-	require.ErrorContains(t, err, "newer than this treaty supports")
-}
-
-func TestLocalBundleSequenceNeverGoesBackwards(t *testing.T) {
-	s, path := openStore(t)
-	ctx := t.Context()
-	_, err := s.LocalBundle(ctx)
-	require.ErrorIs(t, err, datastore.ErrNotFound)
-
-	commit := func(seq uint64, doc string) error {
-		return s.CommitAuthorities(ctx, datastore.AuthorityChange{LocalBundle: &datastore.Bundle{
-			TrustDomain: localTD, Document: []byte(doc), Sequence: seq, UpdatedAt: time.Now(),
-		}})
-	}
-	require.NoError(t, commit(1, "one"))
-	require.NoError(t, commit(1, "one"), "same sequence and content is a no-op")
-	require.ErrorIs(t, commit(1, "other"), datastore.ErrSequenceRegression)
-	require.ErrorIs(t, commit(0, "zero"), datastore.ErrSequenceRegression)
-	require.NoError(t, commit(2, "two"))
-
-	require.NoError(t, s.Close())
-	s2, err := Open(ctx, path)
-	require.NoError(t, err)
-	defer s2.Close()
-	b, err := s2.LocalBundle(ctx)
-	require.NoError(t, err)
-	require.Equal(t, uint64(2), b.Sequence)
-	require.Equal(t, "two", string(b.Document))
-
-	err = s2.CommitAuthorities(ctx, datastore.AuthorityChange{LocalBundle: &datastore.Bundle{
-		TrustDomain: partnerTD, Document: []byte("x"), Sequence: 3,
-	}})
-	require.ErrorContains(t, err, `belongs to trust domain "alpha.test"`)
-}
-
-func TestCommitAuthoritiesIsAtomic(t *testing.T) {
-	s, _ := openStore(t)
-	ctx := t.Context()
-	active := datastore.Authority{Kind: datastore.KindX509, ID: "aa", State: datastore.StateActive,
-		KeyName: "x509-aa", PublicKey: []byte{1}, NotBefore: time.Unix(10, 0), NotAfter: time.Unix(20, 0)}
-	prepared := active
-	prepared.ID, prepared.State, prepared.KeyName = "bb", datastore.StatePrepared, "x509-bb"
-	require.NoError(t, s.CommitAuthorities(ctx, datastore.AuthorityChange{Put: []datastore.Authority{active, prepared}}))
-
-	// A second active authority breaks the one-active rule: nothing of the
-	// change (journal, bundle) may be written.
-	bad := active
-	bad.ID = "cc"
-	err := s.CommitAuthorities(ctx, datastore.AuthorityChange{
-		Put:         []datastore.Authority{bad},
-		Journal:     []datastore.JournalEvent{{At: time.Now(), Kind: datastore.KindX509, AuthorityID: "cc", Event: "activated"}},
-		LocalBundle: &datastore.Bundle{TrustDomain: localTD, Document: []byte("d"), Sequence: 1},
-	})
-	require.Error(t, err)
-	_, err = s.LocalBundle(ctx)
-	require.ErrorIs(t, err, datastore.ErrNotFound)
-	events, err := s.Journal(ctx, 10)
-	require.NoError(t, err)
-	require.Empty(t, events)
-
-	// Swapping active and prepared in one change works.
-	active.State, prepared.State = datastore.StateOld, datastore.StateActive
-	require.NoError(t, s.CommitAuthorities(ctx, datastore.AuthorityChange{
-		Put:     []datastore.Authority{prepared, active},
-		Journal: []datastore.JournalEvent{{At: time.Now(), Kind: datastore.KindX509, AuthorityID: "bb", Event: "activated"}},
-	}))
-	got, err := s.ListAuthorities(ctx)
-	require.NoError(t, err)
-	require.Len(t, got, 2)
-	states := map[string]datastore.AuthorityState{}
-	for _, a := range got {
-		states[a.ID] = a.State
-	}
-	require.Equal(t, map[string]datastore.AuthorityState{"aa": datastore.StateOld, "bb": datastore.StateActive}, states)
-	require.Equal(t, time.Unix(20, 0).UTC(), got[0].NotAfter)
-
-	require.NoError(t, s.CommitAuthorities(ctx, datastore.AuthorityChange{Delete: []datastore.AuthorityRef{{Kind: datastore.KindX509, ID: "aa"}}}))
-	got, err = s.ListAuthorities(ctx)
-	require.NoError(t, err)
-	require.Len(t, got, 1)
-}
-
-func TestFederatedBundles(t *testing.T) {
-	s, _ := openStore(t)
-	ctx := t.Context()
-	require.NoError(t, s.CommitAuthorities(ctx, datastore.AuthorityChange{LocalBundle: &datastore.Bundle{
-		TrustDomain: localTD, Document: []byte("local"), Sequence: 1,
-	}}))
-	b := datastore.Bundle{TrustDomain: partnerTD, Document: []byte("v1"), Sequence: 7, UpdatedAt: time.Unix(5, 0)}
-
-	require.ErrorIs(t, s.UpdateFederatedBundle(ctx, b), datastore.ErrNotFound)
-	require.NoError(t, s.CreateFederatedBundle(ctx, b))
-	require.ErrorIs(t, s.CreateFederatedBundle(ctx, b), datastore.ErrAlreadyExists)
-	b.Document = []byte("v2")
-	require.NoError(t, s.UpdateFederatedBundle(ctx, b))
-	got, err := s.FederatedBundle(ctx, partnerTD)
-	require.NoError(t, err)
-	require.Equal(t, "v2", string(got.Document))
-	require.Equal(t, uint64(7), got.Sequence)
-
-	require.ErrorContains(t, s.SetFederatedBundle(ctx, datastore.Bundle{TrustDomain: localTD, Document: []byte("x")}),
-		"local trust domain")
-	_, err = s.FederatedBundle(ctx, localTD)
-	require.ErrorIs(t, err, datastore.ErrNotFound)
-
-	gamma := spiffeid.RequireTrustDomainFromString("gamma.test")
-	require.NoError(t, s.SetFederatedBundle(ctx, datastore.Bundle{TrustDomain: gamma, Document: []byte("g")}))
-	n, err := s.CountBundles(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 3, n)
-
-	page, err := s.ListFederatedBundles(ctx, "", 1)
-	require.NoError(t, err)
-	require.Len(t, page, 1)
-	require.Equal(t, partnerTD, page[0].TrustDomain)
-	page, err = s.ListFederatedBundles(ctx, page[0].TrustDomain.Name(), 0)
-	require.NoError(t, err)
-	require.Len(t, page, 1)
-	require.Equal(t, gamma, page[0].TrustDomain)
-
-	require.NoError(t, s.DeleteFederatedBundle(ctx, partnerTD))
-	require.ErrorIs(t, s.DeleteFederatedBundle(ctx, partnerTD), datastore.ErrNotFound)
 }
 
 func TestDatabaseFileIsPrivate(t *testing.T) {
@@ -169,35 +46,21 @@ func TestDatabaseFileIsPrivate(t *testing.T) {
 	require.Zero(t, info.Mode().Perm()&0o077, "database file mode %v", info.Mode().Perm())
 }
 
-// SPIFFE Trust Domain and Bundle §4.1.1: spiffe_sequence needs at least 64
-// bits of precision. The store keeps all 64, and orders them unsigned
-// across the sign bit of SQLite's INTEGER.
-func TestSequenceKeepsAll64Bits(t *testing.T) {
-	s, path := openStore(t)
-	ctx := t.Context()
-	const (
-		belowSign = uint64(1)<<63 - 1
-		aboveSign = uint64(1)<<63 + 1
-		largest   = ^uint64(0)
-	)
-	commit := func(seq uint64, doc string) error {
-		return s.CommitAuthorities(ctx, datastore.AuthorityChange{LocalBundle: &datastore.Bundle{
-			TrustDomain: localTD, Document: []byte(doc), Sequence: seq,
-		}})
-	}
-	require.NoError(t, commit(belowSign, "a"))
-	require.NoError(t, commit(aboveSign, "b"), "2^63+1 is above 2^63-1")
-	require.ErrorIs(t, commit(belowSign, "c"), datastore.ErrSequenceRegression)
-	require.NoError(t, s.SetFederatedBundle(ctx, datastore.Bundle{TrustDomain: partnerTD, Document: []byte("p"), Sequence: largest}))
-
-	require.NoError(t, s.Close())
-	s2, err := Open(ctx, path)
-	require.NoError(t, err)
-	defer s2.Close()
-	local, err := s2.LocalBundle(ctx)
-	require.NoError(t, err)
-	require.Equal(t, aboveSign, local.Sequence)
-	fed, err := s2.FederatedBundle(ctx, partnerTD)
-	require.NoError(t, err)
-	require.Equal(t, largest, fed.Sequence)
+// BenchmarkSetFederatedBundle stores bundles from 8 writers at once, as
+// the refresher's workers do during a first sync.
+func BenchmarkSetFederatedBundle(b *testing.B) {
+	s, err := Open(b.Context(), b.TempDir()+"/treaty.db")
+	require.NoError(b, err)
+	defer s.Close()
+	var next atomic.Int64
+	b.SetParallelism(4) // 8 writers on 2 cores
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1)
+			td := spiffeid.RequireTrustDomainFromString(fmt.Sprintf("p%d.test", i))
+			if err := s.SetFederatedBundle(b.Context(), datastore.Bundle{TrustDomain: td, Document: []byte("doc")}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -1,8 +1,7 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"database/sql/driver"
 	"fmt"
 
@@ -44,11 +43,12 @@ func (s *Store) FederatedBundle(ctx context.Context, td spiffeid.TrustDomain) (d
 // domain name, starting after the trust domain named after ("" for the
 // first page). A limit of 0 or less means no limit.
 func (s *Store) ListFederatedBundles(ctx context.Context, after string, limit int) ([]datastore.Bundle, error) {
+	n := int64(limit)
 	if limit <= 0 {
-		limit = -1
+		n = noLimit
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT trust_domain, document, sequence, updated_at FROM bundles
-		WHERE local = 0 AND trust_domain > ? ORDER BY trust_domain LIMIT ?`, after, limit)
+		WHERE local = 0 AND trust_domain > ? ORDER BY trust_domain LIMIT ?`, after, n)
 	if err != nil {
 		return nil, fmt.Errorf("list bundles: %w", err)
 	}
@@ -79,7 +79,7 @@ func (s *Store) CountBundles(ctx context.Context) (int, error) {
 // CreateFederatedBundle stores a bundle for a trust domain that has none; it
 // returns an error wrapping datastore.ErrAlreadyExists otherwise.
 func (s *Store) CreateFederatedBundle(ctx context.Context, b datastore.Bundle) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *Tx) error {
 		exists, err := bundleExists(ctx, tx, b.TrustDomain)
 		if err != nil {
 			return err
@@ -94,7 +94,7 @@ func (s *Store) CreateFederatedBundle(ctx context.Context, b datastore.Bundle) e
 // UpdateFederatedBundle replaces the stored bundle of b's trust domain; it
 // returns an error wrapping datastore.ErrNotFound if there is none.
 func (s *Store) UpdateFederatedBundle(ctx context.Context, b datastore.Bundle) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *Tx) error {
 		exists, err := bundleExists(ctx, tx, b.TrustDomain)
 		if err != nil {
 			return err
@@ -115,7 +115,7 @@ func (s *Store) SetFederatedBundle(ctx context.Context, b datastore.Bundle) erro
 		return fmt.Errorf("store bundle for %q: %w", b.TrustDomain.Name(), err)
 	}
 	wctx := context.WithoutCancel(ctx) // see group.do
-	return s.writes.do(wctx, func(tx *sql.Tx) error { return upsertFederated(wctx, tx, b) })
+	return s.writes.do(wctx, func(tx *Tx) error { return upsertFederated(wctx, tx, b) })
 }
 
 // DeleteFederatedBundle removes the bundle of trust domain td; it returns an
@@ -131,7 +131,7 @@ func (s *Store) DeleteFederatedBundle(ctx context.Context, td spiffeid.TrustDoma
 	return nil
 }
 
-func bundleExists(ctx context.Context, tx *sql.Tx, td spiffeid.TrustDomain) (bool, error) {
+func bundleExists(ctx context.Context, tx *Tx, td spiffeid.TrustDomain) (bool, error) {
 	var n int
 	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM bundles WHERE trust_domain = ?`, td.Name()).Scan(&n)
 	if err != nil {
@@ -142,7 +142,7 @@ func bundleExists(ctx context.Context, tx *sql.Tx, td spiffeid.TrustDomain) (boo
 
 // upsertFederated writes a federated bundle. It refuses to overwrite the
 // local bundle: that one changes only through CommitAuthorities.
-func upsertFederated(ctx context.Context, tx *sql.Tx, b datastore.Bundle) error {
+func upsertFederated(ctx context.Context, tx *Tx, b datastore.Bundle) error {
 	res, err := tx.ExecContext(ctx, `INSERT INTO bundles (trust_domain, local, document, sequence, updated_at)
 		VALUES (?, 0, ?, ?, ?)
 		ON CONFLICT (trust_domain) DO UPDATE SET document = excluded.document,
@@ -176,7 +176,7 @@ func scanBundle(row scanner) (datastore.Bundle, error) {
 }
 
 // sequence carries a spiffe_sequence, an unsigned 64-bit integer (SPIFFE
-// Trust Domain and Bundle §4.1.1), through SQLite's signed 64-bit INTEGER
+// Trust Domain and Bundle §4.1.1), through the engines' signed 64-bit integer column
 // by its bit pattern: database/sql refuses uint64 values with the high bit
 // set. SQL never orders or compares sequences; the store compares them in
 // Go, as uint64.

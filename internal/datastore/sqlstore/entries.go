@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -30,7 +30,7 @@ func (s *Store) CreateEntry(ctx context.Context, e datastore.Entry) (datastore.E
 	e.RevisionNumber = 0
 	e.CreatedAt = time.Now().UTC().Truncate(time.Second)
 	normalise(&e)
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *Tx) error {
 		if err := checkDuplicate(ctx, tx, e); err != nil {
 			return err
 		}
@@ -45,7 +45,7 @@ func (s *Store) CreateEntry(ctx context.Context, e datastore.Entry) (datastore.E
 // duplicate another entry.
 func (s *Store) UpdateEntry(ctx context.Context, e datastore.Entry) (datastore.Entry, error) {
 	normalise(&e)
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *Tx) error {
 		old, err := readEntry(ctx, tx, e.ID)
 		if err != nil {
 			return err
@@ -125,7 +125,7 @@ func readEntry(ctx context.Context, q querier, id string) (datastore.Entry, erro
 
 // checkDuplicate refuses a second entry with the same SPIFFE ID, parent ID
 // and selectors, and an ID that is taken (on create).
-func checkDuplicate(ctx context.Context, tx *sql.Tx, e datastore.Entry) error {
+func checkDuplicate(ctx context.Context, tx *Tx, e datastore.Entry) error {
 	var id string
 	err := tx.QueryRowContext(ctx, `SELECT id FROM entries WHERE (spiffe_id = ? AND parent_id = ? AND selector_key = ? AND id != ?)`,
 		e.SPIFFEID.String(), e.ParentID.String(), selectorKey(e.Selectors), e.ID).Scan(&id)
@@ -138,7 +138,7 @@ func checkDuplicate(ctx context.Context, tx *sql.Tx, e datastore.Entry) error {
 	return fmt.Errorf("entry %s has the same SPIFFE ID, parent ID and selectors: %w", id, datastore.ErrAlreadyExists)
 }
 
-func writeEntry(ctx context.Context, tx *sql.Tx, e datastore.Entry, update bool) error {
+func writeEntry(ctx context.Context, tx *Tx, e datastore.Entry, update bool) error {
 	selectors, err := json.Marshal(selectorsJSON(e.Selectors))
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package sqlite
+package datastoretest
 
 import (
 	"context"
@@ -31,26 +31,26 @@ func popNode() datastore.AttestedNode {
 	}
 }
 
-// reopen closes s and opens its file again, so that what a test reads next
-// comes from disk.
-func reopen(t *testing.T, s *Store, path string) *Store {
+// reopen closes s and opens its database again, so that what a test reads
+// next comes from storage, not from anything the store kept.
+func reopen(t *testing.T, s datastore.Store, path DB) datastore.Store {
 	t.Helper()
 	require.NoError(t, s.Close())
-	s2, err := Open(t.Context(), path)
+	s2, err := path.Open(t)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s2.Close() })
 	return s2
 }
 
-func countNodeSelectors(t *testing.T, s *Store, id spiffeid.ID) int {
+func countNodeSelectors(t *testing.T, s datastore.Store, id spiffeid.ID) int {
 	t.Helper()
 	var n int
-	require.NoError(t, s.db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM attested_node_selectors WHERE spiffe_id = ?`, id.String()).Scan(&n))
+	require.NoError(t, rawDB(t, s).QueryRowContext(t.Context(), `SELECT COUNT(*) FROM attested_node_selectors WHERE spiffe_id = ?`, id.String()).Scan(&n))
 	return n
 }
 
-func TestAttestedNodeLifecycle(t *testing.T) {
-	s, path := openStore(t)
+func (x suite) testAttestedNodeLifecycle(t *testing.T) {
+	s, path := x.openStore(t)
 	ctx := t.Context()
 	pop, err := s.CreateAttestedNode(ctx, popNode())
 	require.NoError(t, err)
@@ -90,40 +90,40 @@ func TestAttestedNodeLifecycle(t *testing.T) {
 // A call about a node that does not exist wraps ErrNotFound, a second node
 // with a taken SPIFFE ID wraps ErrAlreadyExists, and neither changes what
 // is stored.
-func TestAttestedNodeNotFoundAndAlreadyExists(t *testing.T) {
+func (x suite) testAttestedNodeNotFoundAndAlreadyExists(t *testing.T) {
 	missing := spiffeid.RequireFromString("spiffe://alpha.test/spire/agent/x509pop/missing")
 	for _, tc := range []struct {
 		name string
-		call func(context.Context, *Store) error
+		call func(context.Context, datastore.Store) error
 		want error
 	}{
-		{"fail/create existing", func(ctx context.Context, s *Store) error {
+		{"fail/create existing", func(ctx context.Context, s datastore.Store) error {
 			n := popNode()
 			n.Selectors, n.SerialNumber = []datastore.Selector{{Type: "x509pop", Value: "other"}}, "9"
 			_, err := s.CreateAttestedNode(ctx, n)
 			return err
 		}, datastore.ErrAlreadyExists},
-		{"fail/get missing", func(ctx context.Context, s *Store) error {
+		{"fail/get missing", func(ctx context.Context, s datastore.Store) error {
 			_, err := s.AttestedNode(ctx, missing)
 			return err
 		}, datastore.ErrNotFound},
-		{"fail/update missing", func(ctx context.Context, s *Store) error {
+		{"fail/update missing", func(ctx context.Context, s datastore.Store) error {
 			_, err := s.UpdateAttestedNode(ctx, datastore.AttestedNode{SPIFFEID: missing, Selectors: []datastore.Selector{cnSelector}})
 			return err
 		}, datastore.ErrNotFound},
-		{"fail/delete missing", func(ctx context.Context, s *Store) error {
+		{"fail/delete missing", func(ctx context.Context, s datastore.Store) error {
 			return s.DeleteAttestedNode(ctx, missing)
 		}, datastore.ErrNotFound},
-		{"fail/ban missing", func(ctx context.Context, s *Store) error {
+		{"fail/ban missing", func(ctx context.Context, s datastore.Store) error {
 			return s.BanAttestedNode(ctx, missing)
 		}, datastore.ErrNotFound},
-		{"fail/promote missing", func(ctx context.Context, s *Store) error {
+		{"fail/promote missing", func(ctx context.Context, s datastore.Store) error {
 			_, err := s.PromoteNewSerial(ctx, missing, "2002")
 			return err
 		}, datastore.ErrNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, _ := openStore(t)
+			s, _ := x.openStore(t)
 			ctx := t.Context()
 			stored, err := s.CreateAttestedNode(ctx, popNode())
 			require.NoError(t, err)
@@ -138,7 +138,7 @@ func TestAttestedNodeNotFoundAndAlreadyExists(t *testing.T) {
 
 // Selectors are a set: stored sorted without duplicates whatever the order
 // given, on create and on update, and read back alike after a reopen.
-func TestAttestedNodeSelectorsAreASet(t *testing.T) {
+func (x suite) testAttestedNodeSelectorsAreASet(t *testing.T) {
 	k8s := datastore.Selector{Type: "k8s_psat", Value: "cluster:prod"}
 	for _, tc := range []struct {
 		name string
@@ -153,7 +153,7 @@ func TestAttestedNodeSelectorsAreASet(t *testing.T) {
 		{"ok/one value under two types", []datastore.Selector{{Type: "b", Value: "v"}, {Type: "a", Value: "v"}}, []datastore.Selector{{Type: "a", Value: "v"}, {Type: "b", Value: "v"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, path := openStore(t)
+			s, path := x.openStore(t)
 			ctx := t.Context()
 			given := slices.Clone(tc.in)
 			n := popNode()
@@ -181,8 +181,8 @@ func TestAttestedNodeSelectorsAreASet(t *testing.T) {
 // A ban clears both serial numbers and keeps the record, its selectors and
 // its expiry; banning again is no error, and a banned node's old new serial
 // is never promoted.
-func TestBanAttestedNode(t *testing.T) {
-	s, path := openStore(t)
+func (x suite) testBanAttestedNode(t *testing.T) {
+	s, path := x.openStore(t)
 	ctx := t.Context()
 	stored, err := s.CreateAttestedNode(ctx, popNode())
 	require.NoError(t, err)
@@ -202,7 +202,7 @@ func TestBanAttestedNode(t *testing.T) {
 	require.Equal(t, want, got)
 }
 
-func TestPromoteNewSerial(t *testing.T) {
+func (x suite) testPromoteNewSerial(t *testing.T) {
 	renewed := popNode()
 	renewed.SerialNumber, renewed.NotAfter = renewed.NewSerialNumber, renewed.NewNotAfter
 	renewed.NewSerialNumber, renewed.NewNotAfter = "", time.Time{}
@@ -218,7 +218,7 @@ func TestPromoteNewSerial(t *testing.T) {
 		{"ok/empty serial promotes nothing", "", false, popNode()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, path := openStore(t)
+			s, path := x.openStore(t)
 			ctx := t.Context()
 			_, err := s.CreateAttestedNode(ctx, popNode())
 			require.NoError(t, err)

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"bytes"
@@ -56,7 +56,7 @@ func scanAuthority(rows *sql.Rows) (datastore.Authority, error) {
 // otherwise nothing is written and the error wraps
 // datastore.ErrSequenceRegression.
 func (s *Store) CommitAuthorities(ctx context.Context, change datastore.AuthorityChange) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *Tx) error {
 		for _, ref := range change.Delete {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM authorities WHERE kind = ? AND id = ?`, ref.Kind, ref.ID); err != nil {
 				return fmt.Errorf("delete authority %s %s: %w", ref.Kind, ref.ID, err)
@@ -81,7 +81,7 @@ func (s *Store) CommitAuthorities(ctx context.Context, change datastore.Authorit
 // putAuthorities clears the state of every authority being put before
 // writing them, so that swapping active and prepared in one change does not
 // trip the one-active index halfway.
-func putAuthorities(ctx context.Context, tx *sql.Tx, put []datastore.Authority) error {
+func putAuthorities(ctx context.Context, tx *Tx, put []datastore.Authority) error {
 	for _, a := range put {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM authorities WHERE kind = ? AND id = ?`, a.Kind, a.ID); err != nil {
 			return fmt.Errorf("put authority %s %s: %w", a.Kind, a.ID, err)
@@ -100,7 +100,7 @@ func putAuthorities(ctx context.Context, tx *sql.Tx, put []datastore.Authority) 
 	return nil
 }
 
-func putLocalBundle(ctx context.Context, tx *sql.Tx, b datastore.Bundle) error {
+func putLocalBundle(ctx context.Context, tx *Tx, b datastore.Bundle) error {
 	var stored datastore.Bundle
 	var td string
 	err := tx.QueryRowContext(ctx, `SELECT trust_domain, document, sequence FROM bundles WHERE local = 1`).

@@ -1,10 +1,9 @@
-package sqlite
+package datastoretest
 
 import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -13,11 +12,12 @@ import (
 	"github.com/treatyhq/treaty/internal/datastore"
 )
 
-// Writes that arrive together share a transaction, but each keeps its own
-// outcome: the one that fails is rolled back alone, and every caller that
-// heard "stored" finds its bundle after a reopen.
-func TestGroupedWritesKeepTheirOwnOutcome(t *testing.T) {
-	s, path := openStore(t)
+// Writes that arrive together (sharing a transaction, on engines that group
+// them) each keep their own outcome: the one that fails is rolled back
+// alone, and every caller that heard "stored" finds its bundle after a
+// reopen.
+func (x suite) testGroupedWritesKeepTheirOwnOutcome(t *testing.T) {
+	s, path := x.openStore(t)
 	ctx := t.Context()
 	require.NoError(t, s.CommitAuthorities(ctx, datastore.AuthorityChange{LocalBundle: &datastore.Bundle{
 		TrustDomain: localTD, Document: []byte("local"), Sequence: 1,
@@ -37,7 +37,7 @@ func TestGroupedWritesKeepTheirOwnOutcome(t *testing.T) {
 	wg.Wait()
 	require.NoError(t, s.Close())
 
-	s2, err := Open(ctx, path)
+	s2, err := path.Open(t)
 	require.NoError(t, err)
 	defer s2.Close()
 	for i := range n {
@@ -55,31 +55,12 @@ func TestGroupedWritesKeepTheirOwnOutcome(t *testing.T) {
 	require.Equal(t, "local", string(local.Document), "the refused write changed nothing")
 }
 
-func TestGroupedWriteRefusesACancelledCaller(t *testing.T) {
-	s, _ := openStore(t)
+func (x suite) testGroupedWriteRefusesACancelledCaller(t *testing.T) {
+	s, _ := x.openStore(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	err := s.SetFederatedBundle(ctx, datastore.Bundle{TrustDomain: partnerTD, Document: []byte("x")})
 	require.ErrorIs(t, err, context.Canceled)
 	_, err = s.FederatedBundle(t.Context(), partnerTD)
 	require.ErrorIs(t, err, datastore.ErrNotFound)
-}
-
-// BenchmarkSetFederatedBundle stores bundles from 8 writers at once, as
-// the refresher's workers do during a first sync.
-func BenchmarkSetFederatedBundle(b *testing.B) {
-	s, err := Open(b.Context(), b.TempDir()+"/treaty.db")
-	require.NoError(b, err)
-	defer s.Close()
-	var next atomic.Int64
-	b.SetParallelism(4) // 8 writers on 2 cores
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			i := next.Add(1)
-			td := spiffeid.RequireTrustDomainFromString(fmt.Sprintf("p%d.test", i))
-			if err := s.SetFederatedBundle(b.Context(), datastore.Bundle{TrustDomain: td, Document: []byte("doc")}); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 }

@@ -1,8 +1,7 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -15,7 +14,7 @@ import (
 // datastore.ErrInviteUsed if the nonce was used before, or
 // datastore.ErrAlreadyExists if a relationship with the trust domain exists.
 func (s *Store) JoinInvite(ctx context.Context, r datastore.Relationship, b datastore.Bundle, nonce string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *Tx) error {
 		var usedAt int64
 		err := tx.QueryRowContext(ctx, `SELECT used_at FROM used_invites WHERE nonce = ?`, nonce).Scan(&usedAt)
 		switch {

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -33,7 +33,7 @@ func (s *Store) CreateAttestedNode(ctx context.Context, n datastore.AttestedNode
 	n.Selectors = sortSelectors(n.Selectors)
 	n.CreatedAt = time.Now().UTC()
 	n.UpdatedAt = n.CreatedAt
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO attested_nodes (spiffe_id, attestation_type, serial, not_after,
 			new_serial, new_not_after, can_reattest, agent_version, updated_at, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (spiffe_id) DO NOTHING`,
@@ -82,7 +82,7 @@ func (s *Store) ListAttestedNodes(ctx context.Context) ([]datastore.AttestedNode
 func (s *Store) UpdateAttestedNode(ctx context.Context, n datastore.AttestedNode) (datastore.AttestedNode, error) {
 	n.Selectors = sortSelectors(n.Selectors)
 	n.UpdatedAt = time.Now().UTC()
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *Tx) error {
 		var created int64
 		err := tx.QueryRowContext(ctx, `UPDATE attested_nodes SET attestation_type = ?2, serial = ?3,
 			not_after = ?4, new_serial = ?5, new_not_after = ?6, can_reattest = ?7, agent_version = ?8, updated_at = ?9
@@ -105,7 +105,7 @@ func (s *Store) UpdateAttestedNode(ctx context.Context, n datastore.AttestedNode
 // DeleteAttestedNode deletes the attested node with id and its selectors in
 // one transaction, or returns an error wrapping datastore.ErrNotFound.
 func (s *Store) DeleteAttestedNode(ctx context.Context, id spiffeid.ID) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *Tx) error {
 		if err := deleteNodeSelectors(ctx, tx, id); err != nil {
 			return err
 		}
@@ -139,7 +139,7 @@ func (s *Store) BanAttestedNode(ctx context.Context, id spiffeid.ID) error {
 // returns an error wrapping datastore.ErrNotFound if there is no such node.
 func (s *Store) PromoteNewSerial(ctx context.Context, id spiffeid.ID, serial string) (bool, error) {
 	var promoted bool
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE attested_nodes SET serial = new_serial, not_after = new_not_after,
 			new_serial = '', new_not_after = 0, updated_at = ? WHERE spiffe_id = ? AND new_serial = ? AND new_serial != ''`,
 			unixNano(time.Now()), id.String(), serial)
@@ -161,7 +161,7 @@ func nodeArgs(n datastore.AttestedNode) []any {
 		n.NewSerialNumber, unixNano(n.NewNotAfter), n.CanReattest, n.AgentVersion, unixNano(n.UpdatedAt)}
 }
 
-func insertNodeSelectors(ctx context.Context, tx *sql.Tx, n datastore.AttestedNode) error {
+func insertNodeSelectors(ctx context.Context, tx *Tx, n datastore.AttestedNode) error {
 	for _, sel := range n.Selectors {
 		_, err := tx.ExecContext(ctx, `INSERT INTO attested_node_selectors (spiffe_id, type, value) VALUES (?, ?, ?)`,
 			n.SPIFFEID.String(), sel.Type, sel.Value)
@@ -172,7 +172,7 @@ func insertNodeSelectors(ctx context.Context, tx *sql.Tx, n datastore.AttestedNo
 	return nil
 }
 
-func deleteNodeSelectors(ctx context.Context, tx *sql.Tx, id spiffeid.ID) error {
+func deleteNodeSelectors(ctx context.Context, tx *Tx, id spiffeid.ID) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM attested_node_selectors WHERE spiffe_id = ?`, id.String()); err != nil {
 		return fmt.Errorf("delete selectors of attested node %q: %w", id, err)
 	}
@@ -187,7 +187,7 @@ func nodeChanged(res sql.Result, id spiffeid.ID) error {
 	return nil
 }
 
-func nodeExists(ctx context.Context, tx *sql.Tx, id spiffeid.ID) error {
+func nodeExists(ctx context.Context, tx *Tx, id spiffeid.ID) error {
 	var one int
 	err := tx.QueryRowContext(ctx, `SELECT 1 FROM attested_nodes WHERE spiffe_id = ?`, id.String()).Scan(&one)
 	if isNoRows(err) {

@@ -1,8 +1,7 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -36,7 +35,7 @@ func (s *Store) CreateJoinToken(ctx context.Context, t datastore.JoinToken) erro
 // token is not stored (never created, consumed or pruned).
 func (s *Store) ConsumeJoinToken(ctx context.Context, token string) (datastore.JoinToken, error) {
 	t := datastore.JoinToken{Token: token}
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *Tx) error {
 		var expires int64
 		err := tx.QueryRowContext(ctx, `SELECT expires_at FROM join_tokens WHERE token = ?`, token).Scan(&expires)
 		if isNoRows(err) {

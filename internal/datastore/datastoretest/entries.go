@@ -1,7 +1,6 @@
-package sqlite
+package datastoretest
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -11,10 +10,8 @@ import (
 	"github.com/treatyhq/treaty/internal/datastore"
 )
 
-func TestEntries(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "treaty.db")
-	s, err := Open(t.Context(), path)
-	require.NoError(t, err)
+func (x suite) testEntries(t *testing.T) {
+	s, path := x.openStore(t)
 	ctx := t.Context()
 	e := datastore.Entry{
 		SPIFFEID:      spiffeid.RequireFromString("spiffe://alpha.test/svc/api"),
@@ -59,7 +56,7 @@ func TestEntries(t *testing.T) {
 
 	// Everything survives a reopen.
 	require.NoError(t, s.Close())
-	s, err = Open(ctx, path)
+	s, err = path.Open(t)
 	require.NoError(t, err)
 	defer s.Close()
 	got, err := s.Entry(ctx, created.ID)

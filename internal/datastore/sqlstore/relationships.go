@@ -1,8 +1,7 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 
@@ -54,14 +53,14 @@ func (s *Store) Relationship(ctx context.Context, td spiffeid.TrustDomain) (data
 // bundle was stored, or an error wrapping datastore.ErrAlreadyExists.
 func (s *Store) CreateRelationship(ctx context.Context, r datastore.Relationship, bootstrap *datastore.Bundle) (bool, error) {
 	var stored bool
-	err := s.inTx(ctx, func(tx *sql.Tx) (err error) {
+	err := s.inTx(ctx, func(tx *Tx) (err error) {
 		stored, err = createRelationship(ctx, tx, r, bootstrap)
 		return err
 	})
 	return stored, err
 }
 
-func createRelationship(ctx context.Context, tx *sql.Tx, r datastore.Relationship, bootstrap *datastore.Bundle) (bool, error) {
+func createRelationship(ctx context.Context, tx *Tx, r datastore.Relationship, bootstrap *datastore.Bundle) (bool, error) {
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM relationships WHERE trust_domain = ?`, r.TrustDomain.Name()).Scan(&n); err != nil {
 		return false, fmt.Errorf("look up relationship with %q: %w", r.TrustDomain.Name(), err)
@@ -99,7 +98,7 @@ func (s *Store) CreateRelationships(ctx context.Context, rels []datastore.Relati
 			if i < len(bootstraps) {
 				boot = bootstraps[i]
 			}
-			batch = append(batch, &write{fn: func(tx *sql.Tx) error {
+			batch = append(batch, &write{fn: func(tx *Tx) error {
 				ok, err := createRelationship(wctx, tx, rels[i], boot)
 				stored[i] = ok && err == nil
 				return err
@@ -122,7 +121,7 @@ func (s *Store) CreateRelationships(ctx context.Context, rels []datastore.Relati
 // It returns an error wrapping datastore.ErrNotFound if there is none.
 func (s *Store) UpdateRelationship(ctx context.Context, r datastore.Relationship, bootstrap *datastore.Bundle) (bool, error) {
 	var stored bool
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *Tx) error {
 		var created int64
 		err := tx.QueryRowContext(ctx, `SELECT created_at FROM relationships WHERE trust_domain = ?`, r.TrustDomain.Name()).Scan(&created)
 		if isNoRows(err) {
@@ -158,7 +157,7 @@ func (s *Store) DeleteRelationship(ctx context.Context, td spiffeid.TrustDomain)
 // sequence is stored already; it reports whether it stored b.
 func (s *Store) PutBootstrapBundle(ctx context.Context, b datastore.Bundle) (bool, error) {
 	var stored bool
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *Tx) error {
 		var err error
 		stored, err = putBootstrap(ctx, tx, &b)
 		return err
@@ -170,7 +169,7 @@ func (s *Store) PutBootstrapBundle(ctx context.Context, b datastore.Bundle) (boo
 // obtained out of band is stored only when we have none for the trust
 // domain yet or when it is newer (higher spiffe_sequence), so it never
 // replaces a fresher bundle fetched from the partner's endpoint.
-func putBootstrap(ctx context.Context, tx *sql.Tx, b *datastore.Bundle) (bool, error) {
+func putBootstrap(ctx context.Context, tx *Tx, b *datastore.Bundle) (bool, error) {
 	if b == nil {
 		return false, nil
 	}
@@ -186,7 +185,7 @@ func putBootstrap(ctx context.Context, tx *sql.Tx, b *datastore.Bundle) (bool, e
 	return true, upsertFederated(ctx, tx, *b)
 }
 
-func writeRelationship(ctx context.Context, tx *sql.Tx, r datastore.Relationship) error {
+func writeRelationship(ctx context.Context, tx *Tx, r datastore.Relationship) error {
 	urls, err := json.Marshal(r.EndpointURLs)
 	if err != nil {
 		return fmt.Errorf("encode endpoint URLs: %w", err)

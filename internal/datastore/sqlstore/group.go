@@ -1,10 +1,10 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // group commits concurrent writes together: the writes that arrive while
@@ -17,7 +17,7 @@ import (
 // and its caller gets its error, while the others commit. No caller hears
 // of success before the transaction holding its write has committed.
 type group struct {
-	db *sql.DB
+	db *DB
 
 	mu      sync.Mutex
 	pending []*write
@@ -26,7 +26,7 @@ type group struct {
 
 // write is one caller's change, waiting for its outcome.
 type write struct {
-	fn   func(*sql.Tx) error
+	fn   func(*Tx) error
 	done chan error
 	// lead is closed when this write's caller is to commit the next batch.
 	lead chan struct{}
@@ -40,7 +40,10 @@ const maxGroup = 256
 // that was interrupted halfway would abort the shared transaction, so the
 // writes given to do use a context without cancellation (they are short,
 // and SQLite's busy timeout bounds the wait for the lock).
-func (g *group) do(ctx context.Context, fn func(*sql.Tx) error) error {
+func (g *group) do(ctx context.Context, fn func(*Tx) error) error {
+	if !g.db.d.GroupWrites {
+		return g.alone(ctx, fn)
+	}
 	w := &write{fn: fn, done: make(chan error, 1), lead: make(chan struct{})}
 	g.mu.Lock()
 	g.pending = append(g.pending, w)
@@ -91,20 +94,48 @@ func (g *group) commit(ctx context.Context, batch []*write) {
 	}
 }
 
-// run applies batch, each write in a savepoint, and commits. It returns
-// each write's own error, or an error that applies to all of them. The
-// transaction keeps ctx's values but not its cancellation: it carries other
-// callers' writes too (see do).
+// alone runs one write in its own transaction, for engines that do not
+// group writes.
+func (g *group) alone(ctx context.Context, fn func(*Tx) error) error {
+	errs, err := g.run(ctx, []*write{{fn: fn}})
+	if err != nil {
+		return err
+	}
+	return errs[0]
+}
+
+// run applies batch, each write in a savepoint, and commits, running the
+// whole batch again if the engine aborted the transaction for a conflict
+// with a concurrent one. It returns each write's own error, or an error
+// that applies to all of them. The transaction keeps ctx's values but not
+// its cancellation: it carries other callers' writes too (see do).
 func (g *group) run(ctx context.Context, batch []*write) ([]error, error) {
 	ctx = context.WithoutCancel(ctx)
-	tx, err := g.db.BeginTx(ctx, nil)
+	var errs []error
+	var err error
+	for attempt := 1; attempt <= maxAttempts; attempt++ {
+		if errs, err = g.try(ctx, batch); err == nil || !g.retryable(err) {
+			return errs, err
+		}
+		time.Sleep(time.Duration(attempt) * time.Millisecond)
+	}
+	return errs, err
+}
+
+func (g *group) retryable(err error) bool {
+	return g.db.d.Retryable != nil && g.db.d.Retryable(err)
+}
+
+// try is one attempt of run.
+func (g *group) try(ctx context.Context, batch []*write) ([]error, error) {
+	tx, err := g.db.begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
 	errs := make([]error, len(batch))
 	for i, w := range batch {
 		errs[i] = inSavepoint(ctx, tx, w.fn)
-		if errs[i] != nil && isTxError(errs[i]) {
+		if errs[i] != nil && (isTxError(errs[i]) || g.retryable(errs[i])) {
 			_ = tx.Rollback()
 			return nil, errs[i]
 		}
@@ -127,7 +158,7 @@ func isTxError(err error) bool {
 }
 
 // inSavepoint runs fn so that its changes can be undone alone.
-func inSavepoint(ctx context.Context, tx *sql.Tx, fn func(*sql.Tx) error) error {
+func inSavepoint(ctx context.Context, tx *Tx, fn func(*Tx) error) error {
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
 		return &txError{fmt.Errorf("savepoint: %w", err)}
 	}

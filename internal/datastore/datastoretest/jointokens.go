@@ -1,4 +1,4 @@
-package sqlite
+package datastoretest
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 
 // A join token is gone once consumed, whether it had expired or not: the
 // caller checks the expiry after the delete.
-func TestConsumeJoinTokenOnce(t *testing.T) {
+func (x suite) testConsumeJoinTokenOnce(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		expires time.Time
@@ -22,7 +22,7 @@ func TestConsumeJoinTokenOnce(t *testing.T) {
 		{"ok/expired token deleted too", time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, path := openStore(t)
+			s, path := x.openStore(t)
 			ctx := t.Context()
 			want := datastore.JoinToken{Token: "3f1c9a", ExpiresAt: tc.expires}
 			require.NoError(t, s.CreateJoinToken(ctx, want))
@@ -40,31 +40,31 @@ func TestConsumeJoinTokenOnce(t *testing.T) {
 	}
 }
 
-func TestJoinTokenErrors(t *testing.T) {
+func (x suite) testJoinTokenErrors(t *testing.T) {
 	expires := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
 	stored := datastore.JoinToken{Token: "3f1c9a", ExpiresAt: expires}
 	for _, tc := range []struct {
 		name    string
-		call    func(context.Context, *Store) error
+		call    func(context.Context, datastore.Store) error
 		want    error
 		wantMsg string
 	}{
-		{name: "fail/create existing", call: func(ctx context.Context, s *Store) error {
+		{name: "fail/create existing", call: func(ctx context.Context, s datastore.Store) error {
 			return s.CreateJoinToken(ctx, datastore.JoinToken{Token: stored.Token, ExpiresAt: expires.Add(time.Hour)})
 		}, want: datastore.ErrAlreadyExists},
-		{name: "fail/consume unknown", call: func(ctx context.Context, s *Store) error {
+		{name: "fail/consume unknown", call: func(ctx context.Context, s datastore.Store) error {
 			_, err := s.ConsumeJoinToken(ctx, "unknown")
 			return err
 		}, want: datastore.ErrNotFound},
-		{name: "fail/create without token", call: func(ctx context.Context, s *Store) error {
+		{name: "fail/create without token", call: func(ctx context.Context, s datastore.Store) error {
 			return s.CreateJoinToken(ctx, datastore.JoinToken{ExpiresAt: expires})
 		}, wantMsg: "a token and its expiry are required"},
-		{name: "fail/create without expiry", call: func(ctx context.Context, s *Store) error {
+		{name: "fail/create without expiry", call: func(ctx context.Context, s datastore.Store) error {
 			return s.CreateJoinToken(ctx, datastore.JoinToken{Token: "other"})
 		}, wantMsg: "a token and its expiry are required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, _ := openStore(t)
+			s, _ := x.openStore(t)
 			require.NoError(t, s.CreateJoinToken(t.Context(), stored))
 			err := tc.call(t.Context(), s)
 			require.Error(t, err)
@@ -81,8 +81,8 @@ func TestJoinTokenErrors(t *testing.T) {
 }
 
 // Of many agents racing with the same token, one attests.
-func TestConsumeJoinTokenConcurrently(t *testing.T) {
-	s, _ := openStore(t)
+func (x suite) testConsumeJoinTokenConcurrently(t *testing.T) {
+	s, _ := x.openStore(t)
 	ctx := t.Context()
 	require.NoError(t, s.CreateJoinToken(ctx, datastore.JoinToken{Token: "race", ExpiresAt: time.Now().Add(time.Hour)}))
 	const n = 16
@@ -104,8 +104,8 @@ func TestConsumeJoinTokenConcurrently(t *testing.T) {
 }
 
 // Pruning deletes the tokens that expired strictly before the given time.
-func TestPruneJoinTokens(t *testing.T) {
-	s, path := openStore(t)
+func (x suite) testPruneJoinTokens(t *testing.T) {
+	s, path := x.openStore(t)
 	ctx := t.Context()
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	tokens := []struct {
