@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -69,6 +70,7 @@ func runX509Mint(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+		start := time.Now()
 		resp, err := svidv1.NewSVIDClient(conn).MintX509SVID(ctx, &svidv1.MintX509SVIDRequest{Csr: csr, Ttl: secs})
 		if err != nil {
 			return err
@@ -81,11 +83,30 @@ func runX509Mint(ctx context.Context, e *env, args []string) error {
 		for _, a := range b.GetX509Authorities() {
 			res.RootCAs = append(res.RootCAs, a.GetAsn1())
 		}
-		if eol := time.Unix(resp.GetSvid().GetExpiresAt(), 0); time.Until(eol) < *ttl {
-			fmt.Fprintf(e.stderr, "X509-SVID lifetime was capped shorter than specified ttl; expires %q\n", eol.UTC().Format(time.RFC3339))
-		}
+		warnCapped(e, "X509-SVID", start, *ttl, time.Unix(resp.GetSvid().GetExpiresAt(), 0))
 		return printMinted(e, res, *write, *output)
 	})
+}
+
+// capSlack absorbs the expiry's truncation to whole seconds: a granted
+// ttl ends no earlier than a second before start+ttl.
+const capSlack = time.Second
+
+// warnCapped says, in spire-server's words and then with the fix, when the
+// server granted less than the ttl asked for (a zero ttl asks for the
+// default, which is never capped from here). start is when the request was
+// sent; the SVID cannot have been signed before it.
+func warnCapped(e *env, kind string, start time.Time, ttl time.Duration, eol time.Time) {
+	if ttl <= 0 || !eol.Before(start.Add(ttl).Add(-capSlack)) {
+		return
+	}
+	most := eol.Sub(start).Truncate(time.Hour)
+	fix := fmt.Sprintf("ask for -ttl %s or less", strings.TrimSuffix(most.String(), "0m0s"))
+	if most <= 0 {
+		fix = fmt.Sprintf("the signing authority expires within the hour; rotate it (treaty localauthority %s prepare, then activate) and mint again", strings.ToLower(strings.TrimSuffix(kind, "-SVID")))
+	}
+	fmt.Fprintf(e.stderr, "%s lifetime was capped shorter than specified ttl; expires %q\n", kind, eol.UTC().Format(time.RFC3339))
+	fmt.Fprintf(e.stderr, "  an SVID never outlives the authority that signs it: %s, or raise ca.ca_ttl in the server's configuration (a -ttl of up to a sixth of ca_ttl is always granted in full)\n", fix)
 }
 
 // mintCSR reads the CSR from file, or makes a P-256 key and a CSR for id.
@@ -205,6 +226,7 @@ func runJWTMint(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+		start := time.Now()
 		resp, err := svidv1.NewSVIDClient(conn).MintJWTSVID(ctx, &svidv1.MintJWTSVIDRequest{Id: apiID(id), Audience: audience, Ttl: secs})
 		if err != nil {
 			return err
@@ -213,9 +235,7 @@ func runJWTMint(ctx context.Context, e *env, args []string) error {
 		if token == "" {
 			return errors.New("the server returned no token")
 		}
-		if eol := time.Unix(resp.GetSvid().GetExpiresAt(), 0); time.Until(eol) < *ttl {
-			fmt.Fprintf(e.stderr, "JWT-SVID lifetime was capped shorter than specified ttl; expires %q\n", eol.UTC().Format(time.RFC3339))
-		}
+		warnCapped(e, "JWT-SVID", start, *ttl, time.Unix(resp.GetSvid().GetExpiresAt(), 0))
 		if *write != "" {
 			if err := writeFile(*write, []byte(token), 0o600); err != nil {
 				return err

@@ -84,6 +84,17 @@ func TestX509Mint(t *testing.T) {
 			require.Contains(t, stderr, tc.want)
 		})
 	}
+	t.Run("ok/granted ttl is not reported as capped", func(t *testing.T) {
+		_, stderr, code := run(t, "", "x509", "mint", "-socketPath", socket, "-spiffeID", "spiffe://alpha.test/device/9", "-ttl", "600s")
+		require.Zero(t, code, stderr)
+		require.Empty(t, stderr)
+	})
+	t.Run("ok/ttl beyond the authority is capped and says what to change", func(t *testing.T) {
+		_, stderr, code := run(t, "", "x509", "mint", "-socketPath", socket, "-spiffeID", "spiffe://alpha.test/device/9", "-ttl", "2000h")
+		require.Zero(t, code, stderr)
+		require.Contains(t, stderr, "X509-SVID lifetime was capped shorter than specified ttl")
+		require.Contains(t, stderr, "an SVID never outlives the authority that signs it: ask for -ttl 719h or less, or raise ca.ca_ttl in the server's configuration")
+	})
 	t.Run("fail/not a CSR", func(t *testing.T) {
 		bad := filepath.Join(t.TempDir(), "x.csr")
 		require.NoError(t, os.WriteFile(bad, []byte("hello"), 0o600))
@@ -101,6 +112,10 @@ func TestJWTMint(t *testing.T) {
 	svid, err := jwtsvid.ParseAndValidate(strings.TrimSpace(out), keys, []string{"other"})
 	require.NoError(t, err)
 	require.Equal(t, "spiffe://alpha.test/device/7", svid.ID.String())
+
+	_, stderr, code = run(t, "", "jwt", "mint", "-socketPath", socket, "-spiffeID", "spiffe://alpha.test/device/7", "-audience", "partner", "-ttl", "60s")
+	require.Zero(t, code, stderr)
+	require.Empty(t, stderr, "the full ttl was granted")
 
 	_, stderr, code = run(t, "", "jwt", "mint", "-socketPath", socket, "-spiffeID", "spiffe://alpha.test/device/7")
 	require.Equal(t, 2, code)

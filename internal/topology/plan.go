@@ -80,7 +80,7 @@ func nextSteps(t *Topology, p *Peer, d *Decision) []string {
 	case MechMintedSVID:
 		return []string{
 			fmt.Sprintf("on the device: openssl req -new -key device.key -subj /CN=%s -addext subjectAltName=URI:spiffe://%s/device/%s -out %s.csr", p.Name, td, p.Name, p.Name),
-			fmt.Sprintf("treaty x509 mint -csr %s.csr -ttl 720h -write ./%s   # repeat before half life", p.Name, p.Name),
+			fmt.Sprintf("treaty x509 mint -csr %s.csr -ttl 120h -write ./%s   # granted in full up to ca_ttl/6; repeat before half life", p.Name, p.Name),
 		}
 	case MechImportedCA:
 		return []string{

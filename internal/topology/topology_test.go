@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -171,4 +172,18 @@ func TestRulesAreDocumented(t *testing.T) {
 		row := "| " + r.ID + " | " + r.Stage + " | " + r.When + " | " + r.Then + " |"
 		require.Contains(t, string(doc), row, "docs/topology.md must list rule %s exactly as the code has it", r.ID)
 	}
+}
+
+// TestMintStepIsGrantedInFull: the suggested mint's -ttl is at most a sixth
+// of the default ca_ttl (30 days), which the active authority always has
+// left, so the command never prints "lifetime was capped".
+func TestMintStepIsGrantedInFull(t *testing.T) {
+	topo := &Topology{Self: Self{TrustDomain: "us.example"}, Peers: []Peer{{Name: "terminal", Reachability: ReachNone}}}
+	plan := Plan(topo)
+	require.Equal(t, MechMintedSVID, plan[0].Mechanism)
+	ttl := regexp.MustCompile(`-ttl (\S+)`).FindStringSubmatch(strings.Join(plan[0].NextSteps, "\n"))
+	require.NotNil(t, ttl, "the mint step names a -ttl")
+	d, err := time.ParseDuration(ttl[1])
+	require.NoError(t, err)
+	require.LessOrEqual(t, d, 30*24*time.Hour/6)
 }
