@@ -152,7 +152,19 @@ func (d *decoder) specOf(e yamldoc.Entry, line int) *rawSpec {
 	s.bundleEndpointURLs, s.urlsLine = d.list(m["bundleEndpointURLs"], "bundleEndpointURLs")
 	s.trustDomainBundle = d.text(m["trustDomainBundle"], "trustDomainBundle")
 	d.profile(m["bundleEndpointProfile"], s)
+	d.misspelt(d.spec, "trustDomain", &s.trustDomain)
+	d.misspelt(d.spec, "bundleEndpointURL", &s.bundleEndpointURL)
+	d.misspelt(d.spec, "bundleEndpointProfile", &s.profile)
 	return s
+}
+
+// misspelt marks v, absent from section sec as key, as already reported
+// when an unknown key there was taken to misspell it: the "did you mean"
+// says all there is to say, so no "is required" follows it.
+func (d *decoder) misspelt(sec, key string, v *value) {
+	if v.line == 0 && d.ps.Misspelt(sec, key) {
+		v.bad = true
+	}
 }
 
 func (d *decoder) profile(e yamldoc.Entry, s *rawSpec) {
@@ -168,6 +180,8 @@ func (d *decoder) profile(e yamldoc.Entry, s *rawSpec) {
 	}
 	s.profileType = d.text(m["type"], "bundleEndpointProfile.type")
 	s.endpointSPIFFEID = d.text(m["endpointSPIFFEID"], "bundleEndpointProfile.endpointSPIFFEID")
+	d.misspelt(sec, "type", &s.profileType)
+	d.misspelt(sec, "endpointSPIFFEID", &s.endpointSPIFFEID)
 }
 
 // text returns the text of e, named name in messages (yamldoc.Text). A

@@ -65,6 +65,24 @@ type Document struct {
 	Problems []Problem
 
 	lastLine int // the last line of the document
+	// misspelt holds the keys, by section, that an unknown key was
+	// reported as misspelling.
+	misspelt map[string]bool
+}
+
+// Misspelt reports whether an unknown key of section sec was reported as a
+// misspelling of key ("did you mean key?"): a caller that finds key
+// missing need not say so a second time.
+func (d *Document) Misspelt(sec, key string) bool { return d.misspelt[sec+"\x00"+key] }
+
+func (d *Document) markMisspelt(sec, key string) {
+	if key == "" {
+		return
+	}
+	if d.misspelt == nil {
+		d.misspelt = map[string]bool{}
+	}
+	d.misspelt[sec+"\x00"+key] = true
 }
 
 // Read parses data as a single YAML document. It returns the Document, to

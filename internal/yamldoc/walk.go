@@ -79,7 +79,9 @@ func (d *Document) entry(e Entry, s Schema, sec, field string, m map[string]Entr
 	case k.Tag == "!!merge":
 		d.Add(k.Line, "", "merge keys (<<) are not supported; write the keys out")
 	case s[sec].Keys != nil && !slices.Contains(s[sec].Keys, k.Value):
-		d.Add(k.Line, "", "%s", s.unknownKey(sec, field, k.Value))
+		msg, meant := s.unknownKey(sec, field, k.Value)
+		d.Add(k.Line, "", "%s", msg)
+		d.markMisspelt(sec, meant)
 	case m[k.Value].Key != nil:
 		d.Add(k.Line, "", "duplicate key %s; it is already set on line %d", Quote(k.Value), m[k.Value].Key.Line)
 	default:
@@ -88,29 +90,20 @@ func (d *Document) entry(e Entry, s Schema, sec, field string, m map[string]Entr
 }
 
 // unknownKey says that key is not one of section sec's, found at field,
-// and suggests what was meant.
-func (s Schema) unknownKey(sec, field, key string) string {
+// and suggests what was meant. meant is the key of sec that key misspells,
+// if any.
+func (s Schema) unknownKey(sec, field, key string) (msg, meant string) {
 	where := "at the top level"
 	if field != "" {
 		where = "in " + field
 	}
-	return fmt.Sprintf("unknown key %s %s; the known keys are %s", Quote(key), where, strings.Join(s[sec].Keys, ", ")) + s.suggest(sec, key)
-}
-
-// suggest returns "; did you mean …" for a key of section sec that key
-// misspells, else "; move it …" for the sections that hold key, else "".
-func (s Schema) suggest(sec, key string) string {
-	const maxLen = 64 // keep the edit distance cheap on garbage input
-	keys := s[sec].Keys
-	if i := slices.IndexFunc(keys, func(k string) bool { return strings.EqualFold(k, key) }); i >= 0 {
-		return fmt.Sprintf("; did you mean %s? keys are case-sensitive", keys[i])
-	}
-	if len(key) <= maxLen {
-		for _, k := range keys {
-			if distance(strings.ToLower(key), strings.ToLower(k)) <= max(1, len(k)/3) {
-				return fmt.Sprintf("; did you mean %s?", k)
-			}
-		}
+	msg = fmt.Sprintf("unknown key %s %s; the known keys are %s", Quote(key), where, strings.Join(s[sec].Keys, ", "))
+	meant = s.closest(sec, key)
+	switch {
+	case meant != "" && strings.EqualFold(meant, key):
+		return msg + fmt.Sprintf("; did you mean %s? keys are case-sensitive", meant), meant
+	case meant != "":
+		return msg + fmt.Sprintf("; did you mean %s?", meant), meant
 	}
 	var holders []string
 	for name, other := range s {
@@ -118,7 +111,29 @@ func (s Schema) suggest(sec, key string) string {
 			holders = append(holders, name)
 		}
 	}
-	return moveTo(holders)
+	return msg + moveTo(holders), ""
+}
+
+// closest returns the key of section sec that key misspells: the one that
+// differs only in case, else the nearest within a third of its length
+// (the first of equals), else "".
+func (s Schema) closest(sec, key string) string {
+	const maxLen = 64 // keep the edit distance cheap on garbage input
+	keys := s[sec].Keys
+	if i := slices.IndexFunc(keys, func(k string) bool { return strings.EqualFold(k, key) }); i >= 0 {
+		return keys[i]
+	}
+	if len(key) > maxLen {
+		return ""
+	}
+	best, bestDist := "", 0
+	for _, k := range keys {
+		dist := distance(strings.ToLower(key), strings.ToLower(k))
+		if dist <= max(1, len(k)/3) && (best == "" || dist < bestDist) {
+			best, bestDist = k, dist
+		}
+	}
+	return best
 }
 
 // moveTo says where to move a key that the sections holders hold.

@@ -105,3 +105,16 @@ func TestBool(t *testing.T) {
 	require.False(t, b)
 	require.Equal(t, []Problem{{Line: 3, Field: "c", Message: `c must be true or false, got "maybe"`}}, d.Problems)
 }
+
+// TestMisspelt: the nearest key is suggested, not the first near enough,
+// and the document remembers it so that a caller does not also report the
+// key as missing.
+func TestMisspelt(t *testing.T) {
+	s := Schema{"": {Keys: []string{"bundleEndpointURL", "bundleEndpointProfile"}}}
+	d, root := Read("f.yaml", []byte("bundleEndpointProfle: x\n"), Options{})
+	d.Mapping(root, s, "", "")
+	require.Len(t, d.Problems, 1)
+	require.Contains(t, d.Problems[0].Message, "did you mean bundleEndpointProfile?")
+	require.True(t, d.Misspelt("", "bundleEndpointProfile"))
+	require.False(t, d.Misspelt("", "bundleEndpointURL"))
+}
