@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/finding"
@@ -52,8 +54,9 @@ type CheckOptions struct {
 	ClassName string
 	// Now judges bootstrap bundle expiry; zero means time.Now().
 	Now time.Time
-	// ExpiryWarning flags bootstrap bundles whose first authority expires
-	// within it; zero means 30 days.
+	// ExpiryWarning flags bootstrap bundles whose newest authority
+	// expires within it; zero means relative to that authority's lifetime
+	// and the bundle's refresh hint (see checkNewest).
 	ExpiryWarning time.Duration
 }
 
@@ -85,9 +88,6 @@ func (r *CheckReport) Errors() int {
 func Check(paths []string, opts CheckOptions) (*CheckReport, error) {
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
-	}
-	if opts.ExpiryWarning == 0 {
-		opts.ExpiryWarning = 30 * 24 * time.Hour
 	}
 	files, err := expand(paths)
 	if err != nil {
@@ -211,26 +211,68 @@ func (r *CheckReport) checkBundle(f *File, opts CheckOptions) {
 			r.add(CheckBundle, finding.Warn, f.Path, f.bundleLine, "%s%s", bundleWarningPrefix, fd.Message)
 		}
 	}
-	for _, c := range res.Bundle.X509Authorities() {
+	authorities := res.Bundle.X509Authorities()
+	for _, c := range authorities {
 		r.checkAuthority(f, c, opts)
 	}
+	r.checkNewest(f, authorities, res.Bundle, opts)
 }
 
 // checkAuthority reports an X.509 authority of trustDomainBundle that is
-// expired, not yet valid or about to expire.
+// expired or not yet valid.
 func (r *CheckReport) checkAuthority(f *File, c *x509.Certificate, opts CheckOptions) {
-	at := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 	switch left := c.NotAfter.Sub(opts.Now); {
 	case left <= 0:
 		r.add(CheckBundleExpiry, finding.Fail, f.Path, f.bundleLine, "%sauthority %q expired at %s (%s ago): a new partner cannot bootstrap from it; the partner must publish a fresh bundle (treaty bundle show -format spiffe on their side) and this file must carry it",
-			bundleWarningPrefix, c.Subject, at(c.NotAfter), roughly(-left))
+			bundleWarningPrefix, c.Subject, rfc3339(c.NotAfter), roughly(-left))
 	case opts.Now.Before(c.NotBefore):
 		r.add(CheckBundleExpiry, finding.Warn, f.Path, f.bundleLine, "%sauthority %q is not valid until %s: nothing it signs verifies before then; check the clocks on both sides",
-			bundleWarningPrefix, c.Subject, at(c.NotBefore))
-	case left < opts.ExpiryWarning:
-		r.add(CheckBundleExpiry, finding.Warn, f.Path, f.bundleLine, "%sauthority %q expires %s; ask the partner for a current bundle before then",
-			bundleWarningPrefix, c.Subject, at(c.NotAfter))
+			bundleWarningPrefix, c.Subject, rfc3339(c.NotBefore))
 	}
+}
+
+// checkNewest warns when the authority of trustDomainBundle that expires
+// last is near its end: then the partner signs, or will soon sign, with a
+// successor this file lacks, and a new partner bootstrapping from it
+// would not authenticate the endpoint. Near is relative to the
+// authority's own lifetime, not a fixed window, so that a fresh bundle of
+// short-lived authorities passes: the last sixth of it (treaty hands over
+// to the successor at five sixths), and never less than three refresh
+// hints (how far ahead the SPIFFE Federation standard, section 4.1, asks a
+// new authority to be published). CheckOptions.ExpiryWarning, when set,
+// is the window instead.
+func (r *CheckReport) checkNewest(f *File, authorities []*x509.Certificate, b *spiffebundle.Bundle, opts CheckOptions) {
+	var newest *x509.Certificate
+	for _, c := range authorities {
+		if newest == nil || c.NotAfter.After(newest.NotAfter) {
+			newest = c
+		}
+	}
+	if newest == nil {
+		return
+	}
+	lifetime, left := newest.NotAfter.Sub(newest.NotBefore), newest.NotAfter.Sub(opts.Now)
+	window := opts.ExpiryWarning
+	if window == 0 {
+		hint, _ := b.RefreshHint()
+		window = max(lifetime/6, 3*hint)
+	}
+	if left <= 0 || left >= window || opts.Now.Before(newest.NotBefore) {
+		return // expired and not yet valid are checkAuthority's
+	}
+	r.add(CheckBundleExpiry, finding.Warn, f.Path, f.bundleLine, "%sauthority %q expires %s, with %s of its %s lifetime left: the partner has likely begun signing with a successor this bundle lacks; ask the partner for a current bundle (treaty bundle show -format spiffe on their side)",
+		bundleWarningPrefix, newest.Subject, rfc3339(newest.NotAfter), roughly(left), lifetimeWords(lifetime))
+}
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// lifetimeWords writes a lifetime as "30-day", or as a duration when
+// shorter than two days.
+func lifetimeWords(d time.Duration) string {
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%d-day", int(d.Round(time.Hour)/(24*time.Hour)))
+	}
+	return d.Round(time.Minute).String()
 }
 
 // roughly writes d in days when it is more than two, else in hours and

@@ -1,14 +1,19 @@
 package onboarding
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/finding"
+	"github.com/treatyhq/treaty/internal/testpki"
 )
 
 var checkNow = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -126,5 +131,64 @@ func TestExamplesPassCheck(t *testing.T) {
 	require.Len(t, r.Files, 3, "the templates (leading dot) are not read")
 	for _, f := range r.Files {
 		require.Equal(t, finding.Pass, f.Status, "%s: %v", f.Path, r.Findings)
+	}
+}
+
+// TestCheckBundleExpiryIsRelativeToLifetime: a partner's fresh bundle from
+// a server with 30-day authorities is no cause for a warning; one whose
+// newest authority is past five sixths of its life (when treaty has handed
+// over to its successor) is, at the trustDomainBundle line, in a bare spec
+// and in a whole resource alike.
+func TestCheckBundleExpiryIsRelativeToLifetime(t *testing.T) {
+	const month = 30 * 24 * time.Hour
+	bundleOf := func(ages ...time.Duration) string {
+		b := spiffebundle.New(spiffeid.RequireTrustDomainFromString("partner.example"))
+		for _, age := range ages {
+			b.AddX509Authority(testpki.CACertValid(t, "spiffe://partner.example", checkNow.Add(-age), checkNow.Add(month-age)))
+		}
+		b.SetRefreshHint(5 * time.Minute)
+		data, err := bundle.Marshal(b)
+		require.NoError(t, err)
+		return string(data)
+	}
+	bare := func(doc string) string {
+		return lines("trustDomain: partner.example", "bundleEndpointURL: https://spire.partner.example", "bundleEndpointProfile:",
+			"  type: https_spiffe", "  endpointSPIFFEID: spiffe://partner.example/spire/server", "trustDomainBundle: '"+doc+"'")
+	}
+	resource := func(doc string) string {
+		return lines("apiVersion: spire.spiffe.io/v1alpha1", "kind: ClusterFederatedTrustDomain", "metadata: {name: partner}", "spec:",
+			"  trustDomain: partner.example", "  bundleEndpointURL: https://spire.partner.example", "  bundleEndpointProfile:",
+			"    type: https_spiffe", "    endpointSPIFFEID: spiffe://partner.example/spire/server", "  trustDomainBundle: '"+doc+"'")
+	}
+	for _, tc := range []struct {
+		name string
+		file string
+		line int // of the expiry warning; 0: none
+	}{
+		{"ok/fresh 30-day authority", bare(bundleOf(time.Hour)), 0},
+		{"ok/old authority with its published successor", bare(bundleOf(26*24*time.Hour, 11*24*time.Hour)), 0},
+		{"warn/past five sixths, bare spec", bare(bundleOf(26 * 24 * time.Hour)), 6},
+		{"warn/past five sixths, resource", resource(bundleOf(26 * 24 * time.Hour)), 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "partner.yaml")
+			require.NoError(t, os.WriteFile(path, []byte(tc.file), 0o600))
+			r, err := Check([]string{path}, CheckOptions{Now: checkNow})
+			require.NoError(t, err)
+			var got []Finding
+			for _, f := range r.Findings {
+				if f.Check == CheckBundleExpiry {
+					got = append(got, f)
+				}
+			}
+			if tc.line == 0 {
+				require.Empty(t, got)
+				return
+			}
+			require.Len(t, got, 1, "%v", got)
+			require.Equal(t, tc.line, got[0].Line)
+			require.Contains(t, got[0].Message, "4 days of its 30-day lifetime left")
+			require.Contains(t, got[0].Message, "ask the partner for a current bundle")
+		})
 	}
 }
