@@ -40,6 +40,7 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 // probeResult is one endpoint probed by `onboarding check -probe`.
 type probeResult struct {
 	Path    string           `json:"path"`
+	URL     string           `json:"url"`
 	Verdict finding.Severity `json:"verdict"`
 	Summary string           `json:"summary"`
 	Report  *probe.Report    `json:"report"`
@@ -71,6 +72,7 @@ func runOnboardingCheck(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
+	summary, failed := checkSummary(report, probes, *doProbe)
 	if *output == outputJSON {
 		if err := printIndented(e, struct {
 			*onboarding.CheckReport
@@ -80,17 +82,38 @@ func runOnboardingCheck(ctx context.Context, e *env, args []string) error {
 		}
 	} else {
 		printCheck(e, report, probes)
-	}
-	failedProbes := 0
-	for _, p := range probes {
-		if p.Verdict == finding.Fail {
-			failedProbes++
+		if !failed {
+			e.printf("\n%s\n", summary)
 		}
 	}
-	if n := report.Errors(); n > 0 || failedProbes > 0 {
-		return fmt.Errorf("%d error(s), %d endpoint(s) failing", n, failedProbes)
+	if failed {
+		return errors.New(summary) // the one summary, on stderr
 	}
 	return nil
+}
+
+// checkSummary sums up a check in one line, and says whether it failed:
+// an error in a file or an endpoint that fails.
+func checkSummary(r *onboarding.CheckReport, probes []probeResult, probed bool) (string, bool) {
+	errs := "no errors"
+	if n := r.Errors(); n > 0 {
+		errs = fmt.Sprintf("%d error(s)", n)
+	}
+	s := fmt.Sprintf("%d file(s), %s", len(r.Files), errs)
+	failing := 0
+	for _, p := range probes {
+		if p.Verdict == finding.Fail {
+			failing++
+		}
+	}
+	if probed {
+		f := "none failing"
+		if failing > 0 {
+			f = fmt.Sprintf("%d failing", failing)
+		}
+		s += fmt.Sprintf("; %d endpoint(s) probed, %s", len(probes), f)
+	}
+	return s, r.Errors() > 0 || failing > 0
 }
 
 // probeFiles probes the primary endpoint of every good file.
@@ -117,9 +140,9 @@ func probeFiles(ctx context.Context, report *onboarding.CheckReport, caFile stri
 		for _, u := range rel.BundleEndpointURLs {
 			rep := probe.Run(ctx, probe.Config{
 				URL: u.String(), Roots: roots, Bundle: rel.TrustDomainBundle, TrustDomain: rel.TrustDomain,
-				EndpointID: rel.EndpointSPIFFEID, Timeout: 10 * time.Second, Now: clock,
+				EndpointID: rel.EndpointSPIFFEID, Profile: string(rel.Profile), Timeout: 10 * time.Second, Now: clock,
 			})
-			out = append(out, probeResult{Path: f.Path, Verdict: rep.Verdict, Summary: rep.Summary, Report: rep})
+			out = append(out, probeResult{Path: f.Path, URL: rep.URL, Verdict: rep.Verdict, Summary: rep.Summary, Report: rep})
 		}
 	}
 	return out, nil
@@ -139,8 +162,19 @@ func printCheck(e *env, r *onboarding.CheckReport, probes []probeResult) {
 		}
 		e.printf("%-8s %s%s\n", f.Status, f.Path, detail)
 	}
-	for _, p := range probes {
-		e.printf("probe    %s: %s: %s\n", p.Path, p.Verdict, p.Summary)
+	if len(probes) > 0 {
+		e.printf("\n")
 	}
-	e.printf("\n%d file(s), %d error(s)\n", len(r.Files), r.Errors())
+	for _, p := range probes {
+		e.printf("probe    %s  %s: %s: %s\n", p.Path, p.URL, p.Verdict, p.Summary)
+		for _, s := range p.Report.Steps {
+			if s.Severity != finding.Fail && s.Severity != finding.Warn {
+				continue
+			}
+			e.printf("           %s %-13s %s\n", probeMarks[s.Severity], s.Check, s.Message)
+			if s.Fix != "" {
+				e.printf("                %-13s fix: %s\n", "", s.Fix)
+			}
+		}
+	}
 }

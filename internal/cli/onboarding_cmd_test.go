@@ -39,10 +39,22 @@ func TestOnboardingCheckProbe(t *testing.T) {
 
 	out, stderr, code := run(t, "", "onboarding", "check", "-probe", "-caFile", caFile, write("live.yaml", srv.URL))
 	require.Zero(t, code, "%s\n%s", out, stderr)
-	require.Contains(t, out, "probe    "+filepath.Join(dir, "live.yaml")+": pass:")
+	require.Contains(t, out, "probe    "+filepath.Join(dir, "live.yaml")+"  "+srv.URL+": pass: the endpoint works as https_web\n")
+	require.Contains(t, out, "\n1 file(s), no errors; 1 endpoint(s) probed, none failing\n")
 
+	// Two dead URLs: each is named, with its failed step's cause and fix,
+	// and the outcome is summed up once.
 	srv.Close()
-	out, _, code = run(t, "", "onboarding", "check", "-probe", "-caFile", caFile, write("live.yaml", srv.URL))
+	other := "https://127.0.0.1:1"
+	path := filepath.Join(dir, "two.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("trustDomain: web.example\nbundleEndpointURLs: ["+srv.URL+", "+other+"]\nbundleEndpointProfile:\n  type: https_web\n"), 0o600))
+	out, stderr, code = run(t, "", "onboarding", "check", "-probe", "-caFile", caFile, path)
 	require.Equal(t, 1, code)
-	require.Contains(t, out, ": fail:")
+	for _, u := range []string{srv.URL, other} {
+		require.Contains(t, out, "probe    "+path+"  "+u+": fail:")
+	}
+	require.Regexp(t, `(?m)^\s+FAIL tcp\s+.*connection refused`, out, "the failed step's cause")
+	require.Regexp(t, `(?m)^\s+fix: .+`, out, "and its fix")
+	require.NotContains(t, out, "error(s)", "the summary is given once, on stderr")
+	require.Equal(t, "error: 1 file(s), no errors; 2 endpoint(s) probed, 2 failing\n", stderr)
 }
