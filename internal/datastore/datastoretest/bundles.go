@@ -1,10 +1,15 @@
 package datastoretest
 
 import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/treatyhq/treaty/internal/datastore"
@@ -181,4 +186,58 @@ func (x suite) testSequenceKeepsAll64Bits(t *testing.T) {
 	fed, err := s2.FederatedBundle(ctx, partnerTD)
 	require.NoError(t, err)
 	require.Equal(t, largest, fed.Sequence)
+}
+
+// Two stores on one database (two replicas) raise the local bundle's
+// sequence at the same time, each reading the stored bundle and writing
+// the next one: every write either commits a sequence above every
+// sequence committed before it or is refused as a regression, so the
+// sequence never repeats and never goes down.
+func (x suite) testConcurrentLocalBundleCommitsNeverGoBackwards(t *testing.T) {
+	first, db := x.openStore(t)
+	second, err := db.Open(t)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = second.Close() })
+	ctx := t.Context()
+	require.NoError(t, first.CommitAuthorities(ctx, datastore.AuthorityChange{LocalBundle: &datastore.Bundle{
+		TrustDomain: localTD, Document: []byte("0"), Sequence: 1,
+	}}))
+
+	const rounds = 40
+	var mu sync.Mutex
+	var committed []uint64
+	var wg sync.WaitGroup
+	for w, s := range []datastore.Store{first, second} {
+		wg.Go(func() {
+			for i := range rounds {
+				cur, err := s.LocalBundle(ctx)
+				if !assert.NoError(t, err) {
+					return
+				}
+				next := cur.Sequence + 1
+				err = s.CommitAuthorities(ctx, datastore.AuthorityChange{LocalBundle: &datastore.Bundle{
+					TrustDomain: localTD, Document: fmt.Appendf(nil, "writer %d round %d", w, i), Sequence: next,
+				}})
+				if errors.Is(err, datastore.ErrSequenceRegression) {
+					continue
+				}
+				if !assert.NoError(t, err) {
+					return
+				}
+				mu.Lock()
+				committed = append(committed, next)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.NotEmpty(t, committed)
+	seen := map[uint64]bool{}
+	for _, seq := range committed {
+		require.False(t, seen[seq], "sequence %d committed twice", seq)
+		seen[seq] = true
+	}
+	final, err := first.LocalBundle(ctx)
+	require.NoError(t, err)
+	require.Equal(t, slices.Max(committed), final.Sequence)
 }

@@ -33,6 +33,7 @@ func Run(t *testing.T, newDB func(t *testing.T) DB) {
 		{"CommitAuthoritiesIsAtomic", x.testCommitAuthoritiesIsAtomic},
 		{"FederatedBundles", x.testFederatedBundles},
 		{"SequenceKeepsAll64Bits", x.testSequenceKeepsAll64Bits},
+		{"ConcurrentLocalBundleCommitsNeverGoBackwards", x.testConcurrentLocalBundleCommitsNeverGoBackwards},
 		{"Entries", x.testEntries},
 		{"GroupedWritesKeepTheirOwnOutcome", x.testGroupedWritesKeepTheirOwnOutcome},
 		{"GroupedWriteRefusesACancelledCaller", x.testGroupedWriteRefusesACancelledCaller},

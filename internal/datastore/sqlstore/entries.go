@@ -156,7 +156,7 @@ func writeEntry(ctx context.Context, tx *Tx, e datastore.Entry, update bool) err
 		expires = e.ExpiresAt.Unix()
 	}
 	args := []any{e.ID, e.SPIFFEID.String(), e.ParentID.String(), string(selectors), selectorKey(e.Selectors), string(federates),
-		int64(e.X509SVIDTTL / time.Second), int64(e.JWTSVIDTTL / time.Second), string(dns), e.Hint, e.Admin, e.Downstream,
+		int64(e.X509SVIDTTL / time.Second), int64(e.JWTSVIDTTL / time.Second), string(dns), e.Hint, boolInt(e.Admin), boolInt(e.Downstream),
 		expires, e.RevisionNumber, unixNano(e.CreatedAt)}
 	var query string
 	if update {
@@ -166,13 +166,15 @@ func writeEntry(ctx context.Context, tx *Tx, e datastore.Entry, update bool) err
 	} else {
 		query = `INSERT INTO entries (id, spiffe_id, parent_id, selectors, selector_key, federates_with, x509_svid_ttl,
 			jwt_svid_ttl, dns_names, hint, admin, downstream, expires_at, revision, created_at)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)`
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+			ON CONFLICT (id) DO NOTHING`
 	}
-	if _, err := tx.ExecContext(ctx, query, args...); err != nil {
-		if strings.Contains(err.Error(), "UNIQUE constraint failed: entries.id") {
-			return fmt.Errorf("entry ID %q is taken: %w", e.ID, datastore.ErrAlreadyExists)
-		}
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
 		return fmt.Errorf("store entry %q: %w", e.ID, err)
+	}
+	if n, err := res.RowsAffected(); !update && (err != nil || n == 0) {
+		return fmt.Errorf("entry ID %q is taken: %w", e.ID, datastore.ErrAlreadyExists)
 	}
 	return nil
 }

@@ -158,7 +158,7 @@ func (s *Store) PromoteNewSerial(ctx context.Context, id spiffeid.ID, serial str
 // nodeArgs are n's columns in the order of the INSERT and UPDATE above.
 func nodeArgs(n datastore.AttestedNode) []any {
 	return []any{n.SPIFFEID.String(), n.AttestationType, n.SerialNumber, unixNano(n.NotAfter),
-		n.NewSerialNumber, unixNano(n.NewNotAfter), n.CanReattest, n.AgentVersion, unixNano(n.UpdatedAt)}
+		n.NewSerialNumber, unixNano(n.NewNotAfter), boolInt(n.CanReattest), n.AgentVersion, unixNano(n.UpdatedAt)}
 }
 
 func insertNodeSelectors(ctx context.Context, tx *Tx, n datastore.AttestedNode) error {
