@@ -6,7 +6,9 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io/fs"
 	"os"
@@ -42,15 +44,21 @@ type Doctor struct {
 	EndpointURL     string
 	EndpointProfile string
 	EndpointID      spiffeid.ID
-	EndpointExpiry  func() time.Time
-	Federation      func() []federation.Status
-	Gaps            func() int
-	DataDir         string
-	KeysDir         string
-	Sockets         map[string]string // name → path
-	AuditLog        string
-	Integrity       func(ctx context.Context) error
-	Now             func() time.Time
+	// EndpointRoots are the roots an https_web endpoint is checked with:
+	// the roots the server trusts for https_web partners (the system's
+	// plus federation.ca_file), so that an endpoint whose certificate comes
+	// from a private CA passes once that CA is in ca_file, as it must be
+	// for partners. nil means the system roots.
+	EndpointRoots  *x509.CertPool
+	EndpointExpiry func() time.Time
+	Federation     func() []federation.Status
+	Gaps           func() int
+	DataDir        string
+	KeysDir        string
+	Sockets        map[string]string // name → path
+	AuditLog       string
+	Integrity      func(ctx context.Context) error
+	Now            func() time.Time
 }
 
 // Run runs every check. Each finding's check is the check's name, and its
@@ -104,16 +112,33 @@ func (d *Doctor) endpoint(ctx context.Context) finding.Finding {
 		return check("bundle-endpoint", finding.Warn, "no bundle endpoint: partners cannot fetch our bundle, so every rotation has to be carried to them by hand",
 			"set bundle_endpoint.address (and a public address for partners)")
 	}
-	cfg := probe.Config{URL: d.EndpointURL, Timeout: 5 * time.Second, TrustDomain: d.CA.TrustDomain(), Now: d.Now}
-	if d.EndpointProfile == string(profile.HTTPSSPIFFE) {
+	cfg := probe.Config{URL: d.EndpointURL, Timeout: 5 * time.Second, TrustDomain: d.CA.TrustDomain(), Profile: d.EndpointProfile, Now: d.Now}
+	switch d.EndpointProfile {
+	case string(profile.HTTPSSPIFFE):
 		cfg.Bundle, cfg.EndpointID = d.CA.Bundle(), d.EndpointID
+	case string(profile.HTTPSWeb):
+		cfg.Roots = d.EndpointRoots
 	}
 	r := probe.Run(ctx, cfg)
-	if r.Verdict == finding.Fail {
-		return check("bundle-endpoint", finding.Fail, fmt.Sprintf("%s does not work as %s: %s", d.EndpointURL, d.EndpointProfile, r.Summary),
-			"run treaty probe "+d.EndpointURL+" for each step and its fix")
+	if r.Verdict != finding.Fail {
+		return check("bundle-endpoint", finding.Pass, fmt.Sprintf("%s answers as %s", d.EndpointURL, d.EndpointProfile), "")
 	}
-	return check("bundle-endpoint", finding.Pass, fmt.Sprintf("%s answers as %s", d.EndpointURL, d.EndpointProfile), "")
+	step := firstFailed(r.Steps)
+	fix := cmp.Or(step.Fix, "run treaty probe "+d.EndpointURL+" for each step and its fix")
+	if step.Check == finding.CheckID(profile.HTTPSWeb) && strings.Contains(step.Message, "unknown authority") {
+		fix = "if the certificate comes from a private CA, put that CA in federation.ca_file: doctor checks our endpoint with the roots we trust partners' with, and partners need the CA in theirs too"
+	}
+	return check("bundle-endpoint", finding.Fail, fmt.Sprintf("%s does not work as %s: %s failed: %s", d.EndpointURL, d.EndpointProfile, step.Check, step.Message), fix)
+}
+
+// firstFailed returns the first failed step of a probe.
+func firstFailed(steps []finding.Finding) finding.Finding {
+	for _, s := range steps {
+		if s.Severity == finding.Fail {
+			return s
+		}
+	}
+	return finding.Finding{Check: "probe", Message: "a step failed"}
 }
 
 func (d *Doctor) endpointCert() finding.Finding {
@@ -141,7 +166,7 @@ func (d *Doctor) relationships() finding.Finding {
 		case federation.StateStale:
 			bad = append(bad, st.TrustDomain+" (stale: "+st.LastError+")")
 		case federation.StateFailing, federation.StateNeverFetched:
-			soso = append(soso, st.TrustDomain+" ("+string(st.State)+")")
+			soso = append(soso, st.TrustDomain+" ("+string(st.State)+reason(st.LastError)+")")
 		}
 		if st.State != federation.StateStatic {
 			n++
@@ -154,6 +179,14 @@ func (d *Doctor) relationships() finding.Finding {
 		return check("relationships", finding.Warn, strings.Join(soso, "; "), "treaty federation status shows the last error and its fix")
 	}
 	return check("relationships", finding.Pass, fmt.Sprintf("%d relationship(s), all healthy", n), "")
+}
+
+// reason is ": err", or nothing without one.
+func reason(err string) string {
+	if err == "" {
+		return ""
+	}
+	return ": " + err
 }
 
 func (d *Doctor) partnerExpiry() finding.Finding {

@@ -59,6 +59,7 @@ type Server struct {
 	endpoint          *bundleendpoint.Server
 	endpointListener  net.Listener
 	fetcher           *federation.Fetcher
+	webRoots          *x509.CertPool // https_web trust: system + federation.ca_file; nil: system
 	refresher         *federation.Refresher
 	reconciler        *onboarding.Reconciler // nil without onboarding_dir
 	telemetry         *telemetry.Server      // nil without telemetry.address
@@ -186,6 +187,7 @@ func (s *Server) startRefresher(ctx context.Context) error {
 			return err
 		}
 	}
+	s.webRoots = roots
 	s.fetcher = federation.NewFetcher(federation.FetcherConfig{RootCAs: roots, Logger: s.log.With(attrComponent, "fetcher")})
 	s.refresher = federation.NewRefresher(federation.RefresherConfig{
 		Store:            s.store,
@@ -424,7 +426,7 @@ func (s *Server) doctor() *doctor.Doctor {
 	view := federationView{Refresher: s.refresher, workload: s.workload, now: time.Now}
 	d := &doctor.Doctor{
 		CA: s.ca, CATTL: s.cfg.CA.CATTL, RefreshHint: be.RefreshHint,
-		EndpointURL: s.invites().EndpointURL, EndpointProfile: string(be.Profile), EndpointID: be.EndpointSPIFFEID,
+		EndpointURL: s.invites().EndpointURL, EndpointProfile: string(be.Profile), EndpointID: be.EndpointSPIFFEID, EndpointRoots: s.webRoots,
 		EndpointExpiry: s.endpointExpiry, Federation: view.Status, Gaps: func() int { return len(s.workload.Gaps()) },
 		DataDir: s.cfg.DataDir, KeysDir: filepath.Join(s.cfg.DataDir, KeysDir),
 		Sockets:  map[string]string{"admin_socket": s.cfg.AdminSocket, "workload_socket": s.cfg.WorkloadSocket},
