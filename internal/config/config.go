@@ -215,8 +215,14 @@ type X509POP struct {
 type Datastore struct {
 	// Driver is DriverSQLite, the default, or DriverPostgres (driver).
 	Driver string
-	// DSN is the connection string of the postgres driver (dsn).
+	// DSN is the connection string of the postgres driver (dsn), URL or
+	// key=value form, e.g. postgres://treaty@db.internal:5432/treaty.
 	DSN string
+	// PasswordFile is a file holding the database password (password_file),
+	// so that the DSN need not: read at start, surrounding white space
+	// trimmed. Without it the password comes from the DSN, PGPASSWORD or
+	// ~/.pgpass, as with libpq.
+	PasswordFile string
 }
 
 // Default returns a Config for td and dataDir with every other field set to

@@ -120,6 +120,7 @@ func (d *decoder) datastore(e yamldoc.Entry, path string) {
 	m := d.mapping(e, path)
 	text(d, m["driver"], path+".driver", &d.c.Datastore.Driver)
 	text(d, m["dsn"], path+".dsn", &d.c.Datastore.DSN)
+	text(d, m["password_file"], path+".password_file", &d.c.Datastore.PasswordFile)
 }
 
 // mapping returns the entries of the section at path (yamldoc.Mapping) and

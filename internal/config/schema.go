@@ -16,7 +16,7 @@ var schema = yamldoc.Schema{
 	"telemetry":                {Keys: []string{"address", "dashboard"}},
 	"agent_api":                {Keys: []string{"address", "agent_svid_ttl", "x509pop"}},
 	"agent_api.x509pop":        {Keys: []string{"ca_bundle_path", "agent_path_template"}},
-	"datastore":                {Keys: []string{"driver", "dsn"}},
+	"datastore":                {Keys: []string{"driver", "dsn", "password_file"}},
 }
 
 // readOptions say what a configuration file holds, for the messages about

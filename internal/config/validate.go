@@ -320,17 +320,19 @@ func (v *validator) datastore() {
 	ds := v.c.Datastore
 	switch ds.Driver {
 	case DriverSQLite:
-		if ds.DSN != "" {
-			v.add("datastore.dsn", "datastore.dsn is only used by driver postgres; "+
-				"sqlite keeps its database in data_dir, so remove dsn")
+		for key, set := range map[string]bool{"dsn": ds.DSN != "", "password_file": ds.PasswordFile != ""} {
+			if set {
+				v.add("datastore."+key, "datastore.%s is only used by driver postgres; "+
+					"sqlite keeps its database in data_dir, so remove %s", key, key)
+			}
 		}
 	case DriverPostgres:
-		v.add("datastore.driver", "postgres is not supported yet; use sqlite")
 		if ds.DSN == "" {
-			v.addAt(v.src.lineOf("datastore.dsn", "datastore.driver"), "datastore.dsn", "datastore.dsn is required by driver postgres")
+			v.addAt(v.src.lineOf("datastore.dsn", "datastore.driver"), "datastore.dsn", "datastore.dsn is required by driver postgres, "+
+				"e.g. postgres://treaty@db.internal:5432/treaty (the password in datastore.password_file)")
 		}
 	default:
-		v.add("datastore.driver", "%s is not a datastore driver; use sqlite", yamldoc.Quote(ds.Driver))
+		v.add("datastore.driver", "%s is not a datastore driver; use sqlite (one server, the default) or postgres (several replicas)", yamldoc.Quote(ds.Driver))
 	}
 }
 
