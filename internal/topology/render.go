@@ -95,7 +95,9 @@ func Mermaid(t *Topology, plan []Decision) string {
 func edgeLabel(d Decision) string {
 	switch d.Mechanism {
 	case MechFederation:
-		return fmt.Sprintf("federation: in %s, out %s", direction(d.Inbound), direction(d.Outbound))
+		// The table's column words: Outbound is the fetch from the peer,
+		// their bundle to us; Inbound theirs from us.
+		return fmt.Sprintf("federation: their bundle to us %s; our bundle to them %s", direction(d.Outbound), direction(d.Inbound))
 	case MechImportedCA:
 		return "imported CA"
 	case MechMintedSVID:

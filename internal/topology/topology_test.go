@@ -187,3 +187,14 @@ func TestMintStepIsGrantedInFull(t *testing.T) {
 	require.NoError(t, err)
 	require.LessOrEqual(t, d, 30*24*time.Hour/6)
 }
+
+// TestMermaidEdgeUsesTheTableWords: the diagram names each direction as
+// the table's columns do, with the same value.
+func TestMermaidEdgeUsesTheTableWords(t *testing.T) {
+	d := Decision{Peer: "p", TrustDomain: "p.example", Mechanism: MechFederation, Federation: true,
+		Outbound: Direction{Exchange: ExchangeDynamic, Profile: "https_web"}, Inbound: Direction{Exchange: ExchangeStatic}}
+	topo := &Topology{Self: Self{TrustDomain: "us.example"}}
+	md := Markdown(topo, []Decision{d})
+	require.Contains(t, md, "| p | p.example | yes | dynamic, https_web | static (files) |")
+	require.Contains(t, md, `federation: their bundle to us dynamic, https_web; our bundle to them static (files)`)
+}
