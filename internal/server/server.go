@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/treatyhq/treaty/internal/config"
 	"github.com/treatyhq/treaty/internal/dashboard"
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/datastore/postgres"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/doctor"
 	"github.com/treatyhq/treaty/internal/federation"
@@ -48,10 +50,12 @@ const (
 
 // Server is a running trust domain.
 type Server struct {
-	cfg           *config.Config
-	log           *slog.Logger
-	lock          *os.File
-	store         *sqlite.Store
+	cfg   *config.Config
+	log   *slog.Logger
+	lock  *os.File
+	store datastore.Store
+	// integrity checks the store for treaty doctor.
+	integrity     func(context.Context) error
 	ca            *ca.CA
 	admin         *adminapi.Server
 	adminListener net.Listener
@@ -141,14 +145,37 @@ func (s *Server) openDataDir() error {
 	return nil
 }
 
-// openStore opens the database; sqlite.Open refuses one that is damaged or
-// locked by another process, without changing it.
+// openStore opens the datastore the configuration names: the SQLite file
+// in the data directory (sqlite.Open refuses one that is damaged or locked
+// by another process, without changing it) or the PostgreSQL database
+// several replicas share.
 func (s *Server) openStore(ctx context.Context) error {
-	store, err := sqlite.Open(ctx, filepath.Join(s.cfg.DataDir, DatabaseFile))
-	if err != nil {
-		return err
+	ds := s.cfg.Datastore
+	switch ds.Driver {
+	case config.DriverPostgres:
+		pc := postgres.Config{DSN: ds.DSN}
+		if ds.PasswordFile != "" {
+			pw, err := os.ReadFile(ds.PasswordFile)
+			if err != nil {
+				return fmt.Errorf("datastore.password_file: %w", err)
+			}
+			if pc.Password = strings.TrimSpace(string(pw)); pc.Password == "" {
+				return fmt.Errorf("datastore.password_file %s is empty; write the database password in it", ds.PasswordFile)
+			}
+		}
+		store, err := postgres.Open(ctx, pc)
+		if err != nil {
+			return err
+		}
+		s.store, s.integrity = store, store.Ping
+		s.log.Info("datastore: PostgreSQL", attrWhere, store.Where())
+	default:
+		store, err := sqlite.Open(ctx, filepath.Join(s.cfg.DataDir, DatabaseFile))
+		if err != nil {
+			return err
+		}
+		s.store, s.integrity = store, store.CheckIntegrity
 	}
-	s.store = store
 	return nil
 }
 
@@ -430,7 +457,7 @@ func (s *Server) doctor() *doctor.Doctor {
 		EndpointExpiry: s.endpointExpiry, Federation: view.Status, Gaps: func() int { return len(s.workload.Gaps()) },
 		DataDir: s.cfg.DataDir, KeysDir: filepath.Join(s.cfg.DataDir, KeysDir),
 		Sockets:  map[string]string{"admin_socket": s.cfg.AdminSocket, "workload_socket": s.cfg.WorkloadSocket},
-		AuditLog: s.cfg.AuditLog, Integrity: s.store.CheckIntegrity,
+		AuditLog: s.cfg.AuditLog, Integrity: s.integrity,
 	}
 	return d
 }
@@ -506,4 +533,5 @@ const (
 	attrAdminSocket    = "admin_socket"
 	attrWorkloadSocket = "workload_socket"
 	attrDataDir        = "data_dir"
+	attrWhere          = "where"
 )
