@@ -4,9 +4,12 @@ import (
 	"context"
 
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/treatyhq/treaty/internal/adminwire"
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore"
 )
@@ -76,9 +79,14 @@ func (s *localAuthorityService) prepare(ctx context.Context, kind datastore.Auth
 	return change(false, "", func() (ca.AuthorityInfo, error) { return s.ca.Prepare(ctx, kind) })
 }
 
+// activate activates the prepared authority. An early activation's
+// warning goes back in the adminwire.WarningHeader, as well as to the log.
 func (s *localAuthorityService) activate(ctx context.Context, kind datastore.AuthorityKind, id string) (*localauthorityv1.AuthorityState, error) {
 	return change(true, id, func() (ca.AuthorityInfo, error) {
-		info, _, err := s.ca.Activate(ctx, kind, id)
+		info, warning, err := s.ca.Activate(ctx, kind, id)
+		if err == nil && warning != "" {
+			_ = grpc.SetHeader(ctx, metadata.Pairs(adminwire.WarningHeader, warning)) // only fails outside a call
+		}
 		return info, err
 	})
 }

@@ -34,6 +34,12 @@ const (
 	DoctorMethod = "/treaty.admin.v1.Doctor/Check"
 )
 
+// WarningHeader is the response header (gRPC metadata) key under which the
+// server sends warnings about a call that succeeded, where SPIRE's response
+// message has no field for them: activating an authority before partners
+// can have it, for one. Clients show each value; SPIRE's ignore them.
+const WarningHeader = "treaty-warning"
+
 // DefaultInviteTTL is how long an invite is valid when the request names
 // no TTL (the CLI's -ttl default, and the server's for a zero TTLSeconds).
 const DefaultInviteTTL = 24 * time.Hour

@@ -7,7 +7,10 @@ import (
 
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/treatyhq/treaty/internal/adminwire"
 )
 
 // authorityKind describes the X.509 or JWT half of the LocalAuthority API.
@@ -16,7 +19,7 @@ type authorityKind struct {
 	title string // as printed: X.509 or JWT
 	show  func(context.Context, localauthorityv1.LocalAuthorityClient) (stateResponse, error)
 	// act calls prepare, activate, taint or revoke.
-	act map[string]func(context.Context, localauthorityv1.LocalAuthorityClient, string) (*localauthorityv1.AuthorityState, proto.Message, error)
+	act map[string]func(context.Context, localauthorityv1.LocalAuthorityClient, string, ...grpc.CallOption) (*localauthorityv1.AuthorityState, proto.Message, error)
 }
 
 // stateResponse is what both Get*AuthorityState responses have in common.
@@ -35,21 +38,21 @@ var x509Kind = authorityKind{
 	show: func(ctx context.Context, c laClient) (stateResponse, error) {
 		return c.GetX509AuthorityState(ctx, &localauthorityv1.GetX509AuthorityStateRequest{})
 	},
-	act: map[string]func(context.Context, laClient, string) (*laState, proto.Message, error){
-		"prepare": func(ctx context.Context, c laClient, _ string) (*laState, proto.Message, error) {
-			r, err := c.PrepareX509Authority(ctx, &localauthorityv1.PrepareX509AuthorityRequest{})
+	act: map[string]func(context.Context, laClient, string, ...grpc.CallOption) (*laState, proto.Message, error){
+		"prepare": func(ctx context.Context, c laClient, _ string, opts ...grpc.CallOption) (*laState, proto.Message, error) {
+			r, err := c.PrepareX509Authority(ctx, &localauthorityv1.PrepareX509AuthorityRequest{}, opts...)
 			return r.GetPreparedAuthority(), r, err
 		},
-		"activate": func(ctx context.Context, c laClient, id string) (*laState, proto.Message, error) {
-			r, err := c.ActivateX509Authority(ctx, &localauthorityv1.ActivateX509AuthorityRequest{AuthorityId: id})
+		"activate": func(ctx context.Context, c laClient, id string, opts ...grpc.CallOption) (*laState, proto.Message, error) {
+			r, err := c.ActivateX509Authority(ctx, &localauthorityv1.ActivateX509AuthorityRequest{AuthorityId: id}, opts...)
 			return r.GetActivatedAuthority(), r, err
 		},
-		"taint": func(ctx context.Context, c laClient, id string) (*laState, proto.Message, error) {
-			r, err := c.TaintX509Authority(ctx, &localauthorityv1.TaintX509AuthorityRequest{AuthorityId: id})
+		"taint": func(ctx context.Context, c laClient, id string, opts ...grpc.CallOption) (*laState, proto.Message, error) {
+			r, err := c.TaintX509Authority(ctx, &localauthorityv1.TaintX509AuthorityRequest{AuthorityId: id}, opts...)
 			return r.GetTaintedAuthority(), r, err
 		},
-		"revoke": func(ctx context.Context, c laClient, id string) (*laState, proto.Message, error) {
-			r, err := c.RevokeX509Authority(ctx, &localauthorityv1.RevokeX509AuthorityRequest{AuthorityId: id})
+		"revoke": func(ctx context.Context, c laClient, id string, opts ...grpc.CallOption) (*laState, proto.Message, error) {
+			r, err := c.RevokeX509Authority(ctx, &localauthorityv1.RevokeX509AuthorityRequest{AuthorityId: id}, opts...)
 			return r.GetRevokedAuthority(), r, err
 		},
 	},
@@ -60,21 +63,21 @@ var jwtKind = authorityKind{
 	show: func(ctx context.Context, c laClient) (stateResponse, error) {
 		return c.GetJWTAuthorityState(ctx, &localauthorityv1.GetJWTAuthorityStateRequest{})
 	},
-	act: map[string]func(context.Context, laClient, string) (*laState, proto.Message, error){
-		"prepare": func(ctx context.Context, c laClient, _ string) (*laState, proto.Message, error) {
-			r, err := c.PrepareJWTAuthority(ctx, &localauthorityv1.PrepareJWTAuthorityRequest{})
+	act: map[string]func(context.Context, laClient, string, ...grpc.CallOption) (*laState, proto.Message, error){
+		"prepare": func(ctx context.Context, c laClient, _ string, opts ...grpc.CallOption) (*laState, proto.Message, error) {
+			r, err := c.PrepareJWTAuthority(ctx, &localauthorityv1.PrepareJWTAuthorityRequest{}, opts...)
 			return r.GetPreparedAuthority(), r, err
 		},
-		"activate": func(ctx context.Context, c laClient, id string) (*laState, proto.Message, error) {
-			r, err := c.ActivateJWTAuthority(ctx, &localauthorityv1.ActivateJWTAuthorityRequest{AuthorityId: id})
+		"activate": func(ctx context.Context, c laClient, id string, opts ...grpc.CallOption) (*laState, proto.Message, error) {
+			r, err := c.ActivateJWTAuthority(ctx, &localauthorityv1.ActivateJWTAuthorityRequest{AuthorityId: id}, opts...)
 			return r.GetActivatedAuthority(), r, err
 		},
-		"taint": func(ctx context.Context, c laClient, id string) (*laState, proto.Message, error) {
-			r, err := c.TaintJWTAuthority(ctx, &localauthorityv1.TaintJWTAuthorityRequest{AuthorityId: id})
+		"taint": func(ctx context.Context, c laClient, id string, opts ...grpc.CallOption) (*laState, proto.Message, error) {
+			r, err := c.TaintJWTAuthority(ctx, &localauthorityv1.TaintJWTAuthorityRequest{AuthorityId: id}, opts...)
 			return r.GetTaintedAuthority(), r, err
 		},
-		"revoke": func(ctx context.Context, c laClient, id string) (*laState, proto.Message, error) {
-			r, err := c.RevokeJWTAuthority(ctx, &localauthorityv1.RevokeJWTAuthorityRequest{AuthorityId: id})
+		"revoke": func(ctx context.Context, c laClient, id string, opts ...grpc.CallOption) (*laState, proto.Message, error) {
+			r, err := c.RevokeJWTAuthority(ctx, &localauthorityv1.RevokeJWTAuthorityRequest{AuthorityId: id}, opts...)
 			return r.GetRevokedAuthority(), r, err
 		},
 	},
@@ -171,9 +174,13 @@ func actOnAuthority(k authorityKind, verb, done string, needsID bool) func(conte
 			return usagef("-authorityID is required; find it with `treaty localauthority %s show`", k.word)
 		}
 		return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
-			st, resp, err := k.act[verb](ctx, localauthorityv1.NewLocalAuthorityClient(conn), *id)
+			var header metadata.MD
+			st, resp, err := k.act[verb](ctx, localauthorityv1.NewLocalAuthorityClient(conn), *id, grpc.Header(&header))
 			if err != nil {
 				return err
+			}
+			for _, w := range header.Get(adminwire.WarningHeader) {
+				e.warnf("%s", w)
 			}
 			if *output == outputJSON {
 				return printJSON(e.stdout, resp)
