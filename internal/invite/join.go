@@ -90,10 +90,14 @@ func matches(t Token, b *spiffebundle.Bundle) error {
 	}
 	if fp != t.Fingerprint {
 		return fmt.Errorf("%w: %s's bundle changed since the invite was made (a CA rotation?), or the endpoint is not %s's. "+
-			"Ask %s for a new invite (fingerprint expected %s…, served %s…)", ErrFingerprint, t.TrustDomain, t.TrustDomain, t.TrustDomain, t.Fingerprint[:12], fp[:12])
+			"Ask %s for a new invite (fingerprint expected %s…, served %s…)", ErrFingerprint, t.TrustDomain, t.TrustDomain, t.TrustDomain, short(t.Fingerprint), short(fp))
 	}
 	return nil
 }
+
+// short is the start of a fingerprint, enough for a person to compare;
+// the invite's may be shorter than a real one.
+func short(fp string) string { return fp[:min(len(fp), 12)] }
 
 func relationship(t Token) (federation.Relationship, error) {
 	var rel federation.Relationship
