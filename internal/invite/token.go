@@ -73,8 +73,17 @@ func checksum(body string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:6])
 }
 
-// Decode reads a token and checks its checksum and expiry.
+// Decode reads a token and checks its checksum and expiry. On error it
+// returns the zero Token, never part of one.
 func Decode(s string, now time.Time) (Token, error) {
+	t, err := decode(s, now)
+	if err != nil {
+		return Token{}, err
+	}
+	return t, nil
+}
+
+func decode(s string, now time.Time) (Token, error) {
 	var t Token
 	s = strings.TrimSpace(s)
 	if !strings.HasPrefix(s, prefix) {
