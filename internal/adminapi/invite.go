@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -112,14 +113,8 @@ func (s *inviteService) join(ctx context.Context, raw *structpb.Struct) (*struct
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	err = s.cfg.Store.JoinInvite(ctx, v.Relationship.Record(time.Now()), *boot, t.Nonce)
-	switch {
-	case errors.Is(err, datastore.ErrInviteUsed):
-		return nil, status.Error(codes.AlreadyExists, err.Error()+"; ask for a new invite")
-	case errors.Is(err, datastore.ErrAlreadyExists):
-		return nil, status.Errorf(codes.AlreadyExists, "a federation relationship with %s exists already; nothing was changed (treaty federation show -trustDomain %s)", t.TrustDomain, t.TrustDomain)
-	case err != nil:
-		return nil, status.Error(codes.Internal, err.Error())
+	if err := joinStatus(s.cfg.Store.JoinInvite(ctx, v.Relationship.Record(time.Now()), *boot, t.Nonce), t.TrustDomain); err != nil {
+		return nil, err
 	}
 	if s.refresher != nil {
 		_ = s.refresher.Reload(ctx) // the relationship is stored; a reload failure is logged and retried by the refresher
@@ -191,4 +186,20 @@ func checkInviteURL(raw string) error {
 		return status.Errorf(codes.InvalidArgument, "url %v", err)
 	}
 	return nil
+}
+
+// joinStatus maps the store's answer to a join to a status for the
+// partner's operator. The store says when an invite was used and wraps
+// datastore.ErrInviteUsed, whose own words would repeat "already used".
+func joinStatus(err error, td string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, datastore.ErrInviteUsed):
+		msg := strings.TrimSuffix(err.Error(), ": "+datastore.ErrInviteUsed.Error())
+		return status.Error(codes.AlreadyExists, msg+"; an invite can be joined once: ask the partner for a new one")
+	case errors.Is(err, datastore.ErrAlreadyExists):
+		return status.Errorf(codes.AlreadyExists, "a federation relationship with %s exists already; nothing was changed (treaty federation show -trustDomain %s)", td, td)
+	}
+	return status.Error(codes.Internal, err.Error())
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -43,8 +44,10 @@ func runInvite(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		e.printf("%s\n", resp.Token)
-		e.warnf("give the line above to the partner; on their server they run: treaty federation join <invite>\n"+
-			"  it is for %s at %s (%s), valid until %s, and can be joined once",
+		// Guidance, not a warning: on stderr, so that stdout is the token alone.
+		fmt.Fprintf(e.stderr, "Give the line above to the partner over a channel you trust (it is checksummed, not signed); on their server they run:\n"+
+			"  treaty federation join <invite>\n"+
+			"It is for %s at %s (%s), valid until %s, and can be joined once.\n",
 			resp.TrustDomain, resp.URL, resp.Profile, resp.Expires)
 		return nil
 	})
