@@ -198,6 +198,14 @@ type AttestedNode struct {
 // current serial number is refused whatever certificate it presents.
 func (n AttestedNode) Banned() bool { return n.SerialNumber == "" }
 
+// Lease says which replica does a job (polls a partner, rotates the CA)
+// until when.
+type Lease struct {
+	Name      string
+	Holder    string
+	ExpiresAt time.Time
+}
+
 // JoinToken is a single-use secret with which an agent attests through the
 // join_token attestor.
 type JoinToken struct {
@@ -258,6 +266,15 @@ type Store interface {
 	CreateJoinToken(ctx context.Context, t JoinToken) error
 	ConsumeJoinToken(ctx context.Context, token string) (JoinToken, error)
 	PruneJoinTokens(ctx context.Context, before time.Time) (int, error)
+
+	// Coordination of replicas sharing the database.
+	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, name, holder string) error
+	Lease(ctx context.Context, name string) (Lease, error)
+	PutSealedKey(ctx context.Context, name string, sealed []byte) error
+	SealedKey(ctx context.Context, name string) ([]byte, error)
+	DeleteSealedKey(ctx context.Context, name string) error
+	ListSealedKeys(ctx context.Context) ([]string, error)
 
 	// Close releases the database.
 	Close() error

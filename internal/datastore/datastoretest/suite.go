@@ -48,6 +48,9 @@ func Run(t *testing.T, newDB func(t *testing.T) DB) {
 		{"PromoteNewSerial", x.testPromoteNewSerial},
 		{"Relationships", x.testRelationships},
 		{"CreateRelationshipsInOneBatch", x.testCreateRelationshipsInOneBatch},
+		{"Leases", x.testLeases},
+		{"LeaseRaceHasOneWinner", x.testLeaseRaceHasOneWinner},
+		{"SealedKeys", x.testSealedKeys},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, tc.run)
