@@ -38,6 +38,11 @@ type Config struct {
 	// Dir holds the demo's files; default a new temporary directory,
 	// removed at the end unless Keep is set.
 	Dir string
+	// AlphaPort, BetaPort and ServicePort are the loopback ports of
+	// alpha.test's and beta.test's bundle endpoints and of beta.test's
+	// mTLS service, so that a firewall rule or a second terminal can name
+	// them; zero picks a free port.
+	AlphaPort, BetaPort, ServicePort int
 }
 
 // Result is the outcome of a run, for tests and `-output json`.
@@ -51,6 +56,9 @@ type Result struct {
 	RotationPropagation time.Duration `json:"rotation_propagation_ns"`
 	CallAfterRotation   string        `json:"call_after_rotation"`
 	Elapsed             time.Duration `json:"elapsed_ns"`
+	AlphaEndpoint       string        `json:"alpha_endpoint"`
+	BetaEndpoint        string        `json:"beta_endpoint"`
+	ServiceURL          string        `json:"service_url"`
 }
 
 // run is one demo in progress.
@@ -152,7 +160,11 @@ func (r *run) indent(text string) {
 // shorten writes paths inside the demo directory relative to it.
 func (r *run) shorten(s string) string { return strings.ReplaceAll(s, r.dir+"/", "") }
 
-func freePort(ctx context.Context) (int, error) {
+// pickPort returns fixed, or a free loopback port when fixed is zero.
+func pickPort(ctx context.Context, fixed int) (int, error) {
+	if fixed != 0 {
+		return fixed, nil
+	}
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -171,7 +183,7 @@ func (r *run) startServers(ctx context.Context) error {
 		return err
 	}
 	r.heading("Start alpha.test: bundle endpoint profile https_spiffe (it authenticates with its own SVID)")
-	if r.alpha, err = r.startDomain(ctx, "alpha.test", func(port int) string {
+	if r.alpha, err = r.startDomain(ctx, "alpha.test", r.cfg.AlphaPort, func(port int) string {
 		return fmt.Sprintf(`bundle_endpoint:
   address: 127.0.0.1:%d
   profile: https_spiffe
@@ -184,7 +196,7 @@ federation:
 		return err
 	}
 	r.heading("Start beta.test: bundle endpoint profile https_web (a certificate from a web CA; here a demo CA)")
-	r.beta, err = r.startDomain(ctx, "beta.test", func(port int) string {
+	r.beta, err = r.startDomain(ctx, "beta.test", r.cfg.BetaPort, func(port int) string {
 		return fmt.Sprintf(`bundle_endpoint:
   address: 127.0.0.1:%d
   profile: https_web
@@ -196,13 +208,17 @@ federation:
   min_refresh: 1s
 `, port, pki.certFile, pki.keyFile)
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	r.res.AlphaEndpoint, r.res.BetaEndpoint = r.alpha.endpointURL, r.beta.endpointURL
+	return nil
 }
 
-func (r *run) startDomain(ctx context.Context, name string, endpoint func(port int) string) (*domain, error) {
+func (r *run) startDomain(ctx context.Context, name string, fixedPort int, endpoint func(port int) string) (*domain, error) {
 	short := strings.TrimSuffix(name, ".test")
 	d := &domain{name: name, dir: filepath.Join(r.dir, short), done: make(chan error, 1)}
-	port, err := freePort(ctx)
+	port, err := pickPort(ctx, fixedPort)
 	if err != nil {
 		return nil, err
 	}

@@ -97,16 +97,17 @@ func (r *run) fetchSVIDs(ctx context.Context) error {
 func (r *run) mtls(ctx context.Context) error {
 	w := r.workloads
 	r.heading("Cross-domain mTLS, authorised by SPIFFE ID")
-	port, err := freePort(ctx)
+	p, err := pickPort(ctx, r.cfg.ServicePort)
 	if err != nil {
 		return err
 	}
 	var lc net.ListenConfig
-	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(p))
 	if err != nil {
-		return err
+		return fmt.Errorf("listen for the mTLS service (-servicePort): %w", err)
 	}
 	w.firmwareURL = "https://" + l.Addr().String() + "/"
+	r.res.ServiceURL = w.firmwareURL
 	srv := &service.Server{Source: w.firmware, Allowed: []spiffeid.ID{provisioningID}, Logger: slog.New(slog.NewTextHandler(w.refusals, nil))}
 	svcCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	w.stop, w.done = stop, make(chan error, 1)

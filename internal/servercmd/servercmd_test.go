@@ -33,6 +33,7 @@ func TestCommandLine(t *testing.T) {
 		{"fail/positional argument", []string{"server", "run", "extra"}, 2, `unexpected argument "extra"`},
 		{"fail/bad trust domain", []string{"server", "run", "-trustDomain", "Not A Domain"}, 1, "not a valid trust domain"},
 		{"fail/demo output", []string{"demo", "-output", "xml"}, 2, `-output "xml": use pretty or json`},
+		{"fail/demo port", []string{"demo", "-betaPort", "70000"}, 2, "-betaPort 70000: use a port from 1 to 65535"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -217,7 +218,8 @@ func federatedPair(t *testing.T) (*server, *server) {
 func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, treatyBin, "demo", "-output", "json")
+	alphaPort, betaPort, servicePort := portOf(t, freePort(t)), portOf(t, freePort(t)), portOf(t, freePort(t))
+	cmd := exec.CommandContext(ctx, treatyBin, "demo", "-output", "json", "-alphaPort", alphaPort, "-betaPort", betaPort, "-servicePort", servicePort)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -231,6 +233,9 @@ func TestDemo(t *testing.T) {
 		RotationPropagation int64    `json:"rotation_propagation_ns"`
 		CallAfterRotation   string   `json:"call_after_rotation"`
 		Elapsed             int64    `json:"elapsed_ns"`
+		AlphaEndpoint       string   `json:"alpha_endpoint"`
+		BetaEndpoint        string   `json:"beta_endpoint"`
+		ServiceURL          string   `json:"service_url"`
 	}
 	require.NoError(t, json.Unmarshal(out, &res), "%s", out)
 	require.ElementsMatch(t, []string{"spiffe://alpha.test/svc/provisioning", "spiffe://alpha.test/svc/reporting"}, res.AlphaSVIDs)
@@ -241,4 +246,15 @@ func TestDemo(t *testing.T) {
 	require.Positive(t, res.RotationPropagation)
 	require.Equal(t, res.AllowedCall, res.CallAfterRotation)
 	require.Contains(t, stderr.String(), "treaty federation create", "the timeline shows the commands")
+	require.Equal(t, "https://127.0.0.1:"+alphaPort, res.AlphaEndpoint, "-alphaPort pins alpha's bundle endpoint")
+	require.Equal(t, "https://127.0.0.1:"+betaPort, res.BetaEndpoint, "-betaPort pins beta's bundle endpoint")
+	require.Equal(t, "https://127.0.0.1:"+servicePort+"/", res.ServiceURL, "-servicePort pins the mTLS service")
+}
+
+// portOf returns the port of a host:port address.
+func portOf(t *testing.T, addr string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	return port
 }
