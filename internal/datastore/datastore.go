@@ -23,6 +23,10 @@ var (
 	// ErrSequenceRegression means a write would move the local bundle's
 	// spiffe_sequence backwards or reuse it for different content.
 	ErrSequenceRegression = errors.New("bundle sequence would not increase")
+	// ErrAuthoritiesChanged means an authority change was computed from
+	// authorities that another replica has changed since: nothing was
+	// written; read them again and decide again.
+	ErrAuthoritiesChanged = errors.New("the authorities changed since they were read")
 	// ErrInviteUsed means a federation invite was joined before.
 	ErrInviteUsed = errors.New("invite already used")
 )
@@ -110,6 +114,11 @@ type AuthorityChange struct {
 	// LocalBundle, when set, replaces the local bundle. Its sequence must be
 	// higher than the stored one (or equal with identical content).
 	LocalBundle *Bundle
+	// IfRevision, when set, is the authority revision the change was
+	// computed from: the change applies only if the stored revision is
+	// still that one (else ErrAuthoritiesChanged). Every change raises the
+	// revision by one.
+	IfRevision *uint64
 }
 
 // Relationship is a stored federation relationship.
@@ -206,6 +215,13 @@ type Lease struct {
 	ExpiresAt time.Time
 }
 
+// SealedKey is a private key stored sealed in the database.
+type SealedKey struct {
+	Name      string
+	Sealed    []byte
+	CreatedAt time.Time
+}
+
 // JoinToken is a single-use secret with which an agent attests through the
 // join_token attestor.
 type JoinToken struct {
@@ -224,6 +240,7 @@ type JoinToken struct {
 type Store interface {
 	// The local trust domain's authorities and bundle.
 	ListAuthorities(ctx context.Context) ([]Authority, error)
+	AuthorityRevision(ctx context.Context) (uint64, error)
 	CommitAuthorities(ctx context.Context, change AuthorityChange) error
 	Journal(ctx context.Context, limit int) ([]JournalEvent, error)
 	LocalBundle(ctx context.Context) (Bundle, error)
@@ -274,7 +291,7 @@ type Store interface {
 	PutSealedKey(ctx context.Context, name string, sealed []byte) error
 	SealedKey(ctx context.Context, name string) ([]byte, error)
 	DeleteSealedKey(ctx context.Context, name string) error
-	ListSealedKeys(ctx context.Context) ([]string, error)
+	ListSealedKeys(ctx context.Context) ([]SealedKey, error)
 
 	// Close releases the database.
 	Close() error

@@ -241,3 +241,33 @@ func (x suite) testConcurrentLocalBundleCommitsNeverGoBackwards(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, slices.Max(committed), final.Sequence)
 }
+
+// A change computed from an older authority revision is refused whole;
+// every change raises the revision, guarded or not.
+func (x suite) testAuthorityRevisionGuardsChanges(t *testing.T) {
+	s, path := x.openStore(t)
+	ctx := t.Context()
+	rev, err := s.AuthorityRevision(ctx)
+	require.NoError(t, err)
+	require.Zero(t, rev)
+	auth := datastore.Authority{Kind: datastore.KindJWT, ID: "k1", State: datastore.StatePrepared, KeyName: "jwt-k1", PublicKey: []byte("pk"),
+		NotBefore: time.Unix(1, 0).UTC(), NotAfter: time.Unix(2, 0).UTC()}
+	require.NoError(t, s.CommitAuthorities(ctx, datastore.AuthorityChange{Put: []datastore.Authority{auth}, IfRevision: &rev}))
+
+	stale := rev
+	auth.ID, auth.KeyName, auth.State = "k2", "jwt-k2", datastore.StateOld
+	err = s.CommitAuthorities(ctx, datastore.AuthorityChange{Put: []datastore.Authority{auth}, IfRevision: &stale,
+		LocalBundle: &datastore.Bundle{TrustDomain: localTD, Document: []byte("doc"), Sequence: 1}})
+	require.ErrorIs(t, err, datastore.ErrAuthoritiesChanged)
+	all, err := s.ListAuthorities(ctx)
+	require.NoError(t, err)
+	require.Len(t, all, 1, "nothing of the refused change was written")
+	_, err = s.LocalBundle(ctx)
+	require.ErrorIs(t, err, datastore.ErrNotFound)
+
+	require.NoError(t, s.CommitAuthorities(ctx, datastore.AuthorityChange{Journal: []datastore.JournalEvent{{Event: "x"}}}), "unguarded")
+	s = reopen(t, s, path)
+	rev, err = s.AuthorityRevision(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), rev)
+}

@@ -31,6 +31,7 @@ func Run(t *testing.T, newDB func(t *testing.T) DB) {
 		{"OpenIsIdempotentAndRefusesNewerSchema", x.testOpenIsIdempotentAndRefusesNewerSchema},
 		{"LocalBundleSequenceNeverGoesBackwards", x.testLocalBundleSequenceNeverGoesBackwards},
 		{"CommitAuthoritiesIsAtomic", x.testCommitAuthoritiesIsAtomic},
+		{"AuthorityRevisionGuardsChanges", x.testAuthorityRevisionGuardsChanges},
 		{"FederatedBundles", x.testFederatedBundles},
 		{"SequenceKeepsAll64Bits", x.testSequenceKeepsAll64Bits},
 		{"ConcurrentLocalBundleCommitsNeverGoBackwards", x.testConcurrentLocalBundleCommitsNeverGoBackwards},

@@ -57,6 +57,9 @@ func scanAuthority(rows *sql.Rows) (datastore.Authority, error) {
 // datastore.ErrSequenceRegression.
 func (s *Store) CommitAuthorities(ctx context.Context, change datastore.AuthorityChange) error {
 	return s.inTx(ctx, func(tx *Tx) error {
+		if err := raiseRevision(ctx, tx, change.IfRevision); err != nil {
+			return err
+		}
 		for _, ref := range change.Delete {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM authorities WHERE kind = ? AND id = ?`, ref.Kind, ref.ID); err != nil {
 				return fmt.Errorf("delete authority %s %s: %w", ref.Kind, ref.ID, err)
@@ -76,6 +79,34 @@ func (s *Store) CommitAuthorities(ctx context.Context, change datastore.Authorit
 		}
 		return nil
 	})
+}
+
+// AuthorityRevision returns the revision of the local authorities, which
+// every CommitAuthorities raises by one. Read it before ListAuthorities:
+// a change committed in between then makes the next guarded change fail
+// (and be decided again), never succeed on stale authorities.
+func (s *Store) AuthorityRevision(ctx context.Context) (uint64, error) {
+	var rev int64
+	if err := s.db.QueryRowContext(ctx, `SELECT revision FROM authority_revision WHERE id = 1`).Scan(&rev); err != nil {
+		return 0, fmt.Errorf("read authority revision: %w", err)
+	}
+	return uint64(rev), nil //nolint:gosec // never negative: it starts at 0 and only rises
+}
+
+// raiseRevision checks the stored revision against want, if given, and
+// raises it.
+func raiseRevision(ctx context.Context, tx *Tx, want *uint64) error {
+	var rev int64
+	if err := tx.QueryRowContext(ctx, `SELECT revision FROM authority_revision WHERE id = 1`).Scan(&rev); err != nil {
+		return fmt.Errorf("read authority revision: %w", err)
+	}
+	if want != nil && uint64(rev) != *want { //nolint:gosec // never negative
+		return fmt.Errorf("authority revision is %d, the change was computed from %d: %w", rev, *want, datastore.ErrAuthoritiesChanged)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE authority_revision SET revision = ? WHERE id = 1`, rev+1); err != nil {
+		return fmt.Errorf("raise authority revision: %w", err)
+	}
+	return nil
 }
 
 // putAuthorities clears the state of every authority being put before

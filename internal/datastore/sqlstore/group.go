@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 )
 
 // group commits concurrent writes together: the writes that arrive while
@@ -117,7 +116,7 @@ func (g *group) run(ctx context.Context, batch []*write) ([]error, error) {
 		if errs, err = g.try(ctx, batch); err == nil || !g.retryable(err) {
 			return errs, err
 		}
-		time.Sleep(time.Duration(attempt) * time.Millisecond)
+		pause(attempt)
 	}
 	return errs, err
 }

@@ -98,20 +98,23 @@ func (s *Store) DeleteSealedKey(ctx context.Context, name string) error {
 	return nil
 }
 
-// ListSealedKeys returns the names of the stored keys, sorted.
-func (s *Store) ListSealedKeys(ctx context.Context) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name FROM sealed_keys ORDER BY name`)
+// ListSealedKeys returns the stored keys' names and creation times (not
+// the keys), sorted by name.
+func (s *Store) ListSealedKeys(ctx context.Context) ([]datastore.SealedKey, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, created_at FROM sealed_keys ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
 	defer rows.Close()
-	var out []string
+	var out []datastore.SealedKey
 	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
+		var k datastore.SealedKey
+		var created int64
+		if err := rows.Scan(&k.Name, &created); err != nil {
 			return nil, fmt.Errorf("list keys: %w", err)
 		}
-		out = append(out, name)
+		k.CreatedAt = fromUnixNano(created)
+		out = append(out, k)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)

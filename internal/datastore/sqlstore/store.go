@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
@@ -167,7 +168,13 @@ func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *s
 
 // maxAttempts bounds how often a transaction that lost a race to another
 // one runs again.
-const maxAttempts = 8
+const maxAttempts = 12
+
+// pause waits before attempt+1: a random time growing with attempt, so that
+// two transactions that keep conflicting drift apart.
+func pause(attempt int) {
+	time.Sleep(time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond))))
+}
 
 // inTx runs fn in a transaction and commits it if fn returns nil. A
 // transaction the engine aborted because a concurrent one conflicted with
@@ -179,7 +186,7 @@ func (s *Store) inTx(ctx context.Context, fn func(*Tx) error) error {
 		if err = s.tryTx(ctx, fn); err == nil || !s.retryable(err) || ctx.Err() != nil {
 			return err
 		}
-		time.Sleep(time.Duration(attempt) * time.Millisecond)
+		pause(attempt)
 	}
 	return err
 }
