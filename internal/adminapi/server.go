@@ -5,7 +5,9 @@
 package adminapi
 
 import (
+	"cmp"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -18,8 +20,10 @@ import (
 
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	debugv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/debug/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
+	loggerv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/logger/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"google.golang.org/grpc"
@@ -77,6 +81,16 @@ type Config struct {
 	AuditLog io.Writer
 	// Logger receives request failures; nil discards them.
 	Logger *slog.Logger
+	// LogLevel, when set, is the level of the server's log, which the
+	// Logger API reads and changes; it is reset to the level it holds when
+	// New is called. Without it the Logger API answers Unimplemented.
+	LogLevel *slog.LevelVar
+	// Started is when the server started, for the Debug API's uptime;
+	// zero means when New is called.
+	Started time.Time
+	// ServerSVID, when set, returns the server's own X509-SVID chain, which
+	// the Debug API shows.
+	ServerSVID func() []*x509.Certificate
 }
 
 // Server is the admin API server.
@@ -120,6 +134,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Invites != nil {
 		s.grpc.RegisterService(&inviteServiceDesc, &inviteService{cfg: *cfg.Invites, ca: cfg.Bundle, refresher: cfg.Refresher})
 	}
+	if cfg.LogLevel != nil {
+		loggerv1.RegisterLoggerServer(s.grpc, &loggerService{level: cfg.LogLevel, launch: cfg.LogLevel.Level(), log: log})
+	}
+	debugv1.RegisterDebugServer(s.grpc, &debugService{started: cmp.Or(cfg.Started, time.Now()), now: time.Now,
+		bundles: cfg.Store, entries: cfg.Entries, agents: cfg.Agents, svid: cfg.ServerSVID})
 	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, endpointExpiry: cfg.EndpointExpiry, gaps: cfg.FederationGaps})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
@@ -199,4 +218,5 @@ const (
 	attrMethod = "method"
 	attrCode   = "code"
 	attrError  = "error"
+	attrLevel  = "level"
 )

@@ -50,10 +50,14 @@ const (
 
 // Server is a running trust domain.
 type Server struct {
-	cfg   *config.Config
-	log   *slog.Logger
-	lock  *os.File
-	store datastore.Store
+	cfg *config.Config
+	log *slog.Logger
+	// logLevel, when set (WithLogLevel), is the level of log, which the
+	// admin API's Logger service changes at run time.
+	logLevel *slog.LevelVar
+	started  time.Time
+	lock     *os.File
+	store    datastore.Store
 	// integrity checks the store for treaty doctor.
 	integrity     func(context.Context) error
 	ca            *ca.CA
@@ -83,14 +87,27 @@ func auditWriter(f *os.File) io.Writer {
 	return f
 }
 
+// Option adjusts how New builds a server.
+type Option func(*Server)
+
+// WithLogLevel names the level that log's handler filters with, so that the
+// admin API's Logger service (spire-server logger get|set|reset) can read
+// and change it while the server runs.
+func WithLogLevel(level *slog.LevelVar) Option {
+	return func(s *Server) { s.logLevel = level }
+}
+
 // New prepares every part of the server. On error everything already opened
 // is closed again, so a bad configuration never leaves a half-started
 // server behind.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log.With(attrTrustDomain, cfg.TrustDomain.Name())}
+	s := &Server{cfg: cfg, log: log.With(attrTrustDomain, cfg.TrustDomain.Name()), started: time.Now()}
+	for _, opt := range opts {
+		opt(s)
+	}
 	steps := []func() error{
 		s.openDataDir,
 		func() error { return s.openStore(ctx) },
@@ -279,6 +296,8 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		Doctor:         s.doctor().Run,
 		FederationGaps: s.federationGaps,
 		Logger:         s.log.With(attrComponent, "adminapi"),
+		LogLevel:       s.logLevel,
+		Started:        s.started,
 	})
 	if err != nil {
 		return err

@@ -26,8 +26,10 @@ func runServer(ctx context.Context, args []string, _ io.Reader, _, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	srv, err := server.New(ctx, cfg, log)
+	level := new(slog.LevelVar) // the Logger API changes it at run time
+	level.Set(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	srv, err := server.New(ctx, cfg, log, server.WithLogLevel(level))
 	if err != nil {
 		return fmt.Errorf("start server: %w", err)
 	}
