@@ -12,7 +12,8 @@ import (
 
 // FuzzRequestConversion decodes arbitrary protobuf as the entries and
 // bundles clients send, and converts them as the services do: no input may
-// panic, and an entry that is accepted must convert back unchanged.
+// panic, an entry or bundle that is accepted must convert back unchanged,
+// and a refused bundle converts to nothing.
 func FuzzRequestConversion(f *testing.F) {
 	entry, _ := proto.Marshal(&types.Entry{
 		SpiffeId:      &types.SPIFFEID{TrustDomain: "alpha.test", Path: "/svc"},
@@ -36,7 +37,21 @@ func FuzzRequestConversion(f *testing.F) {
 		}
 		var b types.Bundle
 		if proto.Unmarshal(data, &b) == nil {
-			_, _ = fromProto(&b)
+			checkBundleConversion(t, &b)
 		}
 	})
+}
+
+// checkBundleConversion converts in as the bundle services do: a refusal
+// converts to nothing, and an accepted bundle survives the way back to
+// the API type and in again.
+func checkBundleConversion(t *testing.T, in *types.Bundle) {
+	b, err := fromProto(in)
+	if err != nil {
+		require.Nil(t, b, "an error never comes with a half-filled bundle")
+		return
+	}
+	again, err := fromProto(toProto(b, nil, nil, nil))
+	require.NoError(t, err)
+	require.True(t, again.Equal(b), "the bundle changed on its way back")
 }
