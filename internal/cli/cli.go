@@ -81,6 +81,7 @@ func commands() []command {
 	cmds = append(cmds, workloadCommands()...)
 	cmds = append(cmds, agentCommands()...)
 	cmds = append(cmds, tokenCommands()...)
+	cmds = append(cmds, loggerCommands()...)
 	return append(cmds, localAuthorityCommands()...)
 }
 

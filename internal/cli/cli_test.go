@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,7 +46,7 @@ func startWith(t *testing.T, o config.Overrides, edit func(*config.Config)) stri
 	if edit != nil {
 		edit(cfg)
 	}
-	srv, err := server.New(t.Context(), cfg, nil)
+	srv, err := server.New(t.Context(), cfg, nil, server.WithLogLevel(new(slog.LevelVar)))
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

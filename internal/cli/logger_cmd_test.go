@@ -1,0 +1,35 @@
+package cli
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestLoggerAndDebugCommands: logger get|set|reset and debug getinfo print
+// what spire-server's commands print.
+func TestLoggerAndDebugCommands(t *testing.T) {
+	socket := startServer(t, "alpha.test")
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{name: "ok/get", args: []string{"logger", "get"}, stdout: "Logger Level : info\nLaunch Level : info\n\n"},
+		{name: "ok/set", args: []string{"logger", "set", "-level", "debug"}, stdout: "Logger Level : debug\nLaunch Level : info\n\n"},
+		{name: "ok/get after set", args: []string{"logger", "get", "-output", "json"}, stdout: `{"current_level":"DEBUG","launch_level":"INFO"}`},
+		{name: "ok/reset", args: []string{"logger", "reset"}, stdout: "Logger Level : info\nLaunch Level : info\n\n"},
+		{name: "fail/set without level", args: []string{"logger", "set"}, code: 2, stderr: "a value (-level) must be set"},
+		{name: "fail/set unknown level", args: []string{"logger", "set", "-level", "loud"}, code: 2, stderr: `-level "loud": use one of panic, fatal, error, warn, info, debug, trace`},
+		{name: "ok/debug getinfo", args: []string{"debug", "getinfo"}, stdout: "Server Debug Info:\n  Uptime:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := run(t, "", append(tc.args, "-socketPath", socket)...)
+			require.Equal(t, tc.code, code, "stdout: %s\nstderr: %s", stdout, stderr)
+			require.Contains(t, stdout, tc.stdout)
+			require.Contains(t, stderr, tc.stderr)
+		})
+	}
+}
