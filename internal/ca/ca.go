@@ -18,7 +18,6 @@ import (
 
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/datastore"
-	"github.com/treatyhq/treaty/internal/keystore"
 )
 
 // Defaults for zero Config fields.
@@ -45,18 +44,36 @@ var (
 	ErrUnknownAuthority = errors.New("unknown authority")
 )
 
+// ErrConflict means another replica changed the authorities while this one
+// was changing them: nothing was written, the CA has read them again, and
+// the operation may simply be run again.
+var ErrConflict = errors.New("another replica changed the authorities at the same time; nothing was changed, run it again")
+
 // Store is the persistence the CA needs.
 type Store interface {
 	ListAuthorities(ctx context.Context) ([]datastore.Authority, error)
+	AuthorityRevision(ctx context.Context) (uint64, error)
 	CommitAuthorities(ctx context.Context, change datastore.AuthorityChange) error
 	LocalBundle(ctx context.Context) (datastore.Bundle, error)
+}
+
+// KeyStore holds the authorities' private keys: keystore.Store (a key
+// directory, one server) or keystore.Sealed (sealed in the datastore,
+// shared by replicas).
+type KeyStore interface {
+	Save(name string, key crypto.Signer) error
+	Load(name string) (crypto.Signer, error)
+	Delete(name string) error
+	List() ([]string, error)
+	// Path names where a key lives, for messages.
+	Path(name string) string
 }
 
 // Config configures a CA. Zero fields take the documented defaults.
 type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	Store       Store
-	Keys        *keystore.Store
+	Keys        KeyStore
 	// KeyType is used for new X.509 and JWT keys; default ECP256.
 	KeyType KeyType
 	// CATTL is the lifetime of new authorities; default 720h.
@@ -68,6 +85,10 @@ type Config struct {
 	X509SVIDTTL time.Duration
 	// JWTSVIDTTL is the longest JWT-SVID lifetime; default 5m.
 	JWTSVIDTTL time.Duration
+	// Shared says that other replicas share the store (and the keys): the
+	// CA then reads the authorities again before each periodic rotation,
+	// besides whenever Reload is called.
+	Shared bool
 	// Upstream, when set, signs the X.509 authorities.
 	Upstream *Upstream
 	// Now returns the current time; default time.Now.
@@ -109,7 +130,10 @@ type CA struct {
 	authorities []*authority
 	published   *spiffebundle.Bundle
 	document    []byte
-	changed     chan struct{}
+	// revision is the stored authority revision the in-memory state was
+	// read at; a change commits only if it is still the stored one.
+	revision uint64
+	changed  chan struct{}
 }
 
 // New loads the CA's state from the store and key directory, creating the
@@ -135,43 +159,102 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 }
 
 func (c *CA) load(ctx context.Context) error {
-	if err := c.loadBundle(ctx); err != nil {
+	st, err := c.read(ctx)
+	if err != nil {
 		return err
+	}
+	c.authorities, c.published, c.document, c.revision = st.authorities, st.published, st.document, st.revision
+	return nil
+}
+
+// stored is the CA's state as read from the store.
+type stored struct {
+	authorities []*authority
+	published   *spiffebundle.Bundle
+	document    []byte
+	revision    uint64
+}
+
+// read reads the authorities, their keys and the local bundle. The
+// revision is read first: a change another replica commits meanwhile makes
+// this replica's next change fail and be decided again, never succeed on
+// stale authorities.
+func (c *CA) read(ctx context.Context) (stored, error) {
+	var st stored
+	var err error
+	if st.revision, err = c.cfg.Store.AuthorityRevision(ctx); err != nil {
+		return st, fmt.Errorf("load authorities: %w", err)
+	}
+	if st.published, st.document, err = c.readBundle(ctx); err != nil {
+		return st, err
 	}
 	recs, err := c.cfg.Store.ListAuthorities(ctx)
 	if err != nil {
-		return fmt.Errorf("load authorities: %w", err)
+		return st, fmt.Errorf("load authorities: %w", err)
 	}
 	for _, rec := range recs {
 		a, err := decode(rec)
 		if err != nil {
-			return err
+			return st, err
 		}
 		if err := c.attachKey(a); err != nil {
-			return err
+			return st, err
 		}
-		c.authorities = append(c.authorities, a)
+		st.authorities = append(st.authorities, a)
 	}
-	return nil
+	return st, nil
 }
 
-func (c *CA) loadBundle(ctx context.Context) error {
+func (c *CA) readBundle(ctx context.Context) (*spiffebundle.Bundle, []byte, error) {
 	stored, err := c.cfg.Store.LocalBundle(ctx)
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
-		c.published = spiffebundle.New(c.cfg.TrustDomain)
-		return nil
+		return spiffebundle.New(c.cfg.TrustDomain), nil, nil
 	case err != nil:
-		return fmt.Errorf("load local bundle: %w", err)
+		return nil, nil, fmt.Errorf("load local bundle: %w", err)
 	case stored.TrustDomain != c.cfg.TrustDomain:
-		return fmt.Errorf("the data directory belongs to trust domain %q, not %q: use another data_dir or the original trust_domain", stored.TrustDomain.Name(), c.cfg.TrustDomain.Name())
+		return nil, nil, fmt.Errorf("the datastore belongs to trust domain %q, not %q: use another data_dir (or database) or the original trust_domain", stored.TrustDomain.Name(), c.cfg.TrustDomain.Name())
 	}
 	res, err := bundle.Parse(c.cfg.TrustDomain, stored.Document, bundle.Options{})
 	if err != nil {
-		return fmt.Errorf("stored local bundle: %w", err)
+		return nil, nil, fmt.Errorf("stored local bundle: %w", err)
 	}
-	c.published, c.document = res.Bundle, stored.Document
-	c.published.SetSequenceNumber(stored.Sequence)
+	res.Bundle.SetSequenceNumber(stored.Sequence)
+	return res.Bundle, stored.Document, nil
+}
+
+// Reload reads the authorities and the local bundle again, for when
+// another replica sharing the datastore may have changed them, and
+// publishes what changed. The published bundle never goes back to a lower
+// sequence: a stored bundle older than the one in memory is left alone.
+func (c *CA) Reload(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reloadLocked(ctx)
+}
+
+func (c *CA) reloadLocked(ctx context.Context) error {
+	st, err := c.read(ctx)
+	if err != nil {
+		return err
+	}
+	if st.revision < c.revision {
+		return nil
+	}
+	seq, _ := st.published.SequenceNumber()
+	cur, _ := c.published.SequenceNumber()
+	if seq < cur {
+		return fmt.Errorf("the stored local bundle has sequence %d, below the %d published here: %w", seq, cur, datastore.ErrSequenceRegression)
+	}
+	if st.revision == c.revision && seq == cur {
+		return nil
+	}
+	if seq != cur {
+		c.log.Info("local bundle updated by another replica", attrSequence, seq)
+	}
+	c.authorities, c.published, c.document, c.revision = st.authorities, st.published, st.document, st.revision
+	close(c.changed)
+	c.changed = make(chan struct{})
 	return nil
 }
 

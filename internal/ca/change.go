@@ -3,6 +3,7 @@ package ca
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -170,14 +171,23 @@ func (ch *change) commit(ctx context.Context) error {
 		}
 	}
 	if err := c.cfg.Store.CommitAuthorities(ctx, ch.datastoreChange(next, doc)); err != nil {
-		return ch.abort(fmt.Errorf("store authority change: %w", err))
+		err = ch.abort(err)
+		if errors.Is(err, datastore.ErrAuthoritiesChanged) || errors.Is(err, datastore.ErrSequenceRegression) {
+			if rerr := c.reloadLocked(ctx); rerr != nil {
+				return fmt.Errorf("store authority change: %w (and reading the authorities again failed: %w)", err, rerr)
+			}
+			return ErrConflict
+		}
+		return fmt.Errorf("store authority change: %w", err)
 	}
+	c.revision++
 	ch.apply(next, doc)
 	return nil
 }
 
 func (ch *change) datastoreChange(next *spiffebundle.Bundle, doc []byte) datastore.AuthorityChange {
-	out := datastore.AuthorityChange{Delete: ch.del, Journal: ch.journal}
+	rev := ch.c.revision
+	out := datastore.AuthorityChange{Delete: ch.del, Journal: ch.journal, IfRevision: &rev}
 	for _, a := range ch.put {
 		out.Put = append(out.Put, a.Authority)
 	}

@@ -103,6 +103,11 @@ func (c *CA) Run(ctx context.Context) error {
 			return nil
 		case <-timer.C:
 		}
+		if c.cfg.Shared {
+			if err := c.Reload(ctx); err != nil && ctx.Err() == nil {
+				c.log.Error("reading the authorities other replicas changed failed; will retry", attrError, err)
+			}
+		}
 		if err := c.Rotate(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("rotation failed; will retry", attrError, err)
 		}

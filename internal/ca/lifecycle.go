@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,9 +21,20 @@ import (
 //     once it has been published for MinPublishedHints refresh hints, unless
 //     the active authority would otherwise outlive its ability to sign SVIDs
 //     of full lifetime.
+//
+// When another replica changed the authorities meanwhile, Rotate reads
+// them again and decides once more.
 func (c *CA) Rotate(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	err := c.rotateLocked(ctx)
+	if errors.Is(err, ErrConflict) {
+		err = c.rotateLocked(ctx)
+	}
+	return err
+}
+
+func (c *CA) rotateLocked(ctx context.Context) error {
 	ch := c.begin()
 	for _, kind := range []datastore.AuthorityKind{datastore.KindX509, datastore.KindJWT} {
 		if err := ch.rotate(kind); err != nil {
