@@ -201,6 +201,8 @@ func caStatus(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ca.ErrUnknownAuthority):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ca.ErrConflict):
+		return status.Error(codes.Aborted, err.Error())
 	default:
 		return status.Error(codes.Internal, err.Error())
 	}
