@@ -105,6 +105,12 @@ type CA struct {
 	// Upstream, when set, makes the authority an intermediate signed by an
 	// upstream CA (upstream); nil means a self-signed root.
 	Upstream *Upstream
+	// KeySealFile, with the postgres datastore, keeps the authorities'
+	// private keys in the database sealed with the key in this file
+	// (key_seal_file: 64 hex digits, the same on every replica), so that
+	// replicas share one authority. Empty keeps them in data_dir/keys,
+	// which serves one replica only.
+	KeySealFile string
 }
 
 // Upstream names the files of an upstream CA.

@@ -246,6 +246,7 @@ func TestParseProblems(t *testing.T) {
 			"is 111 bytes long; unix socket paths must be shorter than 104 bytes"},
 		{"fail/same sockets", "trust_domain: example.org\nadmin_socket: /tmp/s.sock\nworkload_socket: /tmp/./s.sock\n", 3,
 			`workload_socket: "/tmp/./s.sock" is also admin_socket`},
+		{"fail/sqlite with key_seal_file", "trust_domain: example.org\nca:\n  key_seal_file: /etc/seal\n", 3, "ca.key_seal_file is only used with datastore driver postgres"},
 		{"fail/sqlite with password_file", "trust_domain: example.org\ndatastore:\n  password_file: /etc/pw\n", 3, "datastore.password_file is only used by driver postgres"},
 		{"fail/postgres without dsn", "trust_domain: example.org\ndatastore:\n  driver: postgres\n", 3, "datastore.dsn is required by driver postgres"},
 		{"fail/sqlite with dsn", "trust_domain: example.org\ndatastore:\n  dsn: file:x\n", 3, "datastore.dsn is only used by driver postgres"},

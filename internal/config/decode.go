@@ -57,6 +57,7 @@ func (d *decoder) ca(e yamldoc.Entry, path string) {
 	d.duration(m["ca_ttl"], path+".ca_ttl", &c.CATTL)
 	d.duration(m["x509_svid_ttl"], path+".x509_svid_ttl", &c.X509SVIDTTL)
 	d.duration(m["jwt_svid_ttl"], path+".jwt_svid_ttl", &c.JWTSVIDTTL)
+	text(d, m["key_seal_file"], path+".key_seal_file", &c.KeySealFile)
 	if m["upstream"].Key != nil {
 		c.Upstream = d.upstream(m["upstream"], path+".upstream")
 	}

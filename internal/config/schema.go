@@ -7,7 +7,7 @@ import "github.com/treatyhq/treaty/internal/yamldoc"
 var schema = yamldoc.Schema{
 	"": {Keys: []string{"trust_domain", "data_dir", "admin_socket", "workload_socket", "audit_log", "log_level",
 		"ca", "bundle_endpoint", "federation", "telemetry", "agent_api", "datastore"}},
-	"ca":                       {Keys: []string{"key_type", "ca_ttl", "x509_svid_ttl", "jwt_svid_ttl", "upstream"}},
+	"ca":                       {Keys: []string{"key_type", "ca_ttl", "x509_svid_ttl", "jwt_svid_ttl", "upstream", "key_seal_file"}},
 	"ca.upstream":              {Keys: []string{"cert_file", "key_file", "bundle_file"}},
 	"bundle_endpoint":          {Keys: []string{"address", "refresh_hint", "profile", "endpoint_spiffe_id", "web", "rate_limit", "max_conns_per_client", "max_conns"}},
 	"bundle_endpoint.web":      {Keys: []string{"cert_file", "key_file", "acme"}},

@@ -326,6 +326,10 @@ func (v *validator) datastore() {
 					"sqlite keeps its database in data_dir, so remove %s", key, key)
 			}
 		}
+		if v.c.CA.KeySealFile != "" {
+			v.add("ca.key_seal_file", "ca.key_seal_file is only used with datastore driver postgres, where replicas share the keys "+
+				"in the database; sqlite keeps them in data_dir/keys, so remove key_seal_file")
+		}
 	case DriverPostgres:
 		if ds.DSN == "" {
 			v.addAt(v.src.lineOf("datastore.dsn", "datastore.driver"), "datastore.dsn", "datastore.dsn is required by driver postgres, "+
