@@ -196,8 +196,30 @@ func (s *Server) openStore(ctx context.Context) error {
 	return nil
 }
 
+// caKeys returns where the CA keeps its keys: the key directory in the data
+// directory, or, with a seal key, the datastore the replicas share (keys
+// found in the directory are moved there as they are first loaded).
+func (s *Server) caKeys() (ca.KeyStore, error) {
+	dir, err := keystore.Open(filepath.Join(s.cfg.DataDir, KeysDir))
+	if err != nil {
+		return nil, err
+	}
+	path := s.cfg.CA.KeySealFile
+	if path == "" {
+		return dir, nil
+	}
+	seal, err := keystore.ReadSealKey(path)
+	if err != nil {
+		return nil, err
+	}
+	return keystore.OpenSealed(s.store, seal, dir)
+}
+
+// shared reports whether other replicas may share the datastore.
+func (s *Server) shared() bool { return s.cfg.Datastore.Driver == config.DriverPostgres }
+
 func (s *Server) startCA(ctx context.Context) error {
-	keys, err := keystore.Open(filepath.Join(s.cfg.DataDir, KeysDir))
+	keys, err := s.caKeys()
 	if err != nil {
 		return err
 	}
@@ -217,8 +239,13 @@ func (s *Server) startCA(ctx context.Context) error {
 		X509SVIDTTL: s.cfg.CA.X509SVIDTTL,
 		JWTSVIDTTL:  s.cfg.CA.JWTSVIDTTL,
 		Upstream:    up,
+		Shared:      s.shared(),
 		Logger:      s.log.With(attrComponent, "ca"),
 	})
+	if err != nil && s.shared() && s.cfg.CA.KeySealFile == "" {
+		return fmt.Errorf("%w\nIf several replicas share this database, give every one the same ca.key_seal_file: "+
+			"the CA's keys then live sealed in the database instead of in each data_dir", err)
+	}
 	return err
 }
 
