@@ -22,11 +22,13 @@ type LocalAuthorities interface {
 	Activate(ctx context.Context, kind datastore.AuthorityKind, id string) (ca.AuthorityInfo, string, error)
 	Taint(ctx context.Context, kind datastore.AuthorityKind, id string) (ca.AuthorityInfo, error)
 	Revoke(ctx context.Context, kind datastore.AuthorityKind, id string) (ca.AuthorityInfo, error)
+	TaintUpstream(ctx context.Context, skid string) (string, error)
+	RevokeUpstream(ctx context.Context, skid string) (string, error)
 }
 
 // localAuthorityService implements SPIRE's LocalAuthority API for X.509
-// authorities and JWT keys. WIT authorities and upstream tainting are not
-// supported and answer Unimplemented.
+// authorities, JWT keys and the upstream authority that signed an old X.509
+// authority. WIT authorities are not supported and answer Unimplemented.
 type localAuthorityService struct {
 	localauthorityv1.UnimplementedLocalAuthorityServer
 	ca LocalAuthorities
@@ -137,4 +139,20 @@ func (s *localAuthorityService) RevokeX509Authority(ctx context.Context, req *lo
 func (s *localAuthorityService) RevokeJWTAuthority(ctx context.Context, req *localauthorityv1.RevokeJWTAuthorityRequest) (*localauthorityv1.RevokeJWTAuthorityResponse, error) {
 	st, err := s.revoke(ctx, datastore.KindJWT, req.GetAuthorityId())
 	return &localauthorityv1.RevokeJWTAuthorityResponse{RevokedAuthority: st}, err
+}
+
+func (s *localAuthorityService) TaintX509UpstreamAuthority(ctx context.Context, req *localauthorityv1.TaintX509UpstreamAuthorityRequest) (*localauthorityv1.TaintX509UpstreamAuthorityResponse, error) {
+	skid, err := s.ca.TaintUpstream(ctx, req.GetSubjectKeyId())
+	if err != nil {
+		return nil, caStatus(err)
+	}
+	return &localauthorityv1.TaintX509UpstreamAuthorityResponse{UpstreamAuthoritySubjectKeyId: skid}, nil
+}
+
+func (s *localAuthorityService) RevokeX509UpstreamAuthority(ctx context.Context, req *localauthorityv1.RevokeX509UpstreamAuthorityRequest) (*localauthorityv1.RevokeX509UpstreamAuthorityResponse, error) {
+	skid, err := s.ca.RevokeUpstream(ctx, req.GetSubjectKeyId())
+	if err != nil {
+		return nil, caStatus(err)
+	}
+	return &localauthorityv1.RevokeX509UpstreamAuthorityResponse{UpstreamAuthoritySubjectKeyId: skid}, nil
 }

@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"context"
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
@@ -8,7 +9,9 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strings"
 
+	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/keystore"
 )
 
@@ -115,4 +118,65 @@ func readCertificates(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("%s: no CERTIFICATE block found", path)
 	}
 	return certs, nil
+}
+
+// TaintUpstream is SPIRE's TaintX509UpstreamAuthority: skid (hex, any case)
+// must be the subject key ID of the upstream certificate that signed the
+// old X.509 authority, not the one that signs the active authority, as
+// after the upstream CA was replaced. treaty publishes only the configured
+// upstream's roots, so the old upstream has already left the bundle; what
+// remains trusted of it is the old authority it signed, which is tainted:
+// what that authority signed should be replaced. It returns skid in lower
+// case, as SPIRE does.
+func (c *CA) TaintUpstream(ctx context.Context, skid string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := c.begin()
+	a, skid, err := ch.oldUpstream(skid)
+	if err != nil {
+		return "", err
+	}
+	if a.Tainted {
+		return "", fmt.Errorf("the X.509 authority %s signed by upstream authority %s is already tainted: %w", a.ID, skid, ErrFailedPrecondition)
+	}
+	a.Tainted = true
+	ch.touch(a, "tainted", "upstream authority "+skid+" tainted by operator")
+	return skid, ch.commit(ctx)
+}
+
+// RevokeUpstream is SPIRE's RevokeX509UpstreamAuthority: after
+// TaintUpstream, it removes the old X.509 authority the upstream
+// authority skid signed, and its key.
+func (c *CA) RevokeUpstream(ctx context.Context, skid string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := c.begin()
+	a, skid, err := ch.oldUpstream(skid)
+	if err != nil {
+		return "", err
+	}
+	if !a.Tainted {
+		return "", fmt.Errorf("upstream authority %s must be tainted before it is revoked: %w", skid, ErrFailedPrecondition)
+	}
+	ch.remove(a, "revoked", "upstream authority "+skid+" revoked by operator")
+	return skid, ch.commit(ctx)
+}
+
+// oldUpstream finds the old X.509 authority that the upstream authority
+// skid signed, checking skid as SPIRE's LocalAuthority API does.
+func (ch *change) oldUpstream(skid string) (*authority, string, error) {
+	if ch.c.cfg.Upstream == nil {
+		return nil, "", fmt.Errorf("upstream authority is not configured: %w", ErrFailedPrecondition)
+	}
+	skid = strings.ToLower(skid)
+	active, old := ch.inState(datastore.KindX509, datastore.StateActive), ch.inState(datastore.KindX509, datastore.StateOld)
+	switch {
+	case skid == "":
+		return nil, "", fmt.Errorf("a subject key ID is required (see treaty localauthority x509 show): %w", ErrUnknownAuthority)
+	case active != nil && skid == active.UpstreamSKID:
+		return nil, "", fmt.Errorf("upstream authority %s signs the active X.509 authority; replace the upstream CA and let a new authority take over first: %w", skid, ErrUnknownAuthority)
+	case old == nil || skid != old.UpstreamSKID:
+		return nil, "", fmt.Errorf("upstream authority %s did not sign the old X.509 authority: %w", skid, ErrUnknownAuthority)
+	}
+	return old, skid, nil
 }

@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,4 +78,54 @@ func TestLoadUpstreamErrors(t *testing.T) {
 	require.ErrorContains(t, err, "does not chain to the upstream roots")
 	_, err = LoadUpstream(filepath.Join(dir, "missing.pem"), keyFile, "")
 	require.ErrorContains(t, err, "upstream cert_file")
+}
+
+// TestTaintRevokeUpstream: after the upstream CA is replaced, the upstream
+// that signed the old authority is tainted and revoked as SPIRE's
+// LocalAuthority API does it; the one that signs the active authority, or
+// any other, is refused.
+func TestTaintRevokeUpstream(t *testing.T) {
+	e := newEnv(t)
+	e.now = time.Now()
+	certFile, keyFile, first := writeRoot(t, t.TempDir(), e.now.Add(12*time.Hour))
+	up, err := LoadUpstream(certFile, keyFile, "")
+	require.NoError(t, err)
+	e.cfg.Upstream = up
+	c := e.open()
+	_, err = c.TaintUpstream(t.Context(), hexSKID(first))
+	require.ErrorIs(t, err, ErrUnknownAuthority, "it signs the active authority")
+
+	// The operator replaces the upstream CA and rotates.
+	certFile, keyFile, second := writeRoot(t, t.TempDir(), e.now.Add(12*time.Hour))
+	if e.cfg.Upstream, err = LoadUpstream(certFile, keyFile, ""); err != nil {
+		t.Fatal(err)
+	}
+	c = e.open()
+	prepared, err := c.Prepare(t.Context(), datastore.KindX509)
+	require.NoError(t, err)
+	_, _, err = c.Activate(t.Context(), datastore.KindX509, prepared.ID)
+	require.NoError(t, err)
+	old := c.State(datastore.KindX509).Old
+
+	_, err = c.RevokeUpstream(t.Context(), hexSKID(first))
+	require.ErrorIs(t, err, ErrFailedPrecondition, "taint comes first")
+	_, err = c.TaintUpstream(t.Context(), hexSKID(second))
+	require.ErrorIs(t, err, ErrUnknownAuthority)
+	_, err = c.TaintUpstream(t.Context(), "00ff")
+	require.ErrorContains(t, err, "did not sign the old X.509 authority")
+
+	got, err := c.TaintUpstream(t.Context(), strings.ToUpper(hexSKID(first)))
+	require.NoError(t, err)
+	require.Equal(t, hexSKID(first), got, "answered in lower case, as SPIRE does")
+	require.True(t, c.IsTainted(datastore.KindX509, old.ID))
+	_, err = c.TaintUpstream(t.Context(), hexSKID(first))
+	require.ErrorIs(t, err, ErrFailedPrecondition, "already tainted")
+
+	_, err = c.RevokeUpstream(t.Context(), hexSKID(first))
+	require.NoError(t, err)
+	require.Nil(t, c.State(datastore.KindX509).Old)
+
+	e.cfg.Upstream = nil
+	_, err = e.open().TaintUpstream(t.Context(), hexSKID(first))
+	require.ErrorContains(t, err, "upstream authority is not configured")
 }

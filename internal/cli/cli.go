@@ -82,6 +82,7 @@ func commands() []command {
 	cmds = append(cmds, agentCommands()...)
 	cmds = append(cmds, tokenCommands()...)
 	cmds = append(cmds, loggerCommands()...)
+	cmds = append(cmds, upstreamAuthorityCommands()...)
 	return append(cmds, localAuthorityCommands()...)
 }
 
