@@ -40,7 +40,14 @@ func callLogger(ctx context.Context, e *env, socketPath, output string, call fun
 	})
 }
 
-func levelName(l types.LogLevel) string { return strings.ToLower(l.String()) }
+// levelName names l as spire-server prints it (logrus's names: warn is
+// "warning").
+func levelName(l types.LogLevel) string {
+	if l == types.LogLevel_WARN {
+		return "warning"
+	}
+	return strings.ToLower(l.String())
+}
 
 func runLoggerGet(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "logger get")
@@ -71,7 +78,11 @@ func runLoggerSet(ctx context.Context, e *env, args []string) error {
 	if err := parseOutput(fs, args, output); err != nil {
 		return err
 	}
-	v, ok := types.LogLevel_value[strings.ToUpper(*name)]
+	upper := strings.ToUpper(*name)
+	if upper == "WARNING" { // as logrus also spells it
+		upper = "WARN"
+	}
+	v, ok := types.LogLevel_value[upper]
 	switch {
 	case *name == "":
 		return usagef("a value (-level) must be set: one of %s", strings.Join(logLevelNames, ", "))

@@ -20,6 +20,7 @@ func TestLoggerAndDebugCommands(t *testing.T) {
 		{name: "ok/get", args: []string{"logger", "get"}, stdout: "Logger Level : info\nLaunch Level : info\n\n"},
 		{name: "ok/set", args: []string{"logger", "set", "-level", "debug"}, stdout: "Logger Level : debug\nLaunch Level : info\n\n"},
 		{name: "ok/get after set", args: []string{"logger", "get", "-output", "json"}, stdout: `{"current_level":"DEBUG","launch_level":"INFO"}`},
+		{name: "ok/set warning", args: []string{"logger", "set", "-level", "warning"}, stdout: "Logger Level : warning\nLaunch Level : info\n\n"},
 		{name: "ok/reset", args: []string{"logger", "reset"}, stdout: "Logger Level : info\nLaunch Level : info\n\n"},
 		{name: "fail/set without level", args: []string{"logger", "set"}, code: 2, stderr: "a value (-level) must be set"},
 		{name: "fail/set unknown level", args: []string{"logger", "set", "-level", "loud"}, code: 2, stderr: `-level "loud": use one of panic, fatal, error, warn, info, debug, trace`},
