@@ -92,11 +92,11 @@ func copyTables(ctx context.Context, from, to *Database) error {
 	for _, t := range schema {
 		if err := w.copyTable(ctx, from, t); err != nil {
 			_ = tx.Rollback()
-			return fmt.Errorf("copy table %s into %s: %w", t.name, to, err)
+			return fmt.Errorf("copy table %s into %s (nothing was copied: the transaction is rolled back): %w", t.name, to, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit the copy into %s: %w", to, err)
+		return fmt.Errorf("commit the copy into %s (nothing was copied): %w", to, err)
 	}
 	return nil
 }

@@ -55,9 +55,13 @@ type Config struct {
 type Store struct {
 	*sqlstore.Store
 	db *sql.DB
+	pc *pgx.ConnConfig
 	// where names the server and database in errors, without credentials.
 	where string
 }
+
+// channel is the LISTEN/NOTIFY channel on which replicas announce changes.
+const channel = "treaty_changes"
 
 // schemaLock is the advisory lock key under which replicas migrate the
 // schema one at a time: "treaty" in ASCII.
@@ -72,6 +76,7 @@ var dialect = sqlstore.Dialect{
 	Numbered:  true,
 	TxOptions: &sql.TxOptions{Isolation: sql.LevelSerializable},
 	Retryable: conflict,
+	NotifySQL: `SELECT pg_notify('` + channel + `', ?)`,
 	LockSchema: func(ctx context.Context, conn *sql.Conn) (func(), error) {
 		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, schemaLock); err != nil {
 			return nil, err
@@ -112,7 +117,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	pc.RuntimeParams["application_name"] = "treaty"
 	where := fmt.Sprintf("PostgreSQL at %s, database %q, user %q", net.JoinHostPort(pc.Host, fmt.Sprint(pc.Port)), pc.Database, pc.User)
 	db := stdlib.OpenDB(*pc)
-	s := &Store{Store: sqlstore.New(db, dialect), db: db, where: where}
+	s := &Store{Store: sqlstore.New(db, dialect), db: db, pc: pc, where: where}
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
 		return nil, s.explain(err)

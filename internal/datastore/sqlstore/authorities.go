@@ -60,6 +60,9 @@ func (s *Store) CommitAuthorities(ctx context.Context, change datastore.Authorit
 		if err := raiseRevision(ctx, tx, change.IfRevision); err != nil {
 			return err
 		}
+		if err := tx.notify(ctx, TopicAuthorities); err != nil {
+			return err
+		}
 		for _, ref := range change.Delete {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM authorities WHERE kind = ? AND id = ?`, ref.Kind, ref.ID); err != nil {
 				return fmt.Errorf("delete authority %s %s: %w", ref.Kind, ref.ID, err)

@@ -128,6 +128,7 @@ func (s *Store) DeleteFederatedBundle(ctx context.Context, td spiffeid.TrustDoma
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return fmt.Errorf("bundle for %q: %w", td.Name(), datastore.ErrNotFound)
 	}
+	s.db.notify(ctx, TopicBundlePrefix+td.Name())
 	return nil
 }
 
@@ -155,7 +156,7 @@ func upsertFederated(ctx context.Context, tx *Tx, b datastore.Bundle) error {
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return fmt.Errorf("store bundle for %q: it is the local trust domain", b.TrustDomain.Name())
 	}
-	return nil
+	return tx.notify(ctx, TopicBundlePrefix+b.TrustDomain.Name())
 }
 
 type scanner interface{ Scan(dest ...any) error }

@@ -69,6 +69,7 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) error {
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
 		return fmt.Errorf("entry %q: %w", id, datastore.ErrNotFound)
 	}
+	s.db.notify(ctx, TopicEntries)
 	return nil
 }
 
@@ -176,7 +177,7 @@ func writeEntry(ctx context.Context, tx *Tx, e datastore.Entry, update bool) err
 	if n, err := res.RowsAffected(); !update && (err != nil || n == 0) {
 		return fmt.Errorf("entry ID %q is taken: %w", e.ID, datastore.ErrAlreadyExists)
 	}
-	return nil
+	return tx.notify(ctx, TopicEntries)
 }
 
 func scanEntry(row scanner) (datastore.Entry, error) {

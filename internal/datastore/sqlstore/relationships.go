@@ -150,6 +150,7 @@ func (s *Store) DeleteRelationship(ctx context.Context, td spiffeid.TrustDomain)
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return fmt.Errorf("relationship with %q: %w", td.Name(), datastore.ErrNotFound)
 	}
+	s.db.notify(ctx, TopicRelationships)
 	return nil
 }
 
@@ -197,7 +198,7 @@ func writeRelationship(ctx context.Context, tx *Tx, r datastore.Relationship) er
 	if err != nil {
 		return fmt.Errorf("store relationship with %q: %w", r.TrustDomain.Name(), err)
 	}
-	return nil
+	return tx.notify(ctx, TopicRelationships)
 }
 
 func scanRelationship(row scanner) (datastore.Relationship, error) {

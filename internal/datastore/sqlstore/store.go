@@ -42,6 +42,11 @@ type Dialect struct {
 	// GroupWrites makes writes that arrive together share one transaction
 	// (see group): worth it where a commit costs an fsync of the one file.
 	GroupWrites bool
+	// NotifySQL, when set, is a statement that tells the other replicas
+	// sharing the database that something changed: its one argument is the
+	// topic (see Topic*). Run inside a transaction, it is delivered only if
+	// and when the transaction commits.
+	NotifySQL string
 	// LockSchema, when set, takes a lock that keeps other processes from
 	// migrating the schema at the same time and returns its release; it
 	// runs on the connection the migrations use.
@@ -164,6 +169,44 @@ func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql
 // QueryRowContext runs a query that returns at most one row.
 func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	return tx.Tx.QueryRowContext(ctx, tx.d.rebind(query), args...)
+}
+
+// The topics of change notifications: what another replica must read
+// again.
+const (
+	// TopicAuthorities: the local authorities and bundle.
+	TopicAuthorities = "authorities"
+	// TopicBundlePrefix + a trust domain name: that partner's bundle.
+	TopicBundlePrefix = "bundle:"
+	// TopicRelationships: the federation relationships.
+	TopicRelationships = "relationships"
+	// TopicEntries: the registration entries.
+	TopicEntries = "entries"
+	// TopicAll stands for every topic: a replica that may have missed
+	// announcements (its connection to the database broke) reads
+	// everything again.
+	TopicAll = "*"
+)
+
+// notify announces a change on topic to the other replicas, when the
+// transaction commits.
+func (tx *Tx) notify(ctx context.Context, topic string) error {
+	if tx.d.NotifySQL == "" {
+		return nil
+	}
+	if _, err := tx.Tx.ExecContext(ctx, tx.d.rebind(tx.d.NotifySQL), topic); err != nil {
+		return fmt.Errorf("announce change of %s: %w", topic, err)
+	}
+	return nil
+}
+
+// notify announces a change a single statement made, after it committed.
+// A failure is not the writer's: the change stands, and replicas that
+// missed the announcement catch up at their next periodic read.
+func (db *DB) notify(ctx context.Context, topic string) {
+	if db.d.NotifySQL != "" {
+		_, _ = db.DB.ExecContext(ctx, db.d.rebind(db.d.NotifySQL), topic)
+	}
 }
 
 // maxAttempts bounds how often a transaction that lost a race to another
