@@ -27,6 +27,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/bundleendpoint"
@@ -628,8 +629,11 @@ func fetchCases() []fetchCase {
 // fake clock by TestFetchTimeLimits.
 const caseDeadline = time.Minute
 
-// TestFetch runs the fault matrix against real TLS servers on loopback.
+// TestFetch runs the fault matrix against real TLS servers on loopback,
+// and fails if a goroutine it started outlives it.
 func TestFetch(t *testing.T) {
+	running := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, running) }) // runs last, after every server and fetcher is closed
 	p := newFetchPKI(t)
 	for _, tc := range fetchCases() {
 		t.Run(tc.name, func(t *testing.T) {
