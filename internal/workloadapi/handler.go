@@ -125,6 +125,8 @@ func federatedFor(snap *snapshot, entries []datastore.Entry, local spiffeid.Trus
 // stream sends build's response now and after every snapshot change that
 // alters it, until the client goes away.
 func stream[T proto.Message](ctx context.Context, h *handler, c *caller, build func(*snapshot, []datastore.Entry) (T, error), send func(T) error) error {
+	h.s.streams.Add(1)
+	defer h.s.streams.Add(-1)
 	var last T
 	sent := false
 	for {

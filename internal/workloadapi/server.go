@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -80,6 +81,25 @@ type Server struct {
 	// loading serialises snapshot rebuilds, so an older read never
 	// replaces a newer one.
 	loading sync.Mutex
+	// streams counts the open Fetch streams.
+	streams atomic.Int64
+}
+
+// Stats are the Workload API's counts, for metrics.
+type Stats struct {
+	// Streams are the Fetch streams open now (X509-SVID, X.509 and JWT
+	// bundles).
+	Streams int
+	// X509SVIDsIssued and JWTSVIDsIssued count the SVIDs signed since
+	// start; an SVID shared by several workloads counts once.
+	X509SVIDsIssued, JWTSVIDsIssued uint64
+}
+
+// Stats returns the current counts; safe for concurrent use.
+func (s *Server) Stats() Stats {
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	return Stats{Streams: int(s.streams.Load()), X509SVIDsIssued: s.cache.x509Issued, JWTSVIDsIssued: s.cache.jwtIssued}
 }
 
 // New builds the server and loads entries and bundles, so a store problem

@@ -51,6 +51,8 @@ type svidCache struct {
 	mu   sync.Mutex
 	x509 map[svidKey]*x509SVID
 	jwt  map[svidKey]*jwtSVID
+	// x509Issued and jwtIssued count the SVIDs signed (under mu).
+	x509Issued, jwtIssued uint64
 }
 
 func newSVIDCache(authority Authority, now func() time.Time) *svidCache {
@@ -85,6 +87,7 @@ func (c *svidCache) x509For(e datastore.Entry, caGeneration uint64) (*x509SVID, 
 		s.chainDER = append(s.chainDER, cert.Raw...)
 	}
 	c.x509[key] = s
+	c.x509Issued++
 	c.poke()
 	return s, nil
 }
@@ -104,6 +107,7 @@ func (c *svidCache) jwtFor(e datastore.Entry, caGeneration uint64, audience []st
 	if err != nil {
 		return nil, err
 	}
+	c.jwtIssued++
 	s := &jwtSVID{token: token, renewAt: halfLife(now, expiry)}
 	if len(c.jwt) >= maxJWTCache {
 		c.jwt = map[svidKey]*jwtSVID{}

@@ -385,3 +385,19 @@ func TestGoSPIFFESources(t *testing.T) {
 	_, err = jwtsvid.ParseAndValidate(token.Marshal(), jwtSource, []string{"beta"})
 	require.NoError(t, err)
 }
+
+// TestStats: an open stream counts while it is open, and an SVID shared
+// by every stream of its entry is issued once.
+func TestStats(t *testing.T) {
+	e := newTestEnv(t, entry("api"))
+	require.Equal(t, Stats{}, e.srv.Stats())
+	source, err := workloadapi.NewX509Source(t.Context(), workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+e.socket)))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return e.srv.Stats().Streams == 1 }, waitFor, 10*time.Millisecond)
+	require.Equal(t, uint64(1), e.srv.Stats().X509SVIDsIssued)
+	_, err = e.client().FetchX509SVID(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), e.srv.Stats().X509SVIDsIssued, "the cached SVID is shared")
+	require.NoError(t, source.Close())
+	require.Eventually(t, func() bool { return e.srv.Stats().Streams == 0 }, waitFor, 10*time.Millisecond)
+}
