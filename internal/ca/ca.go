@@ -134,6 +134,8 @@ type CA struct {
 	// read at; a change commits only if it is still the stored one.
 	revision uint64
 	changed  chan struct{}
+
+	confirm confirmer
 }
 
 // New loads the CA's state from the store and key directory, creating the

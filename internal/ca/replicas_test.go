@@ -94,3 +94,29 @@ func TestReplicaWithAnotherSealKeyRefusesToStart(t *testing.T) {
 	_, err = New(t.Context(), cfg)
 	require.ErrorContains(t, err, "every replica must use the same seal key")
 }
+
+// Confirm brings a replica up to the newest committed bundle before it
+// answers, and answers at once, with an error, while the store is down.
+func TestConfirmCatchesUpWithTheStore(t *testing.T) {
+	e := newEnv(t)
+	seal := make([]byte, keystore.SealKeySize)
+	a := e.replica(seal)
+	b := e.replica(seal)
+	_, err := a.Prepare(t.Context(), datastore.KindX509)
+	require.NoError(t, err)
+	_, seqA := a.Document()
+	_, seqB := b.Document()
+	require.Less(t, seqB, seqA, "b has not heard yet")
+	require.NoError(t, b.Confirm(t.Context()))
+	docA, seqA := a.Document()
+	docB, seqB := b.Document()
+	require.Equal(t, seqA, seqB)
+	require.Equal(t, docA, docB)
+	require.NoError(t, b.Confirm(t.Context()), "nothing new: nothing to do")
+
+	require.NoError(t, b.cfg.Store.(*sqlite.Store).Close())
+	require.Error(t, b.Confirm(t.Context()))
+	require.ErrorIs(t, b.Confirm(t.Context()), errStoreUnavailable, "while backing off it answers without reading the store")
+	_, still := b.Document()
+	require.Equal(t, seqB, still, "the bundle in memory stays")
+}
