@@ -1,6 +1,7 @@
 package bundleendpoint
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 // response is the pre-serialised answer for one version of the bundle,
 // headers included, so that serving it allocates nothing of its own.
 type response struct {
+	seq    uint64
 	body   []byte
 	etag   string
 	length string
@@ -30,6 +32,7 @@ var (
 func newResponse(doc []byte, seq uint64) *response {
 	sum := sha256.Sum256(doc)
 	r := &response{
+		seq:    seq,
 		body:   doc,
 		etag:   fmt.Sprintf(`"%d-%s"`, seq, hex.EncodeToString(sum[:8])),
 		length: strconv.Itoa(len(doc)),
@@ -45,6 +48,25 @@ type handler struct {
 	current atomic.Pointer[response]
 	limiter *limiter                        // nil: no rate limit
 	observe func(code int, d time.Duration) // nil: not measured
+	// confirm, when set, brings source up to date before each answer
+	// (Config.Confirm).
+	confirm func(ctx context.Context) error
+	source  Source
+}
+
+// advance serves doc from now on if it differs from what is served, and
+// reports whether it did. A document with a lower sequence than the one
+// served is never taken: what is served only moves forward.
+func (h *handler) advance(doc []byte, seq uint64) bool {
+	for {
+		cur := h.current.Load()
+		if string(cur.body) == string(doc) || seq < cur.seq {
+			return false
+		}
+		if h.current.CompareAndSwap(cur, newResponse(doc, seq)) {
+			return true
+		}
+	}
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -71,6 +93,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) int {
 	if h.limiter != nil && !h.limiter.allow(clientOfRemote(r.RemoteAddr)) {
 		w.Header().Set("Retry-After", "1")
 		return fail(w, "too many requests", http.StatusTooManyRequests)
+	}
+	if h.confirm != nil && h.confirm(r.Context()) == nil {
+		h.advance(h.source.Document())
 	}
 	resp := h.current.Load()
 	// Canonical keys assigned directly: no per-request allocation. A 304

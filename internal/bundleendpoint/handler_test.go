@@ -1,6 +1,8 @@
 package bundleendpoint
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -49,4 +51,44 @@ func TestObserve(t *testing.T) {
 			require.Equal(t, []int{tt.code}, codes, "observed as answered")
 		})
 	}
+}
+
+// staticSource is a Source whose bundle the test sets.
+type staticSource struct {
+	doc []byte
+	seq uint64
+}
+
+func (s *staticSource) Document() ([]byte, uint64) { return s.doc, s.seq }
+func (s *staticSource) Changed() <-chan struct{}   { return nil }
+
+// With Confirm, an answer carries the bundle the confirmation brought in
+// (a replica hearing of another's commit), and never one with a lower
+// sequence than it served before; when the confirmation fails, it serves
+// what it has.
+func TestConfirmBeforeAnswering(t *testing.T) {
+	src := &staticSource{doc: []byte(`{"seq":5}`), seq: 5}
+	var confirmErr error
+	h := &handler{source: src, confirm: func(context.Context) error {
+		if confirmErr == nil {
+			src.doc, src.seq = []byte(`{"seq":6}`), 6 // what the store holds now
+		}
+		return confirmErr
+	}}
+	h.current.Store(newResponse([]byte(`{"seq":5}`), 5))
+	get := func() string {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		require.Equal(t, http.StatusOK, rec.Code)
+		return rec.Body.String()
+	}
+	require.JSONEq(t, `{"seq":6}`, get(), "the first answer already carries the newer bundle")
+
+	src.doc, src.seq = []byte(`{"seq":4}`), 4
+	confirmErr = errors.New("store down")
+	require.JSONEq(t, `{"seq":6}`, get(), "a failed confirmation serves what it has")
+	confirmErr = nil
+	src.doc, src.seq = []byte(`{"seq":4}`), 4
+	h.confirm = func(context.Context) error { return nil }
+	require.JSONEq(t, `{"seq":6}`, get(), "never a lower sequence")
 }

@@ -85,6 +85,12 @@ type Config struct {
 	// request for this long. Zero means 2 minutes.
 	IdleTimeout time.Duration
 	Source      Source
+	// Confirm, when set, is called before each answer; it returns once
+	// Source holds at least the newest bundle committed anywhere (several
+	// replicas sharing a datastore), so that a partner never sees the
+	// sequence go down from one replica to the next. When it fails the
+	// endpoint answers with what it has.
+	Confirm func(ctx context.Context) error
 	// Observe, when set, is called after every request with its status
 	// code and duration (metrics).
 	Observe func(code int, d time.Duration)
@@ -113,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, handler: &handler{observe: cfg.Observe}}
+	s := &Server{cfg: cfg, log: log, handler: &handler{observe: cfg.Observe, confirm: cfg.Confirm, source: cfg.Source}}
 	if cfg.RateLimit > 0 {
 		s.handler.limiter = newLimiter(cfg.RateLimit, cfg.Now)
 	}
@@ -328,8 +334,7 @@ func (s *Server) nextCheck() time.Duration {
 // that the endpoint is signed by the authority now active.
 func (s *Server) refresh(authoritiesChanged bool) {
 	doc, seq := s.cfg.Source.Document()
-	if cur := s.handler.current.Load(); string(cur.body) != string(doc) {
-		s.handler.current.Store(newResponse(doc, seq))
+	if s.handler.advance(doc, seq) {
 		s.log.Info("bundle endpoint serving new bundle", attrSequence, seq)
 	}
 	switch {
