@@ -77,6 +77,9 @@ type Server struct {
 	agents            *agentapi.Server // nil without agent_api.address
 	agentsListener    net.Listener
 	auditFile         *os.File // nil without audit_log
+	// link is the state of the link to a datastore shared with other
+	// replicas.
+	link replicaLink
 }
 
 // auditWriter keeps a nil file a nil writer.
@@ -357,6 +360,7 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 		ACME:              s.acmeConfig(),
 		Observe:           s.observeEndpoint(),
 		Source:            s.ca,
+		Confirm:           s.confirmBundle(),
 		Logger:            s.log.With(attrComponent, "bundleendpoint"),
 	})
 	if err != nil {
@@ -430,7 +434,7 @@ func (s *Server) ready() error {
 	if s.ca.State(datastore.KindX509).Active == nil {
 		return errors.New("no active X.509 authority")
 	}
-	return nil
+	return s.link.err()
 }
 
 // listenWorkload prepares the Workload API and its socket.
@@ -541,6 +545,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.agents != nil {
 		g.Go(func() error { return s.agents.Serve(ctx, s.agentsListener) })
 	}
+	if w, ok := s.store.(watcher); ok && s.shared() {
+		g.Go(func() error { return s.followReplicas(ctx, w) })
+	}
 	s.log.Info("treaty server running", attrAdminSocket, s.cfg.AdminSocket, attrWorkloadSocket, s.cfg.WorkloadSocket, attrDataDir, s.cfg.DataDir)
 	err := g.Wait()
 	s.log.Info("treaty server stopped")
@@ -580,4 +587,5 @@ const (
 	attrWorkloadSocket = "workload_socket"
 	attrDataDir        = "data_dir"
 	attrWhere          = "where"
+	attrError          = "error"
 )
