@@ -36,6 +36,11 @@ fuzz:
 		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME); \
 	done
 
+## cover: coverage per package of the unit and e2e tests together (tools/cover/cover.sh), written to docs/coverage.md
+.PHONY: cover
+cover:
+	tools/cover/cover.sh
+
 ## spire: build (or reuse) spire-server and spire-agent for interop tests
 spire:
 	tools/spire/build.sh

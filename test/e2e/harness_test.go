@@ -52,14 +52,36 @@ func run(m *testing.M) int {
 	treatyBin = filepath.Join(dir, "treaty")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", treatyBin, "./cmd/treaty")
-	build.Dir = repoRoot()
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
+	if err := build(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: build treaty:", err)
 		return 1
 	}
 	return m.Run()
+}
+
+// build builds treatyBin. With TREATY_COVERDIR set (make cover), the
+// binary is built with coverage counters, and every treaty process the
+// tests start, server or CLI, writes them there when it exits (a process
+// killed with SIGKILL writes nothing).
+func build(ctx context.Context) error {
+	args := []string{"build", "-o", treatyBin}
+	coverDir := os.Getenv("TREATY_COVERDIR")
+	if coverDir != "" {
+		args = append(args, "-cover", "-coverpkg=github.com/treatyhq/treaty/...")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/treaty")...)
+	cmd.Dir = repoRoot()
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return err
+	}
+	if coverDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(coverDir, 0o750); err != nil {
+		return err
+	}
+	return os.Setenv("GOCOVERDIR", coverDir) // inherited by every process the tests start
 }
 
 func repoRoot() string {
