@@ -67,7 +67,8 @@ type Server struct {
 	endpoint          *bundleendpoint.Server
 	endpointListener  net.Listener
 	fetcher           *federation.Fetcher
-	webRoots          *x509.CertPool // https_web trust: system + federation.ca_file; nil: system
+	polls             *telemetry.Polls // counts the refresher's fetches
+	webRoots          *x509.CertPool   // https_web trust: system + federation.ca_file; nil: system
 	refresher         *federation.Refresher
 	reconciler        *onboarding.Reconciler // nil without onboarding_dir
 	telemetry         *telemetry.Server      // nil without telemetry.address
@@ -263,9 +264,10 @@ func (s *Server) startRefresher(ctx context.Context) error {
 	}
 	s.webRoots = roots
 	s.fetcher = federation.NewFetcher(federation.FetcherConfig{RootCAs: roots, Logger: s.log.With(attrComponent, "fetcher")})
+	s.polls = telemetry.NewPolls() // served when telemetry.address is set
 	s.refresher = federation.NewRefresher(federation.RefresherConfig{
 		Store:            s.store,
-		Fetcher:          s.fetcher,
+		Fetcher:          s.polls.Wrap(s.fetcher),
 		LocalTrustDomain: s.cfg.TrustDomain,
 		LocalBundle:      s.ca.Bundle,
 		MinRefresh:       s.cfg.Federation.MinRefresh,
@@ -404,6 +406,9 @@ func (s *Server) listenTelemetry(ctx context.Context) error {
 		Federation:     federationView{Refresher: s.refresher, workload: s.workload, now: time.Now},
 		EndpointExpiry: s.endpointExpiry,
 		FederationGaps: func() int { return len(s.workload.Gaps()) },
+		Polls:          s.polls,
+		Authorities:    s.ca,
+		Workload:       s.workload.Stats,
 		Dashboard:      s.dashboard(),
 		Ready:          s.ready,
 		Logger:         s.log.With(attrComponent, "telemetry"),
@@ -488,7 +493,7 @@ func (s *Server) dashboard() http.Handler {
 	view := federationView{Refresher: s.refresher, workload: s.workload, now: time.Now}
 	cfg := dashboard.Config{
 		TrustDomain: s.cfg.TrustDomain, Authorities: s.ca.Authorities, Federation: view.Status,
-		Journal: s.store.Journal, Gaps: func() int { return len(s.workload.Gaps()) },
+		Journal: s.store.Journal, Gaps: s.workload.Gaps,
 		Logger: s.log.With(attrComponent, "dashboard"),
 	}
 	if s.agents != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/workloadapi"
 )
 
 // StatusSource reports partner freshness (the federation refresher).
@@ -44,6 +45,14 @@ type Config struct {
 	// at most every five seconds).
 	Agents AgentSource
 	Nodes  NodeLister
+	// Polls, when set, serves treaty_federation_polls_total; the refresher's
+	// fetcher must be wrapped with it (Polls.Wrap).
+	Polls *Polls
+	// Authorities, when set, feeds our own authorities' expiry and
+	// prepared state.
+	Authorities AuthoritySource
+	// Workload, when set, feeds the Workload API's streams and SVIDs issued.
+	Workload func() workloadapi.Stats
 	// Dashboard, when set, is served at /dashboard.
 	Dashboard http.Handler
 	// Ready reports whether the server can serve; nil means always ready.
@@ -91,7 +100,17 @@ func New(cfg Config) *Server {
 		Name: "treaty_bundle_endpoint_request_duration_seconds", Help: "Time to answer bundle endpoint requests by HTTP status code.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
 	}, []string{"code"})
-	s.registry.MustRegister(s.requests, s.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.registry.MustRegister(s.requests, s.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&staticCollector{metrics: []prometheus.Metric{buildInfo()}})
+	if cfg.Polls != nil {
+		s.registry.MustRegister(cfg.Polls.total)
+	}
+	if cfg.Authorities != nil {
+		s.registry.MustRegister(&authorityCollector{source: cfg.Authorities})
+	}
+	if cfg.Workload != nil {
+		s.registry.MustRegister(&workloadCollector{stats: cfg.Workload})
+	}
 	if cfg.Federation != nil {
 		s.registry.MustRegister(&federationCollector{source: cfg.Federation})
 	}

@@ -45,7 +45,6 @@ func TestMetrics(t *testing.T) {
 		`treaty_federation_authority_expiry_timestamp_seconds{trust_domain="beta.test"} 1.8000036e+09`,
 		`treaty_federation_consecutive_failures{trust_domain="gamma.test"} 3`,
 		`treaty_federation_state{state="failing",trust_domain="gamma.test"} 1`,
-		`treaty_federation_state{state="healthy",trust_domain="gamma.test"} 0`,
 		`treaty_federation_last_failure{reason="connection_refused",trust_domain="gamma.test"} 1`,
 		`treaty_federation_ignored_keys{reason="x5c",trust_domain="beta.test"} 2`,
 		`treaty_federation_ignored_keys{reason="use",trust_domain="beta.test"} 1`,
@@ -56,6 +55,7 @@ func TestMetrics(t *testing.T) {
 	}
 	require.False(t, strings.Contains(body, `treaty_federation_last_success_timestamp_seconds{trust_domain="gamma.test"}`), "no success, no timestamp")
 	require.False(t, strings.Contains(body, `treaty_federation_ignored_keys{reason="x5c",trust_domain="gamma.test"}`), "nothing ignored, no series")
+	require.NotContains(t, body, `treaty_federation_state{state="healthy",trust_domain="gamma.test"}`, "only the current state has a series")
 }
 
 func TestHealthAndReadiness(t *testing.T) {
