@@ -8,6 +8,7 @@
 package dashboard
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/workloadapi"
 )
 
 //go:embed page.html
@@ -31,6 +33,7 @@ var pageHTML string
 
 var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	"ago":  ago,
+	"half": func(n int) int { return n / 2 },
 	"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
 }).Parse(pageHTML))
 
@@ -40,7 +43,9 @@ type Config struct {
 	Authorities func(kind datastore.AuthorityKind) []ca.AuthorityInfo
 	Federation  func() []federation.Status
 	Journal     func(ctx context.Context, limit int) ([]datastore.JournalEvent, error)
-	Gaps        func() int
+	// Gaps are the entries federating with a trust domain the server holds
+	// no bundle for, each with that trust domain.
+	Gaps func() []workloadapi.Gap
 	// Agents, when set, lists the attested nodes for the agents section
 	// (absent otherwise); LastSeen, when set, says when each agent last
 	// made an authorized call (zero: not since the server started).
@@ -81,9 +86,11 @@ type view struct {
 	Partners    []federation.Status
 	Graph       graph
 	Events      []datastore.JournalEvent
-	Gaps        int
-	Counts      map[string]int
-	Agents      *agentSection
+	Gaps        []workloadapi.Gap
+	// MoreGaps counts the gaps beyond the first maxGapRows.
+	MoreGaps int
+	Counts   map[string]int
+	Agents   *agentSection
 }
 
 type authorityRow struct {
@@ -95,7 +102,8 @@ type authorityRow struct {
 
 func build(ctx context.Context, cfg Config) (*view, error) {
 	now := cfg.Now()
-	v := &view{TrustDomain: cfg.TrustDomain.Name(), Now: now, Gaps: cfg.Gaps(), Counts: map[string]int{}}
+	v := &view{TrustDomain: cfg.TrustDomain.Name(), Now: now, Counts: map[string]int{}}
+	v.Gaps, v.MoreGaps = firstGaps(cfg.Gaps())
 	for _, kind := range []datastore.AuthorityKind{datastore.KindX509, datastore.KindJWT} {
 		for _, a := range cfg.Authorities(kind) {
 			life := a.ExpiresAt.Sub(a.NotBefore)
@@ -137,11 +145,13 @@ type node struct {
 	X, Y  int
 	Label string
 	State string
+	// W is the width of the label's box (the centre node only).
+	W int
 }
 
 func layout(us string, partners []federation.Status) graph {
 	const size, radius = 520, 200
-	g := graph{Size: size, Us: node{X: size / 2, Y: size / 2, Label: us, State: "us"}}
+	g := graph{Size: size, Us: node{X: size / 2, Y: size / 2, Label: us, State: "us", W: 8*len(us) + 24}}
 	for i, p := range partners {
 		angle := 2*math.Pi*float64(i)/float64(max(len(partners), 1)) - math.Pi/2
 		g.Nodes = append(g.Nodes, node{
@@ -150,6 +160,23 @@ func layout(us string, partners []federation.Status) graph {
 		})
 	}
 	return g
+}
+
+// maxGapRows is how many federation gaps the page lists; the rest are
+// counted.
+const maxGapRows = 200
+
+// firstGaps sorts the gaps by trust domain, then entry, and keeps the
+// first maxGapRows.
+func firstGaps(gaps []workloadapi.Gap) ([]workloadapi.Gap, int) {
+	gaps = slices.Clone(gaps)
+	slices.SortFunc(gaps, func(a, b workloadapi.Gap) int {
+		return cmp.Or(strings.Compare(a.TrustDomain, b.TrustDomain), strings.Compare(a.EntryID, b.EntryID))
+	})
+	if len(gaps) > maxGapRows {
+		return gaps[:maxGapRows], len(gaps) - maxGapRows
+	}
+	return gaps, 0
 }
 
 func ago(t time.Time) string {

@@ -17,6 +17,7 @@ import (
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/workloadapi"
 )
 
 var (
@@ -40,7 +41,9 @@ func TestPage(t *testing.T) {
 		Journal: func(context.Context, int) ([]datastore.JournalEvent, error) {
 			return []datastore.JournalEvent{{At: now, Kind: datastore.KindX509, AuthorityID: "id-x509", Event: "activated"}}, nil
 		},
-		Gaps: func() int { return 1 },
+		Gaps: func() []workloadapi.Gap {
+			return []workloadapi.Gap{{EntryID: "e-1", SPIFFEID: "spiffe://alpha.test/svc/a", TrustDomain: "nowhere.test"}}
+		},
 		Agents: func(context.Context) ([]datastore.AttestedNode, error) {
 			return []datastore.AttestedNode{
 				{SPIFFEID: agentSeen, AttestationType: "x509pop", SerialNumber: "1", NotAfter: now.Add(time.Hour), CanReattest: true, AgentVersion: "1.15.3"},
@@ -73,6 +76,10 @@ func TestPage(t *testing.T) {
 	require.Contains(t, page, `<tr class="authority" data-kind="x509" data-state="active">`)
 	require.Contains(t, page, `style="width: 25%"`, "an hour of four has passed")
 	require.Contains(t, page, "1 entry federation gap(s)")
+	require.Contains(t, page, `<tr class="gap" data-entry-id="e-1" data-trust-domain="nowhere.test"><td><code>e-1</code></td><td><code>spiffe://alpha.test/svc/a</code></td><td>nowhere.test</td></tr>`,
+		"each gap names its entry and the trust domain it lacks a bundle for")
+	require.Contains(t, page, `<text id="graph-us"`, "our trust domain is named in the graph's centre")
+	require.Regexp(t, `<text id="graph-us"[^>]*>alpha\.test</text>`, page)
 	require.Contains(t, page, "activated <code>id-x509</code>")
 	require.Contains(t, page, `<p class="meta" id="agent-counts">2 attested agent(s) · 1 banned`)
 	require.Contains(t, page, `<tr class="agent" data-spiffe-id="spiffe://alpha.test/spire/agent/x509pop/node-1" data-banned="false">`)
@@ -99,7 +106,7 @@ func minimalConfig() Config {
 		Authorities: func(datastore.AuthorityKind) []ca.AuthorityInfo { return nil },
 		Federation:  func() []federation.Status { return nil },
 		Journal:     func(context.Context, int) ([]datastore.JournalEvent, error) { return nil, nil },
-		Gaps:        func() int { return 0 },
+		Gaps:        func() []workloadapi.Gap { return nil },
 	}
 }
 
