@@ -235,6 +235,20 @@ func (c *CA) Reload(ctx context.Context) error {
 	return c.reloadLocked(ctx)
 }
 
+// current brings the in-memory state up to the store before an operator's
+// change is decided, when other replicas share the store: deciding on
+// stale authorities would refuse (or allow) what the store no longer
+// holds. The caller holds c.mu.
+func (c *CA) current(ctx context.Context) error {
+	if !c.cfg.Shared {
+		return nil
+	}
+	if err := c.reloadLocked(ctx); err != nil {
+		return fmt.Errorf("read the authorities other replicas may have changed: %w", err)
+	}
+	return nil
+}
+
 func (c *CA) reloadLocked(ctx context.Context) error {
 	st, err := c.read(ctx)
 	if err != nil {

@@ -27,6 +27,9 @@ type ExternalJWTKey struct {
 func (c *CA) Append(ctx context.Context, certs []*x509.Certificate, keys []ExternalJWTKey) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.current(ctx); err != nil {
+		return err
+	}
 	ch := c.begin()
 	for _, cert := range certs {
 		if err := ch.appendX509(cert); err != nil {

@@ -161,6 +161,9 @@ func info(a *authority) *AuthorityInfo {
 func (c *CA) Prepare(ctx context.Context, kind datastore.AuthorityKind) (AuthorityInfo, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.current(ctx); err != nil {
+		return AuthorityInfo{}, err
+	}
 	ch := c.begin()
 	if p := ch.inState(kind, datastore.StatePrepared); p != nil {
 		return AuthorityInfo{}, fmt.Errorf("%s authority %s is already prepared (since %s); activate it first: %w",
@@ -184,6 +187,9 @@ func (c *CA) Prepare(ctx context.Context, kind datastore.AuthorityKind) (Authori
 func (c *CA) Activate(ctx context.Context, kind datastore.AuthorityKind, id string) (AuthorityInfo, string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.current(ctx); err != nil {
+		return AuthorityInfo{}, "", err
+	}
 	ch := c.begin()
 	prepared := ch.inState(kind, datastore.StatePrepared)
 	if prepared == nil {
@@ -217,6 +223,9 @@ func (c *CA) earlyActivationWarning(ch *change, prepared *authority) string {
 func (c *CA) Taint(ctx context.Context, kind datastore.AuthorityKind, id string) (AuthorityInfo, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.current(ctx); err != nil {
+		return AuthorityInfo{}, err
+	}
 	if kind == datastore.KindX509 && c.cfg.Upstream != nil {
 		return AuthorityInfo{}, fmt.Errorf("local X.509 authorities cannot be tainted when an upstream CA signs them; rotate the upstream CA instead: %w", ErrFailedPrecondition)
 	}
@@ -240,6 +249,9 @@ func (c *CA) Taint(ctx context.Context, kind datastore.AuthorityKind, id string)
 func (c *CA) Revoke(ctx context.Context, kind datastore.AuthorityKind, id string) (AuthorityInfo, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.current(ctx); err != nil {
+		return AuthorityInfo{}, err
+	}
 	ch := c.begin()
 	a, err := ch.oldAuthority(kind, id, "revoked")
 	if err != nil {

@@ -43,12 +43,14 @@ func TestReplicasShareOneAuthority(t *testing.T) {
 	require.Equal(t, docA, docB)
 	require.Equal(t, seqA, seqB)
 
-	// a prepares; b has not heard yet and prepares too, on stale state.
+	// a prepares; b has not heard yet, but an operator's change is decided
+	// on the authorities as stored, so b refuses a second one.
 	prepared, err := a.Prepare(t.Context(), datastore.KindX509)
 	require.NoError(t, err)
 	_, err = b.Prepare(t.Context(), datastore.KindX509)
-	require.ErrorIs(t, err, ErrConflict)
-	require.Equal(t, prepared.ID, b.State(datastore.KindX509).Prepared.ID, "the refused change made b read the authorities again")
+	require.ErrorIs(t, err, ErrFailedPrecondition)
+	require.ErrorContains(t, err, prepared.ID+" is already prepared")
+	require.Equal(t, prepared.ID, b.State(datastore.KindX509).Prepared.ID)
 	require.Equal(t, seq(t, a), seq(t, b))
 
 	// b activates a's prepared authority, signing with the key a made.

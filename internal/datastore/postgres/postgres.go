@@ -10,9 +10,11 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"strings"
@@ -117,7 +119,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	pc.RuntimeParams["application_name"] = "treaty"
 	where := fmt.Sprintf("PostgreSQL at %s, database %q, user %q", net.JoinHostPort(pc.Host, fmt.Sprint(pc.Port)), pc.Database, pc.User)
 	db := stdlib.OpenDB(*pc)
-	s := &Store{Store: sqlstore.New(db, dialect), db: db, pc: pc, where: where}
+	d := dialect
+	d.Unreachable = func(err error) error { return unreachable(where, err) }
+	s := &Store{Store: sqlstore.New(db, d), db: db, pc: pc, where: where}
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
 		return nil, s.explain(err)
@@ -139,6 +143,18 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Where names the server, database and user, without credentials.
 func (s *Store) Where() string { return s.where }
+
+// unreachable says plainly that the database could not be reached, for a
+// failure to connect or a connection lost, and returns nil otherwise.
+func unreachable(where string, err error) error {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	if errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%s is unreachable, so nothing was saved; this replica keeps serving what it holds in memory "+
+			"and retries by itself once PostgreSQL is back: %w", where, err)
+	}
+	return nil
+}
 
 // explain turns a failure to connect into what to check.
 func (s *Store) explain(err error) error {

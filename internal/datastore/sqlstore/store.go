@@ -42,6 +42,10 @@ type Dialect struct {
 	// GroupWrites makes writes that arrive together share one transaction
 	// (see group): worth it where a commit costs an fsync of the one file.
 	GroupWrites bool
+	// Unreachable, when set, turns an error that means the database could
+	// not be reached into one that says so plainly (and that nothing was
+	// saved), and returns nil for any other error.
+	Unreachable func(error) error
 	// NotifySQL, when set, is a statement that tells the other replicas
 	// sharing the database that something changed: its one argument is the
 	// topic (see Topic*). Run inside a transaction, it is delivered only if
@@ -128,12 +132,25 @@ type DB struct {
 
 // ExecContext runs a statement.
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return db.DB.ExecContext(ctx, db.d.rebind(query), args...)
+	res, err := db.DB.ExecContext(ctx, db.d.rebind(query), args...)
+	return res, db.d.explain(err)
 }
 
 // QueryContext runs a query.
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return db.DB.QueryContext(ctx, db.d.rebind(query), args...)
+	rows, err := db.DB.QueryContext(ctx, db.d.rebind(query), args...)
+	return rows, db.d.explain(err)
+}
+
+// explain applies Unreachable to err.
+func (d *dialect) explain(err error) error {
+	if err == nil || d.Unreachable == nil {
+		return err
+	}
+	if plain := d.Unreachable(err); plain != nil {
+		return plain
+	}
+	return err
 }
 
 // QueryRowContext runs a query that returns at most one row.
@@ -145,7 +162,7 @@ func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *s
 func (db *DB) begin(ctx context.Context) (*Tx, error) {
 	tx, err := db.DB.BeginTx(ctx, db.d.TxOptions)
 	if err != nil {
-		return nil, err
+		return nil, db.d.explain(err)
 	}
 	return &Tx{Tx: tx, d: db.d}, nil
 }
