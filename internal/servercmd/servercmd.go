@@ -1,7 +1,9 @@
 // Package servercmd holds the commands that run treaty servers in this
-// process: `treaty server run` and `treaty demo`. cmd/treaty adds them to
-// internal/cli's command tree; they live apart so that internal/cli, a
-// client of the admin API, never links the server it talks to.
+// process, `treaty server run` and `treaty demo`, and the one that opens
+// a stopped server's datastore directly, `treaty datastore migrate`.
+// cmd/treaty adds them to internal/cli's command tree; they live apart so
+// that internal/cli, a client of the admin API, never links the server it
+// talks to.
 package servercmd
 
 import (
@@ -13,11 +15,13 @@ import (
 	"github.com/treatyhq/treaty/internal/cli"
 )
 
-// Commands returns `server run` and `demo`, for cli.Main.
+// Commands returns `server run`, `demo` and `datastore migrate`, for
+// cli.Main.
 func Commands() []cli.Command {
 	return []cli.Command{
 		{Name: "server run", Synopsis: "run a trust domain server", Run: runServer},
 		{Name: "demo", Synopsis: "run two federated trust domains on loopback: bootstrap, mTLS, authorisation, CA rotation", Run: runDemo},
+		{Name: "datastore migrate", Synopsis: "copy a stopped server's records into an empty datastore (SQLite to PostgreSQL) and verify them", Run: runDatastoreMigrate},
 	}
 }
 

@@ -23,8 +23,8 @@ type Result struct {
 	Tables []TableDigest `json:"tables"`
 }
 
-// Records returns how many rows the tables hold together.
-func (r Result) Records() int64 {
+// Rows returns how many rows the tables hold together.
+func (r Result) Rows() int64 {
 	var n int64
 	for _, t := range r.Tables {
 		n += t.Rows

@@ -199,7 +199,7 @@ func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 	for _, td := range res.Tables {
 		require.Positive(t, td.Rows, "table %s: fill writes every kind of record", td.Table)
 	}
-	require.Equal(t, int64(22), res.Records())
+	require.Equal(t, int64(22), res.Rows())
 	sourceDigest, err := Digest(ctx, from)
 	require.NoError(t, err)
 	require.Equal(t, sourceDigest, res.Tables)
