@@ -149,7 +149,13 @@ func (s *Store) Where() string { return s.where }
 func unreachable(where string, err error) error {
 	var ce *pgconn.ConnectError
 	var ne net.Error
-	if errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.ErrUnexpectedEOF) {
+	var pe *pgconn.PgError
+	lost := errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "conn closed") ||
+		// Class 08: connection exception; 57P01-03: the server is shutting
+		// down or starting.
+		errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P"))
+	if lost {
 		return fmt.Errorf("%s is unreachable, so nothing was saved; this replica keeps serving what it holds in memory "+
 			"and retries by itself once PostgreSQL is back: %w", where, err)
 	}
