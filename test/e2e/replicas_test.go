@@ -74,7 +74,7 @@ datastore:
 // insecure reads the endpoint as bytes: the test checks what is served,
 // not who serves it (the profile's authentication has its own tests).
 var insecure = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-	TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // see above
+	TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // see above
 	DisableKeepAlives: true,
 }}
 
