@@ -29,14 +29,19 @@ type stored struct {
 }
 
 // poll fetches rel's bundle once, from the first endpoint that answers,
-// stores it if it really changed, and records the outcome.
+// stores it if it really changed, and records the outcome. When another
+// replica holds the partner's lease, it follows that replica instead.
 func (r *Refresher) poll(ctx context.Context, e *entry) error {
 	e.poll.Lock()
 	defer e.poll.Unlock()
 	r.mu.Lock()
-	rel := e.rel
+	rel, interval := e.rel, r.interval(e.status.RefreshHint)
 	r.mu.Unlock()
 	attempt := r.cfg.Now()
+	lease, err := r.claim(ctx, e, rel.TrustDomain, attempt, interval)
+	if err != nil || lease.Holder != r.cfg.Replica {
+		return r.follow(ctx, e, rel.TrustDomain, attempt, lease, err)
+	}
 	held, err := r.load(ctx, rel.TrustDomain)
 	var res *bundle.Result
 	var endpoint *url.URL
@@ -44,9 +49,10 @@ func (r *Refresher) poll(ctx context.Context, e *entry) error {
 		res, endpoint, err = r.fetch(ctx, rel, r.trust(ctx, rel, held))
 	}
 	if err == nil {
-		held, err = r.save(ctx, rel, res.Bundle, held)
+		held, err = r.save(ctx, e, rel, res.Bundle, held)
 	}
 	r.record(e, attempt, res, endpoint, held, err)
+	r.extend(ctx, e, lease, attempt, interval)
 	return err
 }
 
@@ -113,7 +119,7 @@ func (r *Refresher) fetch(ctx context.Context, rel Relationship, trust *spiffebu
 
 // save stores fetched unless it is a rollback or unchanged, and returns
 // what we now hold.
-func (r *Refresher) save(ctx context.Context, rel Relationship, fetched *spiffebundle.Bundle, held *stored) (*stored, error) {
+func (r *Refresher) save(ctx context.Context, e *entry, rel Relationship, fetched *spiffebundle.Bundle, held *stored) (*stored, error) {
 	seq, hasSeq := fetched.SequenceNumber()
 	if held != nil && hasSeq {
 		if heldSeq, _ := held.bundle.SequenceNumber(); seq < heldSeq {
@@ -138,8 +144,8 @@ func (r *Refresher) save(ctx context.Context, rel Relationship, fetched *spiffeb
 	}
 	r.log.Info("partner bundle updated", attrTrustDomain, rel.TrustDomain.Name(), attrSequence, seq)
 	r.mu.Lock()
-	close(r.changed)
-	r.changed = make(chan struct{})
+	e.published = publishedOf(doc, seq)
+	r.announce()
 	r.mu.Unlock()
 	return &stored{bundle: fetched, doc: doc, updated: now}, nil
 }
@@ -151,6 +157,9 @@ func (r *Refresher) record(e *entry, attempt time.Time, res *bundle.Result, endp
 	st := &e.status
 	prevReason, prevFailures := st.LastReason, st.ConsecutiveFailures
 	st.LastAttempt, st.Endpoint = attempt, RedactURL(endpoint)
+	if r.cfg.Leases != nil {
+		st.PolledBy = r.cfg.Replica
+	}
 	r.describeHeld(st, held)
 	if err == nil {
 		st.LastSuccess, st.ConsecutiveFailures, st.LastError, st.LastReason = attempt, 0, "", ""

@@ -51,6 +51,14 @@ type RefresherConfig struct {
 	MaxRefresh time.Duration
 	// Workers bounds how many partners are polled at once.
 	Workers int
+	// Leases, when set, share the polling among replicas of one database:
+	// each partner is polled by the replica holding its lease, and the
+	// others read the bundle it stored (see Refresher). nil polls every
+	// partner here, as a single server does.
+	Leases Leases
+	// Replica names this replica in the leases; a zero Replica gets a
+	// random name.
+	Replica string
 	Now     func() time.Time
 	Logger  *slog.Logger
 }
@@ -59,9 +67,19 @@ type RefresherConfig struct {
 // heap feeding a bounded worker pool, not a goroutine per partner), stores
 // bundles that really changed, refuses rollbacks, and keeps the last good
 // bundle whatever a partner serves.
+//
+// With Leases, replicas sharing a database take turns: when a partner's
+// poll is due, the replica that takes or renews the partner's lease polls
+// it, and the others read the bundle it stored and announce it to their
+// own subscribers. A lease outlives the poller's next poll (see leaseTTL),
+// so a live poller keeps it and no two replicas poll a partner in the same
+// interval; when Run stops, the replica releases its leases.
 type Refresher struct {
 	cfg RefresherConfig
 	log *slog.Logger
+	// keepLeases skips releasing the leases when Run stops, as a crash
+	// would (tests).
+	keepLeases bool
 
 	mu      sync.Mutex
 	entries map[spiffeid.TrustDomain]*entry
@@ -78,6 +96,11 @@ type entry struct {
 	busy   bool
 	status Status
 	poll   sync.Mutex // serialises polls of this relationship
+	// leased tells whether this replica holds the lease of polling it.
+	leased bool
+	// published is the stored bundle last announced to Changed
+	// subscribers (only tracked with Leases).
+	published published
 }
 
 // NewRefresher returns a refresher; Reload loads the relationships.
@@ -93,6 +116,9 @@ func NewRefresher(cfg RefresherConfig) *Refresher {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Leases != nil && cfg.Replica == "" {
+		cfg.Replica = randomReplica()
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -111,12 +137,22 @@ func (r *Refresher) Changed() <-chan struct{} {
 }
 
 // Reload re-reads the relationships from the store: new and changed ones
-// are polled at once, removed ones are forgotten.
+// are polled at once, removed ones are forgotten (and their leases
+// released).
 func (r *Refresher) Reload(ctx context.Context) error {
 	recs, err := r.cfg.Store.ListRelationships(ctx)
 	if err != nil {
 		return err
 	}
+	for _, td := range r.apply(recs) {
+		r.release(ctx, td)
+	}
+	return nil
+}
+
+// apply makes the entries match recs, and returns the removed partners
+// whose lease this replica holds.
+func (r *Refresher) apply(recs []datastore.Relationship) (leased []spiffeid.TrustDomain) {
 	seen := map[spiffeid.TrustDomain]bool{}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -131,15 +167,19 @@ func (r *Refresher) Reload(ctx context.Context) error {
 		r.upsert(rel, now)
 	}
 	for td, e := range r.entries {
-		if !seen[td] {
-			if e.index >= 0 {
-				heap.Remove(&r.queue, e.index)
-			}
-			delete(r.entries, td)
+		if seen[td] {
+			continue
 		}
+		if e.index >= 0 {
+			heap.Remove(&r.queue, e.index)
+		}
+		if e.leased {
+			leased = append(leased, td)
+		}
+		delete(r.entries, td)
 	}
 	r.poke()
-	return nil
+	return leased
 }
 
 // upsert adds or updates an entry; the caller holds r.mu.
@@ -191,6 +231,7 @@ func (r *Refresher) Run(ctx context.Context) error {
 	defer func() {
 		close(jobs)
 		wg.Wait()
+		r.releaseLeases(context.WithoutCancel(ctx))
 	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -231,7 +272,9 @@ func (r *Refresher) nextDue() (*entry, time.Duration) {
 }
 
 // Refresh polls the relationship with td now and returns the result of
-// that poll (federation refresh, SPIRE's RefreshBundle).
+// that poll (federation refresh, SPIRE's RefreshBundle). When another
+// replica polls td, this one re-reads the bundle that replica stored and
+// returns an error naming it.
 func (r *Refresher) Refresh(ctx context.Context, td spiffeid.TrustDomain) error {
 	r.mu.Lock()
 	e, ok := r.entries[td]
@@ -244,8 +287,13 @@ func (r *Refresher) Refresh(ctx context.Context, td spiffeid.TrustDomain) error 
 	if r.entries[td] == e {
 		r.schedule(e, e.next) // record moved the next poll; keep the heap in order
 	}
+	leased := e.leased
+	polledBy := e.status.PolledBy
 	r.mu.Unlock()
 	r.poke()
+	if err == nil && r.cfg.Leases != nil && !leased {
+		return fmt.Errorf("partner %q is polled by replica %q: run the refresh on that replica; this one re-read the bundle it stored", td.Name(), polledBy)
+	}
 	return err
 }
 

@@ -89,6 +89,11 @@ type Status struct {
 	RefreshHint time.Duration
 	NextAttempt time.Time
 	Endpoint    string
+	// PolledBy names the replica that polls the partner, when replicas
+	// share the polling (RefresherConfig.Leases). On the other replicas,
+	// the state and errors describe reading that replica's bundle from the
+	// database; the partner's own failures are in the poller's status.
+	PolledBy string
 }
 
 // state derives the State from the counters.
