@@ -85,6 +85,7 @@ func relationshipStatus(st federation.Status) adminwire.RelationshipStatus {
 		EarliestExpiry:      timeString(st.EarliestExpiry),
 		RefreshHintSeconds:  st.RefreshHint.Seconds(),
 		Ignored:             ignoredEntries(st.Ignored),
+		PolledBy:            st.PolledBy,
 	}
 }
 

@@ -36,6 +36,9 @@ type RelationshipStatus struct {
 	// Ignored lists the entries of the partner's last fetched bundle that
 	// were left out of it; their messages are among Warnings too.
 	Ignored []IgnoredEntry `json:"ignored"`
+	// PolledBy names the replica that polls the partner when several
+	// replicas share a database; empty on a single server.
+	PolledBy string `json:"polled_by"`
 }
 
 // IgnoredEntry is one entry of a partner's bundle that was left out of it

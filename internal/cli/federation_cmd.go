@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -399,11 +400,21 @@ func printStatus(e *env, resp adminwire.StatusResponse, now time.Time) error {
 		return nil
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TRUST DOMAIN\tSTATE\tLAST SUCCESS\tFAILURES\tSEQUENCE\tEARLIEST EXPIRY\tENDPOINT")
+	// Replicas sharing a database poll each partner from one of them.
+	replicas := slices.ContainsFunc(resp.Relationships, func(r adminwire.RelationshipStatus) bool { return r.PolledBy != "" })
+	header := "TRUST DOMAIN\tSTATE\tLAST SUCCESS\tFAILURES\tSEQUENCE\tEARLIEST EXPIRY\tENDPOINT"
+	if replicas {
+		header += "\tPOLLED BY"
+	}
+	fmt.Fprintln(w, header)
 	var notes []string
 	for _, r := range resp.Relationships {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.TrustDomain, r.State,
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s", r.TrustDomain, r.State,
 			ago(r.LastSuccess, now), r.ConsecutiveFailures, r.Sequence, orDash(r.EarliestExpiry), r.Endpoint)
+		if replicas {
+			fmt.Fprintf(w, "\t%s", orDash(r.PolledBy))
+		}
+		fmt.Fprintln(w)
 		if r.LastError != "" {
 			notes = append(notes, fmt.Sprintf("%s: %s", r.TrustDomain, r.LastError))
 		}

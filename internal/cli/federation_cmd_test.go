@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/treatyhq/treaty/internal/adminwire"
 	"github.com/treatyhq/treaty/internal/config"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
@@ -84,6 +87,31 @@ func TestFederationEndpointIDInAnotherTrustDomain(t *testing.T) {
 				"-bundleEndpointProfile", "https_spiffe", "-endpointSpiffeID", "spiffe://gamma.test/spire/server", "-socketPath", "/nonexistent/admin.sock")
 			require.NotZero(t, code)
 			require.Contains(t, stderr, "-endpointSpiffeID "+want)
+		})
+	}
+}
+
+// With replicas sharing a database, federation status names the replica
+// that polls each partner; a single server's table has no such column.
+func TestPrintStatusNamesThePoller(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	row := adminwire.RelationshipStatus{TrustDomain: "beta.test", State: "healthy", Sequence: 3, Endpoint: "https://beta.test/bundle"}
+	for _, tc := range []struct {
+		name     string
+		polledBy string
+		want     string
+	}{
+		{"ok/single server", "", "TRUST DOMAIN  STATE    LAST SUCCESS  FAILURES  SEQUENCE  EARLIEST EXPIRY  ENDPOINT\n" +
+			"beta.test     healthy  never         0         3         -                https://beta.test/bundle\n"},
+		{"ok/replicas", "node-a-1f2e3d", "TRUST DOMAIN  STATE    LAST SUCCESS  FAILURES  SEQUENCE  EARLIEST EXPIRY  ENDPOINT                  POLLED BY\n" +
+			"beta.test     healthy  never         0         3         -                https://beta.test/bundle  node-a-1f2e3d\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			r := row
+			r.PolledBy = tc.polledBy
+			require.NoError(t, printStatus(&env{stdout: &out, stderr: io.Discard}, adminwire.StatusResponse{Relationships: []adminwire.RelationshipStatus{r}}, now))
+			require.Equal(t, tc.want, out.String())
 		})
 	}
 }
