@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/datastore/migrate"
 	"github.com/treatyhq/treaty/internal/datastore/postgres"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/pgtest"
@@ -122,6 +123,28 @@ func TestDatastoreMigrateRefuses(t *testing.T) {
 			require.Equal(t, tc.code, code, stderr)
 			require.Contains(t, stderr, tc.stderr)
 			require.NotContains(t, stderr, "s3cret")
+		})
+	}
+}
+
+func TestParseLocation(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, arg string
+		want      location
+	}{
+		{"ok/data directory", "sqlite:" + dir, location{engine: "sqlite",
+			file: migrate.SQLiteFile{Path: filepath.Join(dir, "treaty.db"), Lock: filepath.Join(dir, "treaty.lock")}}},
+		{"ok/database file", "sqlite:" + filepath.Join(dir, "old.db"), location{engine: "sqlite",
+			file: migrate.SQLiteFile{Path: filepath.Join(dir, "old.db"), Lock: filepath.Join(dir, "treaty.lock")}}},
+		{"ok/postgres URL", "postgres:postgres://treaty@db/treaty", location{engine: "postgres", dsn: "postgres://treaty@db/treaty"}},
+		{"ok/postgres key value", "postgres:host=db user=treaty", location{engine: "postgres", dsn: "host=db user=treaty"}},
+		{"ok/URL alone", "postgresql://treaty@db/treaty", location{engine: "postgres", dsn: "postgresql://treaty@db/treaty"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseLocation("from", tc.arg)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
 		})
 	}
 }

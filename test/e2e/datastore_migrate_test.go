@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/treatyhq/treaty/internal/pgtest"
@@ -64,4 +65,12 @@ func TestDatastoreMigrateToPostgres(t *testing.T) {
 	require.JSONEq(t, entries, s.treaty("entry", "show", "-output", "json"))
 	require.JSONEq(t, relationships, s.treaty("federation", "list", "-output", "json"))
 	s.treaty("entry", "create", "-spiffeID", "spiffe://alpha.test/after", "-selector", "unix:uid:2000")
+
+	// The CA signs with the key it kept in data_dir/keys.
+	dir := t.TempDir()
+	s.treaty("x509", "mint", "-spiffeID", "spiffe://alpha.test/device/1", "-write", dir)
+	svid, err := x509svid.Load(filepath.Join(dir, "svid.pem"), filepath.Join(dir, "key.pem"))
+	require.NoError(t, err)
+	_, _, err = x509svid.Verify(svid.Certificates, parseSPIFFE(t, "alpha.test", bundle))
+	require.NoError(t, err, "an SVID minted on PostgreSQL chains to the bundle published on SQLite")
 }
