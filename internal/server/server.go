@@ -6,7 +6,9 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -265,7 +267,7 @@ func (s *Server) startRefresher(ctx context.Context) error {
 	s.webRoots = roots
 	s.fetcher = federation.NewFetcher(federation.FetcherConfig{RootCAs: roots, Logger: s.log.With(attrComponent, "fetcher")})
 	s.polls = telemetry.NewPolls() // served when telemetry.address is set
-	s.refresher = federation.NewRefresher(federation.RefresherConfig{
+	rc := federation.RefresherConfig{
 		Store:            s.store,
 		Fetcher:          s.polls.Wrap(s.fetcher),
 		LocalTrustDomain: s.cfg.TrustDomain,
@@ -273,7 +275,13 @@ func (s *Server) startRefresher(ctx context.Context) error {
 		MinRefresh:       s.cfg.Federation.MinRefresh,
 		MaxRefresh:       s.cfg.Federation.MaxRefresh,
 		Logger:           s.log.With(attrComponent, "federation"),
-	})
+	}
+	if s.shared() {
+		// Replicas take turns polling each partner.
+		rc.Leases, rc.Replica = s.store, replicaID()
+		s.log.Info("polling partners in turn with the other replicas", attrReplica, rc.Replica)
+	}
+	s.refresher = federation.NewRefresher(rc)
 	if err := s.refresher.Reload(ctx); err != nil {
 		return err
 	}
@@ -284,6 +292,19 @@ func (s *Server) startRefresher(ctx context.Context) error {
 		})
 	}
 	return nil
+}
+
+// replicaID names this replica in the datastore's leases: the host name
+// and a random suffix, so that two replicas on one host, or a replica and
+// its restarted self, are told apart.
+func replicaID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "treaty"
+	}
+	suffix := make([]byte, 3)
+	_, _ = rand.Read(suffix) // never fails (crypto/rand)
+	return host + "-" + hex.EncodeToString(suffix)
 }
 
 // webRoots returns the system roots plus the certificates in caFile, for
@@ -593,4 +614,5 @@ const (
 	attrDataDir        = "data_dir"
 	attrWhere          = "where"
 	attrError          = "error"
+	attrReplica        = "replica"
 )
