@@ -97,9 +97,9 @@ func (s *Server) applyChanges(ctx context.Context, topics []string) {
 			}
 		}
 	}
-	if len(bundles) > 0 {
-		if err := s.refresher.Reload(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error("reading the bundles another replica stored failed", attrError, err)
+	for _, td := range bundles {
+		if err := s.refresher.BundleChanged(ctx, td); err != nil && ctx.Err() == nil {
+			s.log.Error("reading the bundle another replica stored failed", attrTrustDomain, td.Name(), attrError, err)
 		}
 	}
 	if entries {
