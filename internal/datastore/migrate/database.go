@@ -35,9 +35,6 @@ type Database struct {
 // String names the database, without credentials.
 func (db *Database) String() string { return db.name }
 
-// Engine returns SQLite or Postgres.
-func (db *Database) Engine() string { return db.engine }
-
 // Close closes the database and releases the data directory's lock.
 func (db *Database) Close() error {
 	var errs []error
