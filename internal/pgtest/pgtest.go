@@ -90,6 +90,17 @@ func Start(t testing.TB) *Cluster {
 	return c
 }
 
+// StartCluster makes and starts a new cluster outside a test, for programs
+// such as the bench harness. The caller stops it with Stop and deletes its
+// files with Remove.
+func StartCluster() (*Cluster, error) {
+	bin, err := Bin()
+	if err != nil {
+		return nil, err
+	}
+	return start(bin)
+}
+
 var shared struct {
 	sync.Mutex
 	c   *Cluster
