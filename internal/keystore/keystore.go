@@ -186,9 +186,17 @@ func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 			}
 			return signer, nil
 		case "RSA PRIVATE KEY":
-			return x509.ParsePKCS1PrivateKey(block.Bytes)
+			key, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("parse PKCS#1 key: %w", err)
+			}
+			return key, nil
 		case "EC PRIVATE KEY":
-			return x509.ParseECPrivateKey(block.Bytes)
+			key, err := x509.ParseECPrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("parse SEC 1 key: %w", err)
+			}
+			return key, nil
 		}
 	}
 }
