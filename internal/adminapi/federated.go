@@ -208,7 +208,7 @@ func (s *bundleService) settleEntries(ctx context.Context, td spiffeid.TrustDoma
 			}
 		}
 	default:
-		return apiStatus(codes.FailedPrecondition, "cannot delete the bundle of %q: %s with it (%s); use mode dissociate to remove the federation from them, or delete to delete them",
+		return apiStatus(codes.FailedPrecondition, "cannot delete the bundle of %q: %s with it (%s); delete with mode dissociate (bundle delete -mode dissociate) to remove the federation from them, or mode delete to delete them",
 			td.Name(), plural(len(federating), "registration entry federates", "registration entries federate"), entryIDs(federating))
 	}
 	return nil
