@@ -84,6 +84,7 @@ func runDatastoreMigrate(ctx context.Context, args []string, _ io.Reader, stdout
 	fromFlag := fs.String("from", "", "the datastore to copy: sqlite:PATH (the database file, or the data directory holding treaty.db) or postgres:DSN")
 	toFlag := fs.String("to", "", "the empty datastore to copy into: postgres:DSN (e.g. postgres:postgres://treaty@db:5432/treaty) or sqlite:PATH")
 	passwordFile := fs.String("passwordFile", "", "file holding the PostgreSQL password (else the DSN's, PGPASSWORD or ~/.pgpass)")
+	fs.StringVar(passwordFile, "password-file", "", "the same as -passwordFile")
 	output := fs.String("output", "pretty", "output style: pretty or json")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -74,7 +74,7 @@ func TestDatastoreMigrate(t *testing.T) {
 	t.Run("ok/json, back into sqlite", func(t *testing.T) {
 		back := filepath.Join(t.TempDir(), "copy.db")
 		stdout, stderr, code := run(t.Context(), "datastore", "migrate", "-from", dsn, "-to", "sqlite:"+back,
-			"-passwordFile", pwFile, "-output", "json")
+			"-password-file", pwFile, "-output", "json")
 		require.Equal(t, 0, code, stderr)
 		var m struct {
 			From, To      string
