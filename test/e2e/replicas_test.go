@@ -60,6 +60,8 @@ telemetry:
   address: %s
 ca:
   key_seal_file: %s
+federation:
+  min_refresh: 1s
 datastore:
   driver: postgres
   dsn: %s
