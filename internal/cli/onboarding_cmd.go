@@ -116,7 +116,7 @@ func checkSummary(r *onboarding.CheckReport, probes []probeResult, probed bool) 
 	return s, r.Errors() > 0 || failing > 0
 }
 
-// probeFiles probes the primary endpoint of every good file.
+// probeFiles probes every endpoint URL of every good file, with its profile.
 func probeFiles(ctx context.Context, report *onboarding.CheckReport, caFile string) ([]probeResult, error) {
 	var roots *x509.CertPool
 	if caFile != "" {
