@@ -86,7 +86,11 @@ func Start(t testing.TB) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Stop() })
+	t.Cleanup(func() {
+		if err := c.Stop(); err == nil {
+			_ = c.Remove()
+		}
+	})
 	return c
 }
 
@@ -138,6 +142,8 @@ func Main(m *testing.M) int {
 	if shared.c != nil {
 		if err := shared.c.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "pgtest: stop the shared cluster:", err)
+		} else {
+			_ = shared.c.Remove()
 		}
 	}
 	return code
