@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	debugv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/debug/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -26,6 +27,7 @@ type debugService struct {
 	bundles BundleStore
 	entries EntryStore // nil: no Entry API, no entries
 	agents  AgentStore // nil: no agent API, no agents
+	local   LocalBundle
 	// svid, when set, returns the server's own X509-SVID chain.
 	svid func() []*x509.Certificate
 
@@ -46,7 +48,7 @@ func (s *debugService) GetInfo(ctx context.Context, _ *debugv1.GetInfoRequest) (
 		return nil, err
 	}
 	resp.Uptime = clamp32(int(now.Sub(s.started) / time.Second))
-	resp.SvidChain = svidChain(s.svid)
+	resp.SvidChain = s.svidChain()
 	s.cached, s.at = resp, now
 	return resp, nil
 }
@@ -76,12 +78,23 @@ func (s *debugService) count(ctx context.Context) (*debugv1.GetInfoResponse, err
 	return resp, nil
 }
 
-func svidChain(svid func() []*x509.Certificate) []*debugv1.GetInfoResponse_Cert {
-	if svid == nil {
+// svidChain is the server's own SVID verified against our bundle, leaf to
+// root, as SPIRE shows it; a chain that does not verify (in the moment of
+// a rotation) is shown as served.
+func (s *debugService) svidChain() []*debugv1.GetInfoResponse_Cert {
+	if s.svid == nil {
 		return nil
 	}
+	chain := s.svid()
+	if len(chain) == 0 {
+		return nil
+	}
+	bundle := x509bundle.FromX509Authorities(s.local.TrustDomain(), s.local.Bundle().X509Authorities())
+	if _, verified, err := x509svid.Verify(chain, bundle); err == nil {
+		chain = verified[0]
+	}
 	var out []*debugv1.GetInfoResponse_Cert
-	for _, c := range svid() {
+	for _, c := range chain {
 		cert := &debugv1.GetInfoResponse_Cert{ExpiresAt: c.NotAfter.Unix(), Subject: c.Subject.String()}
 		if id, err := x509svid.IDFromCert(c); err == nil {
 			cert.Id = &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()}

@@ -1,9 +1,11 @@
 package adminapi
 
 import (
+	"crypto/x509"
 	"log/slog"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	debugv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/debug/v1"
 	loggerv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/logger/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -11,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 )
 
@@ -50,11 +53,23 @@ func TestLoggerService(t *testing.T) {
 // TestDebugService: GetInfo counts what the store holds and how long the
 // server has run.
 func TestDebugService(t *testing.T) {
-	conn, _ := startWith(t, func(c *Config) { c.Entries, c.Agents = c.Store.(*sqlite.Store), c.Store.(*sqlite.Store) })
+	conn, _ := startWith(t, func(c *Config) {
+		c.Entries, c.Agents = c.Store.(*sqlite.Store), c.Store.(*sqlite.Store)
+		mint := c.SVIDs.(*ca.CA)
+		c.ServerSVID = func() []*x509.Certificate {
+			svid, err := mint.MintX509SVID(spiffeid.RequireFromPath(td, "/spire/server"))
+			require.NoError(t, err)
+			return svid.Certificates
+		}
+	})
 	info, err := debugv1.NewDebugClient(conn).GetInfo(t.Context(), &debugv1.GetInfoRequest{})
 	require.NoError(t, err)
 	require.Equal(t, int32(1), info.GetFederatedBundlesCount(), "our own bundle, as SPIRE counts it")
 	require.Zero(t, info.GetEntriesCount())
 	require.Zero(t, info.GetAgentsCount())
 	require.GreaterOrEqual(t, info.GetUptime(), int32(0))
+	chain := info.GetSvidChain()
+	require.Len(t, chain, 2, "the server's SVID up to our root, as SPIRE shows it")
+	require.Equal(t, "/spire/server", chain[0].GetId().GetPath())
+	require.Equal(t, "alpha.test", chain[1].GetId().GetTrustDomain(), "the root carries the trust domain ID")
 }

@@ -138,7 +138,7 @@ func New(cfg Config) (*Server, error) {
 		loggerv1.RegisterLoggerServer(s.grpc, &loggerService{level: cfg.LogLevel, launch: cfg.LogLevel.Level(), log: log})
 	}
 	debugv1.RegisterDebugServer(s.grpc, &debugService{started: cmp.Or(cfg.Started, time.Now()), now: time.Now,
-		bundles: cfg.Store, entries: cfg.Entries, agents: cfg.Agents, svid: cfg.ServerSVID})
+		bundles: cfg.Store, entries: cfg.Entries, agents: cfg.Agents, local: cfg.Bundle, svid: cfg.ServerSVID})
 	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, endpointExpiry: cfg.EndpointExpiry, gaps: cfg.FederationGaps})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil

@@ -62,8 +62,11 @@ func serve(t testing.TB, cfg Config) (*Server, string) {
 
 func TestHTTPSSPIFFE(t *testing.T) {
 	c := newCA(t)
-	_, url := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, SVIDSource: c, Source: c})
+	s, url := serve(t, Config{Profile: profile.HTTPSSPIFFE, EndpointSPIFFEID: endpointID, SVIDSource: c, Source: c})
 	ctx := t.Context()
+	chain := s.SVID()
+	require.NotEmpty(t, chain, "the server's own SVID, for the Debug API")
+	require.Equal(t, endpointID.URL().String(), chain[0].URIs[0].String())
 
 	// go-spiffe's federation client, with SPIFFE authentication against
 	// our own bundle, accepts the endpoint and gets the bundle we publish.
@@ -167,6 +170,7 @@ func TestHTTPSWeb(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, got.Equal(c.Bundle()))
 	first := s.web.current.Load()
+	require.Nil(t, s.SVID(), "a web certificate is no SVID")
 
 	// A half-written pair (certificate replaced, key not yet) is ignored.
 	require.NoError(t, os.WriteFile(certFile, []byte("-----BEGIN CERTIFICATE-----\nAAAA"), 0o600))

@@ -11,6 +11,7 @@ package bundleendpoint
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -279,6 +280,16 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 
 // Addr is the address the endpoint listens on, for logs and tests.
 func (s *Server) Addr() string { return s.cfg.Address }
+
+// SVID returns the X509-SVID the endpoint serves with https_spiffe, leaf
+// first: the server's own SVID (SPIRE's Debug API shows it). Other
+// profiles have none and get nil.
+func (s *Server) SVID() []*x509.Certificate {
+	if s.svid == nil {
+		return nil
+	}
+	return s.svid.chain()
+}
 
 // CertificateExpiry returns when the certificate served now expires, or
 // the zero time if there is none yet (an ACME certificate being obtained).

@@ -2,6 +2,7 @@ package bundleendpoint
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -58,4 +59,21 @@ func (s *svidCert) nextCheck() time.Duration {
 
 func (s *svidCert) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return s.current.Load(), nil
+}
+
+// chain returns the X509-SVID served now, leaf first.
+func (s *svidCert) chain() []*x509.Certificate {
+	cert := s.current.Load()
+	if cert == nil {
+		return nil
+	}
+	out := make([]*x509.Certificate, 0, len(cert.Certificate))
+	for _, der := range cert.Certificate {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil // renew built it from parsed certificates
+		}
+		out = append(out, c)
+	}
+	return out
 }

@@ -351,6 +351,7 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		Logger:         s.log.With(attrComponent, "adminapi"),
 		LogLevel:       s.logLevel,
 		Started:        s.started,
+		ServerSVID:     s.endpointSVID,
 	})
 	if err != nil {
 		return err
@@ -407,6 +408,15 @@ func (s *Server) acmeConfig() *bundleendpoint.ACMEConfig {
 		DirectoryURL: a.DirectoryURL, DomainName: a.DomainName, Email: a.Email,
 		CAFile: a.CAFile, RenewBefore: a.RenewBefore, CacheDir: filepath.Join(s.cfg.DataDir, ACMEDir),
 	}
+}
+
+// endpointSVID is the bundle endpoint's X509-SVID (https_spiffe), the
+// server's own SVID that the Debug API shows; nil without one.
+func (s *Server) endpointSVID() []*x509.Certificate {
+	if s.endpoint == nil {
+		return nil
+	}
+	return s.endpoint.SVID()
 }
 
 // endpointExpiry reports when the bundle endpoint's certificate expires.
