@@ -91,6 +91,7 @@ func run(ctx context.Context, cfg config) error {
 		{"workload", h.workloadAPI},
 		{"scale", h.scaleRuns},
 		{"agents", h.agentRuns},
+		{"replicas", h.replicaRuns},
 	}
 	for _, s := range steps {
 		if cfg.only != "" && !slices.Contains(strings.Split(cfg.only, ","), s.name) {
