@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -51,7 +52,10 @@ func TestDatastoreMigrateToPostgres(t *testing.T) {
 
 	conf, err := os.OpenFile(s.config, os.O_APPEND|os.O_WRONLY, 0)
 	require.NoError(t, err)
-	_, err = fmt.Fprintf(conf, "datastore:\n  driver: postgres\n  dsn: %s\n  password_file: %s\n", dsn, pwFile)
+	sealFile := filepath.Join(t.TempDir(), "seal.key")
+	require.NoError(t, os.WriteFile(sealFile, []byte(strings.Repeat("5e", 32)), 0o600))
+	ha := fmt.Sprintf("datastore:\n  driver: postgres\n  dsn: %s\n  password_file: %s\nca:\n  key_seal_file: %s\n", dsn, pwFile, sealFile)
+	_, err = fmt.Fprint(conf, ha)
 	require.NoError(t, err)
 	require.NoError(t, conf.Close())
 	require.NoError(t, os.Rename(filepath.Join(s.dataDir, "treaty.db"), filepath.Join(s.dataDir, "treaty.db.sqlite-backup")),
@@ -73,4 +77,17 @@ func TestDatastoreMigrateToPostgres(t *testing.T) {
 	require.NoError(t, err)
 	_, _, err = x509svid.Verify(svid.Certificates, parseSPIFFE(t, "alpha.test", bundle))
 	require.NoError(t, err, "an SVID minted on PostgreSQL chains to the bundle published on SQLite")
+
+	// The first start sealed the keys into the database: a second
+	// replica, with a fresh data_dir and no key files, signs with the same
+	// authority.
+	second := newServer(t, "alpha.test", fmt.Sprintf("bundle_endpoint:\n  address: %s\n  profile: https_spiffe\n%s", freePort(t), ha))
+	second.start()
+	require.True(t, parseSPIFFE(t, "alpha.test", bundle).Equal(parseSPIFFE(t, "alpha.test", second.treaty("bundle", "show", "-format", "spiffe"))))
+	dir = t.TempDir()
+	second.treaty("x509", "mint", "-spiffeID", "spiffe://alpha.test/device/2", "-write", dir)
+	svid, err = x509svid.Load(filepath.Join(dir, "svid.pem"), filepath.Join(dir, "key.pem"))
+	require.NoError(t, err)
+	_, _, err = x509svid.Verify(svid.Certificates, parseSPIFFE(t, "alpha.test", bundle))
+	require.NoError(t, err, "the second replica signs with the authority the SQLite server created")
 }
