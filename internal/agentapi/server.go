@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -82,7 +83,8 @@ type Signer interface {
 
 // Store holds the attested nodes and the federated bundles. Implementations
 // are safe for concurrent use and return errors wrapping
-// datastore.ErrNotFound for what they do not hold.
+// datastore.ErrNotFound for what they do not hold. The server reads it at
+// most GOMAXPROCS calls at a time (see boundedReads).
 type Store interface {
 	AttestedNode(ctx context.Context, id spiffeid.ID) (datastore.AttestedNode, error)
 	CreateAttestedNode(ctx context.Context, n datastore.AttestedNode) (datastore.AttestedNode, error)
@@ -163,6 +165,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Index == nil {
 		cfg.Index = NewIndex(cfg.TrustDomain, nil)
 	}
+	cfg.Store = newBoundedReads(cfg.Store, runtime.GOMAXPROCS(0))
 	s := &Server{cfg: cfg, log: cfg.Logger, attestors: map[string]nodeattest.Attestor{},
 		index: cfg.Index, changed: make(chan struct{}, 1)}
 	for _, a := range cfg.Attestors {
