@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/catest"
 	"github.com/treatyhq/treaty/internal/datastore"
 )
@@ -80,5 +81,75 @@ func TestGetFederatedBundle(t *testing.T) {
 	t.Run("fail/no client certificate", func(t *testing.T) {
 		_, err := bundlev1.NewBundleClient(e.dial(t, nil)).GetFederatedBundle(t.Context(), &bundlev1.GetFederatedBundleRequest{TrustDomain: "partner.test"})
 		requireDenied(t, err, types.PermissionDeniedDetails_UNKNOWN)
+	})
+}
+
+func TestGetFederatedBundleFollowsTheStore(t *testing.T) {
+	e := startAPI(t)
+	partnerTD := spiffeid.RequireTrustDomainFromString("partner.test")
+	first, _ := catest.New(t, partnerTD)
+	second, _ := catest.New(t, partnerTD)
+	store := func(b *ca.CA, seq uint64, create bool) {
+		doc, err := bundle.Marshal(b.Bundle())
+		require.NoError(t, err)
+		rec := datastore.Bundle{TrustDomain: partnerTD, Document: doc, Sequence: seq}
+		if create {
+			require.NoError(t, e.store.CreateFederatedBundle(t.Context(), rec))
+			return
+		}
+		require.NoError(t, e.store.UpdateFederatedBundle(t.Context(), rec))
+	}
+	agentClient := bundlev1.NewBundleClient(e.dial(t, e.attestJoinToken(t, "tok")))
+	get := func() (*types.Bundle, error) {
+		return agentClient.GetFederatedBundle(t.Context(), &bundlev1.GetFederatedBundleRequest{TrustDomain: partnerTD.Name()})
+	}
+
+	store(first, 1, true)
+	for range 2 { // the second answer is the cached one
+		got, err := get()
+		require.NoError(t, err)
+		require.Equal(t, uint64(1), got.GetSequenceNumber())
+		require.Equal(t, first.Bundle().X509Authorities()[0].Raw, got.GetX509Authorities()[0].GetAsn1())
+	}
+	store(second, 2, false)
+	got, err := get()
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), got.GetSequenceNumber())
+	require.Equal(t, second.Bundle().X509Authorities()[0].Raw, got.GetX509Authorities()[0].GetAsn1())
+
+	require.NoError(t, e.store.DeleteFederatedBundle(t.Context(), partnerTD))
+	_, err = get()
+	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+}
+
+func TestAnswerCache(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("partner.test")
+	rec := datastore.Bundle{TrustDomain: td, Document: []byte(`{"keys":[]}`), Sequence: 3}
+	answer := &types.Bundle{TrustDomain: td.Name(), SequenceNumber: 3}
+	var c answerCache
+	for _, tc := range []struct {
+		name string
+		rec  datastore.Bundle
+		hit  bool
+	}{
+		{"ok/same record", rec, true},
+		{"miss/other sequence", datastore.Bundle{TrustDomain: td, Document: rec.Document, Sequence: 4}, false},
+		{"miss/other document", datastore.Bundle{TrustDomain: td, Document: []byte(`{"keys":[{}]}`), Sequence: 3}, false},
+		{"miss/other trust domain", datastore.Bundle{TrustDomain: spiffeid.RequireTrustDomainFromString("other.test"), Document: rec.Document, Sequence: 3}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c.put(rec, answer)
+			got, ok := c.get(tc.rec)
+			require.Equal(t, tc.hit, ok)
+			if tc.hit {
+				require.Same(t, answer, got)
+			}
+		})
+	}
+	t.Run("miss/forgotten", func(t *testing.T) {
+		c.put(rec, answer)
+		c.forget(td)
+		_, ok := c.get(rec)
+		require.False(t, ok)
 	})
 }
