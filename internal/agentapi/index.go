@@ -66,8 +66,10 @@ func (x *Index) Rebuild(entries []datastore.Entry) {
 		byID:              make(map[string]*datastore.Entry, len(entries)),
 	}
 	kept := make([]datastore.Entry, 0, len(entries))
+	lists := make(map[string][]string)
 	for _, e := range entries {
 		if e.SPIFFEID.TrustDomain() == x.td && e.ParentID.TrustDomain() == x.td {
+			e.FederatesWith = shared(lists, e.FederatesWith)
 			kept = append(kept, e)
 		}
 	}
@@ -75,6 +77,23 @@ func (x *Index) Rebuild(entries []datastore.Entry) {
 		s.add(&kept[i], x.serverID)
 	}
 	x.snap.Store(s)
+}
+
+// shared returns the list in lists equal to names, adding names if there
+// is none. An agent's entries mostly federate with the same trust domains,
+// so the index holds each distinct list once instead of once per entry
+// (1,000 agents of 10 entries with 10 trust domains each: about 3 MiB
+// less).
+func shared(lists map[string][]string, names []string) []string {
+	if len(names) == 0 {
+		return names
+	}
+	key := strings.Join(names, "\x00") // trust domain names hold no NUL
+	if list, ok := lists[key]; ok {
+		return list
+	}
+	lists[key] = names
+	return names
 }
 
 func (s *snapshot) add(e *datastore.Entry, serverID spiffeid.ID) {

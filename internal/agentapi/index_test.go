@@ -207,3 +207,18 @@ func TestIndexConcurrentRebuild(t *testing.T) {
 		require.True(t, ok)
 	}
 }
+
+func TestIndexSharesFederatesWithLists(t *testing.T) {
+	a := testEntry("a", testAgentStr, "spiffe://alpha.test/a")
+	b := testEntry("b", testAgentStr, "spiffe://alpha.test/b")
+	c := testEntry("c", testAgentStr, "spiffe://alpha.test/c")
+	a.FederatesWith = []string{"beta.test", "gamma.test"}
+	b.FederatesWith = []string{"beta.test", "gamma.test"}
+	c.FederatesWith = []string{"beta.test"}
+	got := newTestIndex(a, b, c).Authorized(entryAgent, nil)
+	require.Len(t, got, 3)
+	require.Equal(t, []string{"beta.test", "gamma.test"}, got[0].FederatesWith)
+	require.Equal(t, []string{"beta.test", "gamma.test"}, got[1].FederatesWith)
+	require.Equal(t, []string{"beta.test"}, got[2].FederatesWith)
+	require.Same(t, &got[0].FederatesWith[0], &got[1].FederatesWith[0], "equal lists are held once")
+}
