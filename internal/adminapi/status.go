@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -39,7 +41,10 @@ var statusServiceDesc = grpc.ServiceDesc{
 }
 
 type statusService struct {
-	refresher      Refresher
+	refresher Refresher
+	// relationships, when set, say which relationships onboarding files
+	// manage.
+	relationships  RelationshipStore
 	endpointExpiry func() time.Time
 	gaps           func() []FederationGap
 }
@@ -51,10 +56,16 @@ type FederationGap struct {
 }
 
 // status reports every relationship's freshness and the federation gaps.
-func (s *statusService) status(context.Context, *emptypb.Empty) (*structpb.Struct, error) {
+func (s *statusService) status(ctx context.Context, _ *emptypb.Empty) (*structpb.Struct, error) {
 	out := adminwire.StatusResponse{Relationships: []adminwire.RelationshipStatus{}, FederationGaps: []adminwire.FederationGap{}}
+	managed, err := s.managedBy(ctx)
+	if err != nil {
+		return nil, err
+	}
 	for _, st := range s.refresher.Status() {
-		out.Relationships = append(out.Relationships, relationshipStatus(st))
+		r := relationshipStatus(st)
+		r.ManagedBy = managed[st.TrustDomain]
+		out.Relationships = append(out.Relationships, r)
 	}
 	if s.endpointExpiry != nil {
 		out.BundleEndpointCertificateExpiry = timeString(s.endpointExpiry())
@@ -65,6 +76,25 @@ func (s *statusService) status(context.Context, *emptypb.Empty) (*structpb.Struc
 		}
 	}
 	return wireStruct(out)
+}
+
+// managedBy maps the trust domains of relationships managed by onboarding
+// files to their manager.
+func (s *statusService) managedBy(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	if s.relationships == nil {
+		return out, nil
+	}
+	rels, err := s.relationships.ListRelationships(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "list relationships: %v", err)
+	}
+	for _, r := range rels {
+		if r.ManagedBy != "" {
+			out[r.TrustDomain.Name()] = r.ManagedBy
+		}
+	}
+	return out, nil
 }
 
 func relationshipStatus(st federation.Status) adminwire.RelationshipStatus {

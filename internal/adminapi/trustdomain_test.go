@@ -108,6 +108,7 @@ func TestTrustDomainService(t *testing.T) {
 	require.Equal(t, "beta.test", fields["trust_domain"].GetStringValue())
 	require.Equal(t, "stale", fields["state"].GetStringValue(), "never fetched, but a bootstrap bundle is in use")
 	require.Equal(t, "connection_refused", fields["last_reason"].GetStringValue())
+	require.Empty(t, fields["managed_by"].GetStringValue(), "made through the API")
 
 	del, err := client.BatchDeleteFederationRelationship(ctx, &trustdomainv1.BatchDeleteFederationRelationshipRequest{TrustDomains: []string{"beta.test", "beta.test"}})
 	require.NoError(t, err)

@@ -39,6 +39,10 @@ type RelationshipStatus struct {
 	// PolledBy names the replica that polls the partner when several
 	// replicas share a database; empty on a single server.
 	PolledBy string `json:"polled_by"`
+	// ManagedBy is "onboarding:<file name>" for a relationship reconciled
+	// from the onboarding directory, empty for one made with the CLI or
+	// API.
+	ManagedBy string `json:"managed_by"`
 }
 
 // IgnoredEntry is one entry of a partner's bundle that was left out of it

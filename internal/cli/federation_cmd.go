@@ -415,6 +415,9 @@ func printStatus(e *env, resp adminwire.StatusResponse, now time.Time) error {
 			fmt.Fprintf(w, "\t%s", orDash(r.PolledBy))
 		}
 		fmt.Fprintln(w)
+		if file, ok := strings.CutPrefix(r.ManagedBy, "onboarding:"); ok {
+			notes = append(notes, fmt.Sprintf("%s: from the onboarding file %s (change the file, not the relationship)", r.TrustDomain, file))
+		}
 		if r.LastError != "" {
 			notes = append(notes, fmt.Sprintf("%s: %s", r.TrustDomain, r.LastError))
 		}

@@ -115,3 +115,12 @@ func TestPrintStatusNamesThePoller(t *testing.T) {
 		})
 	}
 }
+
+// TestPrintStatusNamesTheOnboardingFile: a relationship from an onboarding
+// file says which, since the CLI cannot change it.
+func TestPrintStatusNamesTheOnboardingFile(t *testing.T) {
+	var out bytes.Buffer
+	r := adminwire.RelationshipStatus{TrustDomain: "beta.test", State: "healthy", ManagedBy: "onboarding:beta.yaml"}
+	require.NoError(t, printStatus(&env{stdout: &out, stderr: io.Discard}, adminwire.StatusResponse{Relationships: []adminwire.RelationshipStatus{r}}, time.Now()))
+	require.Contains(t, out.String(), "\nbeta.test: from the onboarding file beta.yaml (change the file, not the relationship)\n")
+}
