@@ -60,11 +60,13 @@ type Server struct {
 	started  time.Time
 	lock     *os.File
 	store    datastore.Store
-	// integrity checks the store for treaty doctor.
-	integrity     func(context.Context) error
-	ca            *ca.CA
-	admin         *adminapi.Server
-	adminListener net.Listener
+	// integrity checks the store for treaty doctor, which reports it as
+	// integrityCheck says.
+	integrity      func(context.Context) error
+	integrityCheck doctor.DatastoreCheck
+	ca             *ca.CA
+	admin          *adminapi.Server
+	adminListener  net.Listener
 	// endpoint is nil when bundle_endpoint.address is not set.
 	endpoint          *bundleendpoint.Server
 	endpointListener  net.Listener
@@ -191,6 +193,8 @@ func (s *Server) openStore(ctx context.Context) error {
 			return err
 		}
 		s.store, s.integrity = store, store.Ping
+		s.integrityCheck = doctor.DatastoreCheck{OK: store.Where() + " answers",
+			Fix: "check that PostgreSQL is running and reachable from this host, and the credentials in datastore.dsn/password_file"}
 		s.log.Info("datastore: PostgreSQL", attrWhere, store.Where())
 	default:
 		store, err := sqlite.Open(ctx, filepath.Join(s.cfg.DataDir, DatabaseFile))
@@ -543,7 +547,7 @@ func (s *Server) doctor() *doctor.Doctor {
 		EndpointExpiry: s.endpointExpiry, Federation: view.Status, Gaps: func() int { return len(s.workload.Gaps()) },
 		DataDir: s.cfg.DataDir, KeysDir: filepath.Join(s.cfg.DataDir, KeysDir),
 		Sockets:  map[string]string{"admin_socket": s.cfg.AdminSocket, "workload_socket": s.cfg.WorkloadSocket},
-		AuditLog: s.cfg.AuditLog, Integrity: s.integrity,
+		AuditLog: s.cfg.AuditLog, Integrity: s.integrity, Datastore: s.integrityCheck,
 	}
 	return d
 }
