@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/bundlewire"
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore"
 )
@@ -77,7 +78,7 @@ func (s *bundleService) localBundle(mask *types.BundleMask) *types.Bundle {
 		}
 		return s.ca.IsTainted(datastore.KindJWT, kid)
 	}
-	return toProto(s.ca.Bundle(), mask, tainted, expiry)
+	return bundlewire.ToProto(s.ca.Bundle(), mask, tainted, expiry)
 }
 
 func (s *bundleService) AppendBundle(ctx context.Context, req *bundlev1.AppendBundleRequest) (*types.Bundle, error) {
@@ -100,7 +101,7 @@ func (s *bundleService) AppendBundle(ctx context.Context, req *bundlev1.AppendBu
 	}
 	var keys []ca.ExternalJWTKey
 	for i, k := range req.GetJwtAuthorities() {
-		pub, err := parseJWTKey(i, k)
+		pub, err := bundlewire.ParseJWTKey(i, k)
 		if err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
@@ -156,7 +157,7 @@ func (s *bundleService) ListFederatedBundles(ctx context.Context, req *bundlev1.
 		if err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
-		resp.Bundles = append(resp.Bundles, toProto(b, req.GetOutputMask(), nil, nil))
+		resp.Bundles = append(resp.Bundles, bundlewire.ToProto(b, req.GetOutputMask(), nil, nil))
 	}
 	return resp, nil
 }
@@ -180,7 +181,7 @@ func (s *bundleService) GetFederatedBundle(ctx context.Context, req *bundlev1.Ge
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	return toProto(b, req.GetOutputMask(), nil, nil), nil
+	return bundlewire.ToProto(b, req.GetOutputMask(), nil, nil), nil
 }
 
 func decodeStored(rec datastore.Bundle) (*spiffebundle.Bundle, error) {

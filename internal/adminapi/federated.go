@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/bundlewire"
 	"github.com/treatyhq/treaty/internal/datastore"
 )
 
@@ -29,7 +30,7 @@ func (s *bundleService) writeFederated(ctx context.Context, in *types.Bundle, wr
 	if td, err := spiffeid.TrustDomainFromString(in.GetTrustDomain()); err == nil && td == s.ca.TrustDomain() {
 		return nil, apiStatus(codes.InvalidArgument, "%q is this server's own trust domain: its bundle is managed by the CA, not set", td.Name())
 	}
-	b, err := fromProto(in)
+	b, err := bundlewire.FromProto(in)
 	if err != nil {
 		return nil, apiStatus(codes.InvalidArgument, "invalid bundle for %q: %v", in.GetTrustDomain(), err)
 	}
@@ -109,7 +110,7 @@ func (s *bundleService) mergeUpdate(ctx context.Context, in *types.Bundle, mask 
 	if err != nil {
 		return nil, apiStatus(codes.Internal, "%v", err)
 	}
-	out := toProto(stored, nil, nil, nil)
+	out := bundlewire.ToProto(stored, nil, nil, nil)
 	if mask.X509Authorities {
 		out.X509Authorities = in.GetX509Authorities()
 	}
@@ -129,7 +130,7 @@ func maybeProto(b *spiffebundle.Bundle, mask *types.BundleMask) *types.Bundle {
 	if b == nil {
 		return nil
 	}
-	return toProto(b, mask, nil, nil)
+	return bundlewire.ToProto(b, mask, nil, nil)
 }
 
 func (s *bundleService) BatchDeleteFederatedBundle(ctx context.Context, req *bundlev1.BatchDeleteFederatedBundleRequest) (*bundlev1.BatchDeleteFederatedBundleResponse, error) {

@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"github.com/treatyhq/treaty/internal/bundlewire"
 	"log/slog"
 	"testing"
 
@@ -46,12 +47,12 @@ func FuzzRequestConversion(f *testing.F) {
 // converts to nothing, and an accepted bundle survives the way back to
 // the API type and in again.
 func checkBundleConversion(t *testing.T, in *types.Bundle) {
-	b, err := fromProto(in)
+	b, err := bundlewire.FromProto(in)
 	if err != nil {
 		require.Nil(t, b, "an error never comes with a half-filled bundle")
 		return
 	}
-	again, err := fromProto(toProto(b, nil, nil, nil))
+	again, err := bundlewire.FromProto(bundlewire.ToProto(b, nil, nil, nil))
 	require.NoError(t, err)
 	require.True(t, again.Equal(b), "the bundle changed on its way back")
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/bundlewire"
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/profile"
@@ -103,7 +104,7 @@ func (s *trustDomainService) relationshipProto(ctx context.Context, rec datastor
 	if mask == nil || mask.TrustDomainBundle {
 		if b, err := s.store.FederatedBundle(ctx, rec.TrustDomain); err == nil {
 			if sb, err := decodeStored(b); err == nil {
-				out.TrustDomainBundle = toProto(sb, nil, nil, nil)
+				out.TrustDomainBundle = bundlewire.ToProto(sb, nil, nil, nil)
 			}
 		}
 	}
@@ -157,7 +158,7 @@ func (s *trustDomainService) bootstrap(td spiffeid.TrustDomain, in *types.Bundle
 	if in.GetTrustDomain() == "" {
 		in.TrustDomain = td.Name()
 	}
-	b, err := fromProto(in)
+	b, err := bundlewire.FromProto(in)
 	if err != nil {
 		return nil, fmt.Errorf("trust_domain_bundle: %w", err)
 	}

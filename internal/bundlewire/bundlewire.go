@@ -1,4 +1,8 @@
-package adminapi
+// Package bundlewire converts bundles between go-spiffe's type and SPIRE's
+// API type (spire-api-sdk types.Bundle), in both directions, for every
+// part of treaty that speaks SPIRE's API: the admin API treaty serves, and
+// the client of a SPIRE server's admin API in gateway mode.
+package bundlewire
 
 import (
 	"crypto"
@@ -16,12 +20,12 @@ import (
 	"github.com/treatyhq/treaty/internal/bundle"
 )
 
-// taintChecker tells which local authorities are tainted.
-type taintChecker func(cert *x509.Certificate, kid string) bool
+// TaintChecker tells which local authorities are tainted.
+type TaintChecker func(cert *x509.Certificate, kid string) bool
 
-// toProto converts b to the API type, keeping only the fields in mask (nil
+// ToProto converts b to the API type, keeping only the fields in mask (nil
 // keeps all). expiry, when set, gives JWT key expiry times by key ID.
-func toProto(b *spiffebundle.Bundle, mask *types.BundleMask, tainted taintChecker, expiry map[string]time.Time) *types.Bundle {
+func ToProto(b *spiffebundle.Bundle, mask *types.BundleMask, tainted TaintChecker, expiry map[string]time.Time) *types.Bundle {
 	out := &types.Bundle{TrustDomain: b.TrustDomain().Name()}
 	if mask == nil || mask.X509Authorities {
 		out.X509Authorities = []*types.X509Certificate{}
@@ -43,7 +47,7 @@ func toProto(b *spiffebundle.Bundle, mask *types.BundleMask, tainted taintChecke
 	return out
 }
 
-func jwtToProto(b *spiffebundle.Bundle, tainted taintChecker, expiry map[string]time.Time) []*types.JWTKey {
+func jwtToProto(b *spiffebundle.Bundle, tainted TaintChecker, expiry map[string]time.Time) []*types.JWTKey {
 	out := []*types.JWTKey{}
 	keys := b.JWTAuthorities()
 	for _, kid := range slices.Sorted(maps.Keys(keys)) {
@@ -60,14 +64,14 @@ func jwtToProto(b *spiffebundle.Bundle, tainted taintChecker, expiry map[string]
 	return out
 }
 
-// fromProto converts an API bundle for a federated trust domain, checking
+// FromProto converts an API bundle for a federated trust domain, checking
 // every authority the way bundle.Parse checks documents, except that a
 // problem refuses the whole request: an operator sent it and is there to
 // fix it, so nothing is stored half. Problems name the field, e.g.
 // "x509_authorities[1]: ...". A certificate naming another trust domain is
 // kept, as bundle.Parse keeps it: the bundle belongs to the trust domain
 // the request names.
-func fromProto(in *types.Bundle) (*spiffebundle.Bundle, error) {
+func FromProto(in *types.Bundle) (*spiffebundle.Bundle, error) {
 	if err := checkLimits(in); err != nil {
 		return nil, err
 	}
@@ -99,7 +103,7 @@ func fromProto(in *types.Bundle) (*spiffebundle.Bundle, error) {
 
 func addJWTFromProto(b *spiffebundle.Bundle, keys []*types.JWTKey) error {
 	for i, k := range keys {
-		pub, err := parseJWTKey(i, k)
+		pub, err := ParseJWTKey(i, k)
 		if err != nil {
 			return err
 		}
@@ -113,7 +117,9 @@ func addJWTFromProto(b *spiffebundle.Bundle, keys []*types.JWTKey) error {
 	return nil
 }
 
-func parseJWTKey(i int, k *types.JWTKey) (crypto.PublicKey, error) {
+// ParseJWTKey reads jwt_authorities[i] of a request: its key ID and PKIX
+// public key, with the field named in the error.
+func ParseJWTKey(i int, k *types.JWTKey) (crypto.PublicKey, error) {
 	if k.GetKeyId() == "" {
 		return nil, fmt.Errorf("jwt_authorities[%d]: key_id is required", i)
 	}
