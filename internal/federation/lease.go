@@ -94,6 +94,16 @@ func (r *Refresher) claim(ctx context.Context, e *entry, td spiffeid.TrustDomain
 	return other, nil
 }
 
+// polledElsewhere is the answer to a manual refresh of a partner that
+// another replica polls.
+func polledElsewhere(td spiffeid.TrustDomain, polledBy string) error {
+	who := fmt.Sprintf("replica %q", polledBy)
+	if polledBy == "" {
+		who = "another replica" // its lease was released as we looked
+	}
+	return fmt.Errorf("partner %q is polled by %s: run the refresh on that replica; this one re-read the bundle it stored", td.Name(), who)
+}
+
 // extend renews the lease after a poll whose refresh hint changed the
 // interval it was taken for (the first poll after a start, or a partner
 // changing its hint), so that the lease still ends just after the next
@@ -104,12 +114,12 @@ func (r *Refresher) extend(ctx context.Context, e *entry, lease datastore.Lease,
 		return
 	}
 	r.mu.Lock()
-	now, td := r.interval(e.status.RefreshHint), e.status.TrustDomain
+	current, td := r.interval(e.status.RefreshHint), e.status.TrustDomain
 	r.mu.Unlock()
-	if now == interval {
+	if current == interval {
 		return
 	}
-	if _, err := r.cfg.Leases.AcquireLease(ctx, lease.Name, r.cfg.Replica, attempt, leaseTTL(now)); err != nil {
+	if _, err := r.cfg.Leases.AcquireLease(ctx, lease.Name, r.cfg.Replica, attempt, leaseTTL(current)); err != nil {
 		r.log.Warn("renewing the lease of polling a partner failed; another replica may poll it when the lease runs out", attrTrustDomain, td, attrError, err)
 	}
 }

@@ -14,8 +14,10 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -46,6 +48,38 @@ type replicaPartner struct {
 	seq     uint64
 	doc     []byte
 	fetches []time.Time
+}
+
+// fetchLog records which replica fetched which partner when, so that a
+// failure says who polled.
+type fetchLog struct {
+	mu     sync.Mutex
+	events []string
+	start  time.Time
+}
+
+func (l *fetchLog) add(replica string, td spiffeid.TrustDomain) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, fmt.Sprintf("%s %s fetches %s", time.Since(l.start).Round(time.Millisecond), replica, td.Name()))
+}
+
+func (l *fetchLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.events, "\n")
+}
+
+// loggedFetcher is a replica's real fetcher, writing to the fetch log.
+type loggedFetcher struct {
+	*Fetcher
+	replica string
+	log     *fetchLog
+}
+
+func (f loggedFetcher) Fetch(ctx context.Context, rel Relationship, endpoint *url.URL, trust *spiffebundle.Bundle) (*bundle.Result, error) {
+	f.log.add(f.replica, rel.TrustDomain)
+	return f.Fetcher.Fetch(ctx, rel, endpoint, trust)
 }
 
 func newReplicaPartner(t *testing.T, name string) *replicaPartner {
@@ -163,6 +197,12 @@ func (rp *replica) status(t *testing.T, td spiffeid.TrustDomain) Status {
 // each, with relationships to the partners.
 func openReplicas(t *testing.T, n int, open func(t *testing.T) replicaStore, partners []*replicaPartner) []*replica {
 	t.Helper()
+	fetches := &fetchLog{start: time.Now()}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("fetches:\n%s", fetches)
+		}
+	})
 	roots := x509.NewCertPool()
 	for _, p := range partners {
 		roots.AddCert(p.srv.Certificate())
@@ -173,7 +213,7 @@ func openReplicas(t *testing.T, n int, open func(t *testing.T) replicaStore, par
 		fetcher := NewFetcher(FetcherConfig{RootCAs: roots})
 		t.Cleanup(fetcher.Close)
 		rp.r = NewRefresher(RefresherConfig{
-			Store: rp.store, Fetcher: fetcher,
+			Store: rp.store, Fetcher: loggedFetcher{Fetcher: fetcher, replica: rp.name, log: fetches},
 			MinRefresh: replicaInterval, MaxRefresh: replicaInterval,
 			Leases: rp.store, Replica: rp.name,
 		})
@@ -241,17 +281,24 @@ func holder(t *testing.T, replicas []*replica, td spiffeid.TrustDomain) *replica
 	return nil
 }
 
-// requireOnePollPerInterval checks that the partner was never fetched twice
-// within half an interval: one replica polls it each interval, whatever
-// the others do. (Scheduling on the busy test machine may stretch an
-// interval, never shorten it below the jitter.)
-func requireOnePollPerInterval(t *testing.T, p *replicaPartner) {
+// requireOnePollPerInterval checks that the partner was fetched once per
+// interval between from and to, not once per replica: a poller's polls
+// start at least nine tenths of an interval apart (the jitter), and each
+// handover adds at most one. Counts, not gaps, are compared: on the busy
+// test machine a request may reach the endpoint late, which brings it
+// near the next one without adding a poll.
+func requireOnePollPerInterval(t *testing.T, p *replicaPartner, from, to time.Time, handovers int) {
 	t.Helper()
-	fetches := p.fetched()
-	for i := 1; i < len(fetches); i++ {
-		gap := fetches[i].Sub(fetches[i-1])
-		require.GreaterOrEqual(t, gap, replicaInterval/2, "%s fetched twice within %s (fetch %d of %d)", p.td.Name(), gap, i, len(fetches))
+	n := 0
+	for _, at := range p.fetched() {
+		if at.After(from) && !at.After(to) {
+			n++
+		}
 	}
+	most := int(to.Sub(from)/(replicaInterval*9/10)) + 2 + handovers // +1: a late request
+	t.Logf("%s fetched %d times in %s (at most %d)", p.td.Name(), n, to.Sub(from).Round(time.Millisecond), most)
+	require.Positive(t, n, "%s polled", p.td.Name())
+	require.LessOrEqual(t, n, most, "%s polled once per interval, not by every replica", p.td.Name())
 }
 
 // waitFetches waits until every partner has been fetched n more times.
@@ -311,9 +358,10 @@ func TestReplicasPollEachPartnerOnce(t *testing.T) {
 			for _, p := range partners {
 				requireAdopted(t, replicas, changed, p, 1)
 			}
+			from := time.Now()
 			waitFetches(t, partners, 5)
 			for _, p := range partners {
-				requireOnePollPerInterval(t, p)
+				requireOnePollPerInterval(t, p, from, time.Now(), 0)
 				poller := holder(t, replicas, p.td)
 				require.NotNil(t, poller)
 				for _, rp := range replicas {
@@ -371,7 +419,7 @@ func TestReplicasPollEachPartnerOnce(t *testing.T) {
 			}, 10*leaseTTL(replicaInterval), 20*time.Millisecond, "the last replica polls every partner")
 			waitFetches(t, partners, 2)
 			for _, p := range partners {
-				requireOnePollPerInterval(t, p)
+				requireOnePollPerInterval(t, p, from, time.Now(), 2) // the crash, the stop
 			}
 		})
 	}
@@ -466,4 +514,22 @@ func TestRefresherWithoutLeasesTakesNone(t *testing.T) {
 	_, err := env.store.Lease(t.Context(), leaseName(partner))
 	require.ErrorIs(t, err, datastore.ErrNotFound)
 	require.Empty(t, env.status(t).PolledBy)
+}
+
+// The poller's lease ends half an interval after its next poll is due,
+// once the partner's refresh hint is known (the first poll of a partner
+// takes it for the default interval).
+func TestLeaseEndsHalfAnIntervalAfterTheNextPoll(t *testing.T) {
+	env := newRefresherEnv(t, "https://beta.example")
+	env.r = NewRefresher(RefresherConfig{Store: env.store, Fetcher: env.fetcher, Leases: env.store, Replica: "a", Now: func() time.Time { return env.now }})
+	require.NoError(t, env.r.Reload(t.Context()))
+	env.fetcher.push(partnerBundle(t, 1), nil) // refresh hint: a minute
+	require.NoError(t, env.r.Refresh(t.Context(), partner))
+	l, err := env.store.Lease(t.Context(), leaseName(partner))
+	require.NoError(t, err)
+	require.Equal(t, "a", l.Holder)
+	require.Equal(t, env.now.Add(90*time.Second).UnixNano(), l.ExpiresAt.UnixNano())
+	st := env.status(t)
+	require.Equal(t, "a", st.PolledBy)
+	require.Less(t, st.NextAttempt.UnixNano(), l.ExpiresAt.UnixNano(), "the poller renews before its lease runs out")
 }

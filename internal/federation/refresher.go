@@ -292,7 +292,7 @@ func (r *Refresher) Refresh(ctx context.Context, td spiffeid.TrustDomain) error 
 	r.mu.Unlock()
 	r.poke()
 	if err == nil && r.cfg.Leases != nil && !leased {
-		return fmt.Errorf("partner %q is polled by replica %q: run the refresh on that replica; this one re-read the bundle it stored", td.Name(), polledBy)
+		return polledElsewhere(td, polledBy)
 	}
 	return err
 }
