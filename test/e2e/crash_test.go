@@ -67,14 +67,16 @@ func crashDuringChurn(t *testing.T, s *server, l *ledger, work func(stop <-chan 
 		defer close(done)
 		work(stop)
 	}()
+	defer func() {
+		s.kill()
+		close(stop)
+		<-done
+	}()
 	select {
 	case <-acked:
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("the server acknowledged no write in 2 minutes:\n%s", s.log)
 	}
-	s.kill()
-	close(stop)
-	<-done
 }
 
 // ledger records what the server acknowledged before a kill, and what it
