@@ -78,7 +78,7 @@ func TestConfirmBeforeAnswering(t *testing.T) {
 	h.current.Store(newResponse([]byte(`{"seq":5}`), 5))
 	get := func() string {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/", nil))
 		require.Equal(t, http.StatusOK, rec.Code)
 		return rec.Body.String()
 	}

@@ -50,7 +50,7 @@ func (c *CA) Confirm(ctx context.Context) error {
 	f.queued = append(f.queued, done)
 	if !f.running {
 		f.running = true
-		go c.confirmQueued()
+		go c.confirmQueued() //nolint:contextcheck // one read serves every caller waiting, so no one caller's context may cancel it
 	}
 	f.mu.Unlock()
 	select {

@@ -128,7 +128,7 @@ func (s *Sealed) Load(name string) (crypto.Signer, error) {
 	defer cancel()
 	sealed, err := s.db.SealedKey(ctx, name)
 	if errors.Is(err, datastore.ErrNotFound) {
-		return s.adopt(ctx, name)
+		return s.adopt(name)
 	}
 	if err != nil {
 		return nil, err
@@ -159,7 +159,7 @@ func (s *Sealed) open(name string, sealed []byte) (crypto.Signer, error) {
 // adopt moves a key from the legacy directory into the database: a server
 // that kept its keys on disk keeps its authorities when it starts sealing
 // them.
-func (s *Sealed) adopt(ctx context.Context, name string) (crypto.Signer, error) {
+func (s *Sealed) adopt(name string) (crypto.Signer, error) {
 	if s.legacy == nil {
 		return nil, fmt.Errorf("key %q: %w", name, ErrNotFound)
 	}

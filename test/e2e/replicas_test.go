@@ -203,8 +203,9 @@ func TestReplicasShareOneTrustDomain(t *testing.T) {
 	// and preparing the next.
 	r0.kill()
 	show := r1.treaty("localauthority", "x509", "show")
-	prepared := show[strings.Index(show, "Prepared"):]
-	prepared = strings.Fields(prepared[strings.Index(prepared, "Authority ID:")+len("Authority ID:"):])[0]
+	_, prepared, _ := strings.Cut(show, "Prepared")
+	_, prepared, _ = strings.Cut(prepared, "Authority ID:")
+	prepared = strings.Fields(prepared)[0]
 	r1.treaty("localauthority", "x509", "activate", "-authorityID", prepared)
 	r2.treaty("localauthority", "x509", "prepare")
 	got := r1.mustFetch(t)

@@ -31,7 +31,7 @@ func (x suite) testGroupedWritesKeepTheirOwnOutcome(t *testing.T) {
 			if i == n/2 {
 				td = localTD // refused: the local bundle changes only through CommitAuthorities
 			}
-			errs[i] = s.SetFederatedBundle(ctx, datastore.Bundle{TrustDomain: td, Document: fmt.Appendf(nil, "doc %d", i), Sequence: uint64(i)})
+			errs[i] = s.SetFederatedBundle(ctx, datastore.Bundle{TrustDomain: td, Document: fmt.Appendf(nil, "doc %d", i), Sequence: uint64(i)}) //nolint:gosec // i is 0..63
 		})
 	}
 	wg.Wait()

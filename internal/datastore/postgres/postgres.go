@@ -185,8 +185,7 @@ func (s *Store) explain(err error) error {
 // the connection string it could not parse.
 func redactParseError(err error) string {
 	msg := err.Error()
-	var pe *pgconn.ParseConfigError
-	if errors.As(err, &pe) {
+	if pe, ok := errors.AsType[*pgconn.ParseConfigError](err); ok {
 		msg = "cannot parse the connection string"
 		if pe.Unwrap() != nil {
 			msg += ": " + pe.Unwrap().Error()

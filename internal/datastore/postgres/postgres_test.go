@@ -102,7 +102,8 @@ func TestOpenExplainsWhyItCannotConnect(t *testing.T) {
 
 func freeLoopbackPort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	port := l.Addr().(*net.TCPAddr).Port //nolint:forcetypeassert // a TCP listener's address
 	require.NoError(t, l.Close())

@@ -160,7 +160,7 @@ func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *s
 
 // begin starts a read-write transaction.
 func (db *DB) begin(ctx context.Context) (*Tx, error) {
-	tx, err := db.DB.BeginTx(ctx, db.d.TxOptions)
+	tx, err := db.BeginTx(ctx, db.d.TxOptions)
 	if err != nil {
 		return nil, db.d.explain(err)
 	}
@@ -233,7 +233,7 @@ const maxAttempts = 12
 // pause waits before attempt+1: a random time growing with attempt, so that
 // two transactions that keep conflicting drift apart.
 func pause(attempt int) {
-	time.Sleep(time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond))))
+	time.Sleep(time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond)))) //nolint:gosec // jitter, not a secret
 }
 
 // inTx runs fn in a transaction and commits it if fn returns nil. A
