@@ -78,6 +78,10 @@ type Config struct {
 	// AgentAPI configures the server side of SPIRE's node protocol, for
 	// spire-agents (agent_api).
 	AgentAPI AgentAPI
+	// SPIREServer, when its AdminSocket is set, makes treaty the
+	// federation layer of that SPIRE server (spire_server): no CA of its
+	// own, SPIRE's bundle published, partners' bundles written into SPIRE.
+	SPIREServer SPIREServer
 	// Datastore configures the database (datastore).
 	Datastore Datastore
 
@@ -215,6 +219,13 @@ type X509POP struct {
 	// (agent_path_template); empty means SPIRE's default,
 	// /{{ .PluginName }}/{{ .Fingerprint }} under /spire/agent.
 	AgentPathTemplate string
+}
+
+// SPIREServer names the SPIRE server treaty is the federation layer of.
+type SPIREServer struct {
+	// AdminSocket is the SPIRE server's admin API socket (admin_socket),
+	// e.g. /run/spire/server/private/api.sock.
+	AdminSocket string
 }
 
 // Datastore configures the database.

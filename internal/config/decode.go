@@ -48,6 +48,7 @@ func (d *decoder) root(n *yaml.Node) {
 	d.telemetry(m["telemetry"], "telemetry")
 	d.agentAPI(m["agent_api"], "agent_api")
 	d.datastore(m["datastore"], "datastore")
+	d.spireServer(m["spire_server"], "spire_server")
 }
 
 func (d *decoder) ca(e yamldoc.Entry, path string) {
@@ -115,6 +116,11 @@ func (d *decoder) agentAPI(e yamldoc.Entry, path string) {
 	pop := d.mapping(m["x509pop"], path+".x509pop")
 	text(d, pop["ca_bundle_path"], path+".x509pop.ca_bundle_path", &a.X509POP.CABundlePath)
 	text(d, pop["agent_path_template"], path+".x509pop.agent_path_template", &a.X509POP.AgentPathTemplate)
+}
+
+func (d *decoder) spireServer(e yamldoc.Entry, path string) {
+	m := d.mapping(e, path)
+	text(d, m["admin_socket"], path+".admin_socket", &d.c.SPIREServer.AdminSocket)
 }
 
 func (d *decoder) datastore(e yamldoc.Entry, path string) {

@@ -6,7 +6,7 @@ import "github.com/treatyhq/treaty/internal/yamldoc"
 // path, in the order the documentation gives them.
 var schema = yamldoc.Schema{
 	"": {Keys: []string{"trust_domain", "data_dir", "admin_socket", "workload_socket", "audit_log", "log_level",
-		"ca", "bundle_endpoint", "federation", "telemetry", "agent_api", "datastore"}},
+		"ca", "bundle_endpoint", "federation", "telemetry", "agent_api", "datastore", "spire_server"}},
 	"ca":                       {Keys: []string{"key_type", "ca_ttl", "x509_svid_ttl", "jwt_svid_ttl", "upstream", "key_seal_file"}},
 	"ca.upstream":              {Keys: []string{"cert_file", "key_file", "bundle_file"}},
 	"bundle_endpoint":          {Keys: []string{"address", "refresh_hint", "profile", "endpoint_spiffe_id", "web", "rate_limit", "max_conns_per_client", "max_conns"}},
@@ -16,6 +16,7 @@ var schema = yamldoc.Schema{
 	"telemetry":                {Keys: []string{"address", "dashboard"}},
 	"agent_api":                {Keys: []string{"address", "agent_svid_ttl", "x509pop"}},
 	"agent_api.x509pop":        {Keys: []string{"ca_bundle_path", "agent_path_template"}},
+	"spire_server":             {Keys: []string{"admin_socket"}},
 	"datastore":                {Keys: []string{"driver", "dsn", "password_file"}},
 }
 

@@ -46,6 +46,7 @@ func (c *Config) Validate() error {
 	v.telemetry()
 	v.agentAPI()
 	v.datastore()
+	v.spireServer()
 	v.logLevel()
 	return v.err()
 }
@@ -337,6 +338,33 @@ func (v *validator) datastore() {
 		}
 	default:
 		v.add("datastore.driver", "%s is not a datastore driver; use sqlite (one server, the default) or postgres (several replicas)", yamldoc.Quote(ds.Driver))
+	}
+}
+
+// spireServer refuses what gateway mode cannot do: treaty runs no CA of
+// its own there, so nothing that needs one (agents, a CA's settings) and
+// no replicas yet.
+func (v *validator) spireServer() {
+	if v.c.SPIREServer.AdminSocket == "" {
+		return
+	}
+	const why = "with spire_server.admin_socket treaty is the federation layer of that SPIRE server and runs no CA of its own"
+	for path, set := range map[string]bool{
+		"agent_api.address": v.c.AgentAPI.Address != "",
+		"ca.upstream":       v.c.CA.Upstream != nil,
+		"ca.key_seal_file":  v.c.CA.KeySealFile != "",
+	} {
+		if set {
+			v.add(path, "%s: %s; spire-agents attach to the SPIRE server, and its CA is configured there, so remove %s", path, why, path)
+		}
+	}
+	for _, key := range []string{"key_type", "ca_ttl", "x509_svid_ttl", "jwt_svid_ttl"} {
+		if _, set := v.src.lines["ca."+key]; set {
+			v.add("ca."+key, "ca.%s: %s; the SPIRE server's own configuration decides it, so remove ca.%s", key, why, key)
+		}
+	}
+	if v.c.Datastore.Driver == DriverPostgres {
+		v.add("datastore.driver", "several replicas in front of one SPIRE server are not supported yet; use driver sqlite with spire_server")
 	}
 }
 
