@@ -1,7 +1,6 @@
 package adminapi
 
 import (
-	"github.com/treatyhq/treaty/internal/bundlewire"
 	"log/slog"
 	"testing"
 
@@ -9,6 +8,8 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/treatyhq/treaty/internal/bundlewire"
 )
 
 // FuzzRequestConversion decodes arbitrary protobuf as the entries and
