@@ -47,6 +47,9 @@ type Config struct {
 	SocketMode fs.FileMode
 	// Bundle, Authorities and SVIDs are the local CA (ca.CA is all three),
 	// as the Bundle and invite, LocalAuthority and SVID services use it.
+	// Without Authorities or SVIDs (treaty as the federation layer of a
+	// SPIRE server, whose CA it is) the LocalAuthority or SVID service
+	// answers Unimplemented.
 	Bundle      LocalBundle
 	Authorities LocalAuthorities
 	SVIDs       SVIDSigner
@@ -103,7 +106,7 @@ type Server struct {
 
 // New builds a server; Run starts it.
 func New(cfg Config) (*Server, error) {
-	if cfg.SocketPath == "" || cfg.Bundle == nil || cfg.Authorities == nil || cfg.SVIDs == nil || cfg.Store == nil || cfg.Relationships == nil || cfg.Refresher == nil {
+	if cfg.SocketPath == "" || cfg.Bundle == nil || cfg.Store == nil || cfg.Relationships == nil || cfg.Refresher == nil {
 		return nil, errors.New("adminapi: socket path, CA, stores and refresher are required")
 	}
 	if cfg.SocketMode == 0 {
@@ -117,11 +120,15 @@ func New(cfg Config) (*Server, error) {
 	audit := &auditor{log: log.With("component", "audit"), file: cfg.AuditLog, now: time.Now}
 	s.grpc = grpc.NewServer(grpc.Creds(socket.PeerCredentials{}), grpc.ChainUnaryInterceptor(audit.intercept, s.logErrors, s.notifyChanges))
 	bundlev1.RegisterBundleServer(s.grpc, &bundleService{ca: cfg.Bundle, store: cfg.Store, entries: cfg.Entries})
-	localauthorityv1.RegisterLocalAuthorityServer(s.grpc, &localAuthorityService{ca: cfg.Authorities})
+	if cfg.Authorities != nil {
+		localauthorityv1.RegisterLocalAuthorityServer(s.grpc, &localAuthorityService{ca: cfg.Authorities})
+	}
 	trustdomainv1.RegisterTrustDomainServer(s.grpc, &trustDomainService{
 		local: cfg.Bundle.TrustDomain(), store: cfg.Relationships, refresher: cfg.Refresher, now: time.Now,
 	})
-	svidv1.RegisterSVIDServer(s.grpc, &svidService{ca: cfg.SVIDs})
+	if cfg.SVIDs != nil {
+		svidv1.RegisterSVIDServer(s.grpc, &svidService{ca: cfg.SVIDs})
+	}
 	if cfg.Entries != nil {
 		entryv1.RegisterEntryServer(s.grpc, &entryService{local: cfg.Bundle.TrustDomain(), store: cfg.Entries, bundles: cfg.Store, log: log})
 	}
