@@ -58,6 +58,10 @@ type Doctor struct {
 	Sockets        map[string]string // name → path
 	AuditLog       string
 	Integrity      func(ctx context.Context) error
+	// SPIRE, when set, checks the SPIRE server treaty is the federation
+	// layer of; its CA is SPIRE's, so the ca and rotation checks give way
+	// to this one.
+	SPIRE func(ctx context.Context) error
 	// Datastore describes the store Integrity checks and what to do when
 	// the check fails; zero means the SQLite file in DataDir.
 	Datastore DatastoreCheck
@@ -70,10 +74,22 @@ func (d *Doctor) Run(ctx context.Context) []finding.Finding {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return []finding.Finding{
-		d.ca(), d.rotation(), d.endpoint(ctx), d.endpointCert(), d.relationships(), d.partnerExpiry(),
+	rest := []finding.Finding{
+		d.endpoint(ctx), d.endpointCert(), d.relationships(), d.partnerExpiry(),
 		d.gaps(), d.permissions(), d.integrity(ctx),
 	}
+	if d.SPIRE != nil {
+		return append([]finding.Finding{d.spire(ctx)}, rest...)
+	}
+	return append([]finding.Finding{d.ca(), d.rotation()}, rest...)
+}
+
+func (d *Doctor) spire(ctx context.Context) finding.Finding {
+	if err := d.SPIRE(ctx); err != nil {
+		return check("spire-server", finding.Fail, err.Error(),
+			"check that spire-server runs and that treaty's user may use its admin socket (spire_server.admin_socket)")
+	}
+	return check("spire-server", finding.Pass, "the SPIRE server answers; its CA signs, treaty publishes its bundle", "")
 }
 
 func check(id finding.CheckID, sev finding.Severity, msg, fix string) finding.Finding {
