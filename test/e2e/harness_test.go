@@ -138,7 +138,7 @@ func (s *server) start() {
 	require.NoError(s.t, s.cmd.Start())
 	s.exited = make(chan struct{})
 	go func() { _ = s.cmd.Wait(); close(s.exited) }()
-	s.t.Cleanup(s.kill)
+	s.t.Cleanup(s.end)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, _, err := s.treatyErr("healthcheck")
@@ -167,6 +167,23 @@ func (s *server) stop() {
 		s.t.Fatalf("server did not stop within 15s:\n%s", s.log)
 	}
 	require.True(s.t, s.cmd.ProcessState.Success(), "server exit: %v\n%s", s.cmd.ProcessState, s.log)
+}
+
+// end ends the server when its test does: SIGKILL, or, when the binary
+// counts coverage (make cover), SIGTERM first, since a killed process
+// writes no coverage counters.
+func (s *server) end() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	if os.Getenv("GOCOVERDIR") != "" && s.cmd.Process.Signal(os.Interrupt) == nil {
+		select {
+		case <-s.exited:
+			return
+		case <-time.After(15 * time.Second):
+		}
+	}
+	s.kill()
 }
 
 // kill sends SIGKILL, as a crash would.
