@@ -21,6 +21,10 @@ type spireProcess struct {
 	socket string
 	fedURL string
 	log    *syncBuffer
+	conf   string
+	env    []string
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // startSPIRE starts spire-server for trust domain td with its bundle
@@ -67,20 +71,33 @@ plugins {
   }
 }
 `, apiPort, p.socket, td, dir, fedPort, filepath.Join(dir, "datastore.sqlite3"))
-	confFile := filepath.Join(dir, "server.conf")
-	require.NoError(t, os.WriteFile(confFile, []byte(conf), 0o600))
-	cmd := exec.CommandContext(context.Background(), bin, "run", "-config", confFile)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = p.log, p.log
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
+	p.conf, p.env = filepath.Join(dir, "server.conf"), env
+	require.NoError(t, os.WriteFile(p.conf, []byte(conf), 0o600))
+	p.start()
+	return p
+}
+
+// start runs the server (again) and waits until it is healthy.
+func (p *spireProcess) start() {
+	p.t.Helper()
+	p.cmd = exec.CommandContext(context.Background(), p.bin, "run", "-config", p.conf)
+	p.cmd.Env = append(os.Environ(), p.env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	require.NoError(p.t, p.cmd.Start())
+	p.exited = make(chan struct{})
+	cmd, exited := p.cmd, p.exited
 	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-	waitFor(t, func() bool {
-		_, _, err := runCmd(bin, "healthcheck", "-socketPath", p.socket)
+	p.t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	waitFor(p.t, func() bool {
+		_, _, err := runCmd(p.bin, "healthcheck", "-socketPath", p.socket)
 		return err == nil
 	}, "spire-server did not become healthy:\n"+p.log.String())
-	return p
+}
+
+// kill stops the server the hard way.
+func (p *spireProcess) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
 }
 
 func (p *spireProcess) cli(args ...string) string {
