@@ -182,6 +182,9 @@ func (s *entryService) BatchCreateEntry(ctx context.Context, req *entryv1.BatchC
 	for _, in := range req.GetEntries() {
 		r := &entryv1.BatchCreateEntryResponse_Result{}
 		e, st := s.entryFromProto(in)
+		if err := checkEntryID(in.GetId()); st == nil && err != nil {
+			st = apiStatus(codes.InvalidArgument, "invalid entry: %v", err)
+		}
 		if st == nil {
 			created, err := s.store.CreateEntry(ctx, e)
 			st, r.Entry = storeStatus(err, "create entry"), entryToProto(created, req.GetOutputMask())
@@ -354,8 +357,9 @@ func (s *entryService) entryFromProto(in *types.Entry) (datastore.Entry, *types.
 		Admin: in.GetAdmin(), Downstream: in.GetDownstream(), DNSNames: in.GetDnsNames(),
 		X509SVIDTTL: time.Duration(in.GetX509SvidTtl()) * time.Second, JWTSVIDTTL: time.Duration(in.GetJwtSvidTtl()) * time.Second,
 	}
-	// Settings treaty cannot honour are refused rather than dropped.
-	if in.GetStoreSvid() {
+	// Settings treaty cannot honour are refused rather than dropped, except
+	// in a field probe, which asks exactly this question.
+	if in.GetStoreSvid() && !isFieldProbe(in) {
 		return fail("store_svid is not supported: treaty has no SVID store plugins; workloads fetch their SVIDs over the Workload API (or use treaty x509 mint)")
 	}
 	if in.GetAdditionalAttributes().GetJwtSvidIncludeJti() {
@@ -388,6 +392,39 @@ func (s *entryService) entryFromProto(in *types.Entry) (datastore.Entry, *types.
 		e.FederatesWith = append(e.FederatesWith, td.Name())
 	}
 	return e, nil
+}
+
+// fieldProbePath is the path of the entry spire-controller-manager creates,
+// as both SPIFFE ID and parent ID, and deletes at once, to learn which
+// entry fields a server supports: SPIRE's API answers with the created
+// entry, and a field the server does not know comes back unset. treaty
+// answers the probe as such a server, with store_svid unset, so the
+// manager stops comparing that field instead of failing every reconcile.
+const fieldProbePath = "/spire-controller-manager/unsupported-fields-test"
+
+// isFieldProbe reports whether in is spire-controller-manager's field probe.
+func isFieldProbe(in *types.Entry) bool {
+	return in.GetSpiffeId().GetPath() == fieldProbePath && in.GetParentId().GetPath() == fieldProbePath &&
+		in.GetSpiffeId().GetTrustDomain() == in.GetParentId().GetTrustDomain()
+}
+
+// maxEntryIDLen is the longest entry ID SPIRE's datastore accepts.
+const maxEntryIDLen = 255
+
+// checkEntryID applies SPIRE's rules to an entry ID the caller chose
+// (spire-controller-manager's are "<prefix>.<uuid>"): at most 255
+// characters, ASCII letters, digits, '-', '_' and '.'. An empty ID is
+// fine: the store picks one.
+func checkEntryID(id string) error {
+	if len(id) > maxEntryIDLen {
+		return fmt.Errorf("entry ID is %d characters long; at most %d are allowed", len(id), maxEntryIDLen)
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("entry ID %q contains %q; use ASCII letters, digits, '-', '_' and '.'", id, r)
+		}
+	}
+	return nil
 }
 
 // entryToProto converts an entry, keeping the fields in mask (nil: all).
