@@ -27,6 +27,7 @@ import (
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -53,6 +54,10 @@ type Config struct {
 	Bundle      LocalBundle
 	Authorities LocalAuthorities
 	SVIDs       SVIDSigner
+	// CAElsewhere, when set, says where the CA is when treaty has none (the
+	// SPIRE server's admin socket): calls to the services that need one,
+	// and to the Entry and Agent APIs, are answered with where to go.
+	CAElsewhere string
 	Store       BundleStore
 	// Relationships and Refresher serve the TrustDomain API and the
 	// federation status.
@@ -118,7 +123,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, health: health.NewServer()}
 	audit := &auditor{log: log.With("component", "audit"), file: cfg.AuditLog, now: time.Now}
-	s.grpc = grpc.NewServer(grpc.Creds(socket.PeerCredentials{}), grpc.ChainUnaryInterceptor(audit.intercept, s.logErrors, s.notifyChanges))
+	s.grpc = grpc.NewServer(grpc.Creds(socket.PeerCredentials{}), grpc.ChainUnaryInterceptor(s.elsewhere, audit.intercept, s.logErrors, s.notifyChanges))
 	bundlev1.RegisterBundleServer(s.grpc, &bundleService{ca: cfg.Bundle, store: cfg.Store, entries: cfg.Entries})
 	if cfg.Authorities != nil {
 		localauthorityv1.RegisterLocalAuthorityServer(s.grpc, &localAuthorityService{ca: cfg.Authorities})
@@ -134,6 +139,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Agents != nil {
 		agentv1.RegisterAgentServer(s.grpc, &agentService{local: cfg.Bundle.TrustDomain(), store: cfg.Agents, entries: cfg.Entries, now: time.Now})
+	}
+	if cfg.CAElsewhere != "" {
+		// Served so that elsewhere can say where to go (gRPC answers an
+		// unknown service before any interceptor runs).
+		localauthorityv1.RegisterLocalAuthorityServer(s.grpc, localauthorityv1.UnimplementedLocalAuthorityServer{})
+		svidv1.RegisterSVIDServer(s.grpc, svidv1.UnimplementedSVIDServer{})
+		entryv1.RegisterEntryServer(s.grpc, entryv1.UnimplementedEntryServer{})
+		agentv1.RegisterAgentServer(s.grpc, agentv1.UnimplementedAgentServer{})
 	}
 	if cfg.Doctor != nil {
 		s.grpc.RegisterService(&doctorServiceDesc, &doctorService{run: cfg.Doctor})
@@ -227,3 +240,26 @@ const (
 	attrError  = "error"
 	attrLevel  = "level"
 )
+
+// servedElsewhere are the services a SPIRE server serves when treaty is its
+// federation layer: its CA and its entries and agents are its own.
+var servedElsewhere = []string{
+	"/spire.api.server.localauthority.v1.LocalAuthority/",
+	"/spire.api.server.svid.v1.SVID/",
+	"/spire.api.server.entry.v1.Entry/",
+	"/spire.api.server.agent.v1.Agent/",
+}
+
+// elsewhere answers the calls that belong to the SPIRE server behind
+// treaty, saying where to send them.
+func (s *Server) elsewhere(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+	if s.cfg.CAElsewhere != "" {
+		for _, prefix := range servedElsewhere {
+			if strings.HasPrefix(info.FullMethod, prefix) {
+				return nil, status.Errorf(codes.Unimplemented, "treaty is the federation layer of the SPIRE server at %s, "+
+					"whose CA, entries and agents are its own: send this to it (spire-server ... -socketPath %s)", s.cfg.CAElsewhere, s.cfg.CAElsewhere)
+			}
+		}
+	}
+	return next(ctx, req)
+}

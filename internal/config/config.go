@@ -32,6 +32,10 @@ const (
 	// DefaultEndpointPath is the path of the default bundle endpoint SPIFFE
 	// ID, the same one SPIRE servers use.
 	DefaultEndpointPath = "/spire/server"
+	// GatewayEndpointPath is the path of the default bundle endpoint
+	// SPIFFE ID in front of a SPIRE server, which mints the endpoint's SVID
+	// and refuses IDs under /spire/, its reserved namespace.
+	GatewayEndpointPath = "/treaty/bundle-endpoint"
 	DefaultDriver       = DriverSQLite
 	// DefaultAgentSVIDTTL is the lifetime of agent X509-SVIDs, as
 	// spire-server's default_x509_svid_ttl.
@@ -317,7 +321,11 @@ func (c *Config) defaultEndpointID() {
 	if !id.IsZero() && id != c.defaultedEndpointID {
 		return
 	}
-	id, err := spiffeid.FromPath(c.TrustDomain, DefaultEndpointPath)
+	path := DefaultEndpointPath
+	if c.SPIREServer.AdminSocket != "" {
+		path = GatewayEndpointPath
+	}
+	id, err := spiffeid.FromPath(c.TrustDomain, path)
 	if err != nil {
 		return // no trust domain yet; Validate reports it
 	}

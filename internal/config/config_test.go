@@ -250,6 +250,8 @@ func TestParseProblems(t *testing.T) {
 			"agent_api.address: with spire_server.admin_socket treaty is the federation layer of that SPIRE server"},
 		{"fail/gateway with a CA setting", "trust_domain: example.org\nspire_server:\n  admin_socket: /run/spire/api.sock\nca:\n  ca_ttl: 48h\n", 5,
 			"ca.ca_ttl: with spire_server.admin_socket"},
+		{"fail/gateway endpoint id reserved", "trust_domain: example.org\nspire_server:\n  admin_socket: /run/spire/api.sock\nbundle_endpoint:\n  endpoint_spiffe_id: spiffe://example.org/spire/server\n", 5,
+			"is in SPIRE's reserved namespace (/spire/)"},
 		{"fail/gateway on postgres", "trust_domain: example.org\nspire_server:\n  admin_socket: /run/spire/api.sock\ndatastore:\n  driver: postgres\n  dsn: postgres://x\n", 5,
 			"several replicas in front of one SPIRE server are not supported yet"},
 		{"fail/sqlite with key_seal_file", "trust_domain: example.org\nca:\n  key_seal_file: /etc/seal\n", 3, "ca.key_seal_file is only used with datastore driver postgres"},
@@ -497,4 +499,12 @@ func exported(c *Config) Config {
 	cp.src = nil
 	cp.defaultedEndpointID = spiffeid.ID{}
 	return cp
+}
+
+// In front of a SPIRE server the endpoint's default SPIFFE ID is one SPIRE
+// will mint: outside its reserved /spire/ namespace.
+func TestGatewayEndpointIDDefault(t *testing.T) {
+	c, err := Parse([]byte("trust_domain: example.org\nspire_server:\n  admin_socket: /run/spire/api.sock\n"), "treaty.yaml")
+	require.NoError(t, err)
+	require.Equal(t, "spiffe://example.org/treaty/bundle-endpoint", c.BundleEndpoint.EndpointSPIFFEID.String())
 }

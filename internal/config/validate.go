@@ -366,6 +366,10 @@ func (v *validator) spireServer() {
 	if v.c.Datastore.Driver == DriverPostgres {
 		v.add("datastore.driver", "several replicas in front of one SPIRE server are not supported yet; use driver sqlite with spire_server")
 	}
+	if id := v.c.BundleEndpoint.EndpointSPIFFEID; strings.HasPrefix(id.Path(), "/spire/") && v.c.BundleEndpoint.Profile == profile.HTTPSSPIFFE {
+		v.add("bundle_endpoint.endpoint_spiffe_id", "%s is in SPIRE's reserved namespace (/spire/), and the SPIRE server mints the endpoint's SVID in front of it: "+
+			"use a workload ID such as spiffe://%s%s (the default), and give partners that ID", id, v.c.TrustDomain.Name(), GatewayEndpointPath)
+	}
 }
 
 func (v *validator) logLevel() {

@@ -86,7 +86,9 @@ func nodeCAs(path string) (*x509.CertPool, error) {
 // entriesChanged is the admin API's Changed hook: entries or bundles may
 // have changed, so the Workload API and the agent API read them again.
 func (s *Server) entriesChanged(ctx context.Context) {
-	s.workload.Refresh(ctx)
+	if s.workload != nil {
+		s.workload.Refresh(ctx)
+	}
 	if s.agents != nil {
 		s.agents.EntriesChanged(ctx)
 	}

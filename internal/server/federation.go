@@ -26,6 +26,9 @@ func (v federationView) Status() []federation.Status {
 	for _, st := range out {
 		related[st.TrustDomain] = true
 	}
+	if v.workload == nil {
+		return out // no static bundles without the Workload API
+	}
 	for td, b := range v.workload.FederatedBundles() {
 		if !related[td.Name()] {
 			out = append(out, federation.StaticStatus(td, b, v.now()))

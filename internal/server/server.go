@@ -38,6 +38,7 @@ import (
 	"github.com/treatyhq/treaty/internal/onboarding"
 	"github.com/treatyhq/treaty/internal/profile"
 	"github.com/treatyhq/treaty/internal/safepath"
+	"github.com/treatyhq/treaty/internal/spiregw"
 	"github.com/treatyhq/treaty/internal/telemetry"
 	"github.com/treatyhq/treaty/internal/workloadapi"
 )
@@ -85,6 +86,11 @@ type Server struct {
 	// link is the state of the link to a datastore shared with other
 	// replicas.
 	link replicaLink
+	// local is where the local bundle comes from: ca, or gateway when
+	// treaty is the federation layer of a SPIRE server (then ca, the
+	// Workload API and the agent API are nil).
+	local   localSource
+	gateway *spiregw.Gateway
 }
 
 // auditWriter keeps a nil file a nil writer.
@@ -119,7 +125,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	steps := []func() error{
 		s.openDataDir,
 		func() error { return s.openStore(ctx) },
-		func() error { return s.startCA(ctx) },
+		func() error { return s.startLocal(ctx) },
 		func() error { return s.startRefresher(ctx) },
 		func() error { return s.listenWorkload(ctx) },
 		func() error { return s.listenAgents(ctx) },
@@ -275,7 +281,7 @@ func (s *Server) startRefresher(ctx context.Context) error {
 		Store:            s.store,
 		Fetcher:          s.polls.Wrap(s.fetcher),
 		LocalTrustDomain: s.cfg.TrustDomain,
-		LocalBundle:      s.ca.Bundle,
+		LocalBundle:      s.local.Bundle,
 		MinRefresh:       s.cfg.Federation.MinRefresh,
 		MaxRefresh:       s.cfg.Federation.MaxRefresh,
 		Logger:           s.log.With(attrComponent, "federation"),
@@ -336,16 +342,12 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		}
 		s.auditFile = f
 	}
-	admin, err := adminapi.New(adminapi.Config{
+	cfg := adminapi.Config{
 		SocketPath:     s.cfg.AdminSocket,
-		Bundle:         s.ca,
-		Authorities:    s.ca,
-		SVIDs:          s.ca,
+		Bundle:         gatewayBundle{s.gateway},
 		Store:          s.store,
 		Relationships:  s.store,
 		Refresher:      federationView{Refresher: s.refresher, workload: s.workload, now: time.Now},
-		Entries:        s.store,
-		Agents:         s.store,
 		EndpointExpiry: s.endpointExpiry,
 		Changed:        s.entriesChanged,
 		AuditLog:       auditWriter(s.auditFile),
@@ -356,7 +358,13 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		LogLevel:       s.logLevel,
 		Started:        s.started,
 		ServerSVID:     s.endpointSVID,
-	})
+	}
+	if s.ca != nil {
+		cfg.Bundle, cfg.Authorities, cfg.SVIDs, cfg.Entries, cfg.Agents = s.ca, s.ca, s.ca, s.store, s.store
+	} else { // gateway mode: the SPIRE server holds the CA, the entries and the agents
+		cfg.CAElsewhere = s.cfg.SPIREServer.AdminSocket
+	}
+	admin, err := adminapi.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -379,7 +387,7 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 		Address:           be.Address,
 		Profile:           be.Profile,
 		EndpointSPIFFEID:  be.EndpointSPIFFEID,
-		SVIDSource:        s.ca,
+		SVIDSource:        s.local,
 		CertFile:          be.Web.CertFile,
 		KeyFile:           be.Web.KeyFile,
 		RateLimit:         be.RateLimit,
@@ -387,7 +395,7 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 		MaxConns:          be.MaxConns,
 		ACME:              s.acmeConfig(),
 		Observe:           s.observeEndpoint(),
-		Source:            s.ca,
+		Source:            s.local,
 		Confirm:           s.confirmBundle(),
 		Logger:            s.log.With(attrComponent, "bundleendpoint"),
 	})
@@ -440,16 +448,20 @@ func (s *Server) listenTelemetry(ctx context.Context) error {
 		Address:        s.cfg.Telemetry.Address,
 		Federation:     federationView{Refresher: s.refresher, workload: s.workload, now: time.Now},
 		EndpointExpiry: s.endpointExpiry,
-		FederationGaps: func() int { return len(s.workload.Gaps()) },
+		FederationGaps: func() int { return len(s.gaps()) },
 		Polls:          s.polls,
-		Authorities:    s.ca,
-		Workload:       s.workload.Stats,
 		Dashboard:      s.dashboard(),
 		Ready:          s.ready,
 		Logger:         s.log.With(attrComponent, "telemetry"),
 	}
 	if s.agents != nil { // a nil *agentapi.Server is not a nil AgentSource
 		cfg.Agents, cfg.Nodes = s.agents, s.store
+	}
+	if s.ca != nil {
+		cfg.Authorities = s.ca
+	}
+	if s.workload != nil {
+		cfg.Workload = s.workload.Stats
 	}
 	s.telemetry = telemetry.New(cfg)
 	l, err := s.telemetry.Listen(ctx)
@@ -471,14 +483,21 @@ func (s *Server) observeEndpoint() func(int, time.Duration) {
 // ready reports whether the server can issue and publish: the CA has an
 // active X.509 authority.
 func (s *Server) ready() error {
+	if s.gateway != nil {
+		return s.gateway.Err()
+	}
 	if s.ca.State(datastore.KindX509).Active == nil {
 		return errors.New("no active X.509 authority")
 	}
 	return s.link.err()
 }
 
-// listenWorkload prepares the Workload API and its socket.
+// listenWorkload prepares the Workload API and its socket; in gateway mode
+// SPIRE's agents serve workloads instead.
 func (s *Server) listenWorkload(ctx context.Context) error {
+	if s.gatewayMode() {
+		return nil
+	}
 	w, err := workloadapi.New(ctx, workloadapi.Config{
 		SocketPath:     s.cfg.WorkloadSocket,
 		TrustDomain:    s.cfg.TrustDomain,
@@ -527,9 +546,12 @@ func (s *Server) dashboard() http.Handler {
 	}
 	view := federationView{Refresher: s.refresher, workload: s.workload, now: time.Now}
 	cfg := dashboard.Config{
-		TrustDomain: s.cfg.TrustDomain, Authorities: s.ca.Authorities, Federation: view.Status,
-		Journal: s.store.Journal, Gaps: s.workload.Gaps,
+		TrustDomain: s.cfg.TrustDomain, Federation: view.Status,
+		Journal: s.store.Journal, Gaps: s.gaps,
 		Logger: s.log.With(attrComponent, "dashboard"),
+	}
+	if s.ca != nil {
+		cfg.Authorities = s.ca.Authorities
 	}
 	if s.agents != nil {
 		cfg.Agents, cfg.LastSeen = s.store.ListAttestedNodes, s.agents.LastSeen
@@ -542,20 +564,33 @@ func (s *Server) doctor() *doctor.Doctor {
 	be := s.cfg.BundleEndpoint
 	view := federationView{Refresher: s.refresher, workload: s.workload, now: time.Now}
 	d := &doctor.Doctor{
-		CA: s.ca, CATTL: s.cfg.CA.CATTL, RefreshHint: be.RefreshHint,
+		CA: gatewayBundle{s.gateway}, CATTL: s.cfg.CA.CATTL, RefreshHint: be.RefreshHint,
 		EndpointURL: s.invites().EndpointURL, EndpointProfile: string(be.Profile), EndpointID: be.EndpointSPIFFEID, EndpointRoots: s.webRoots,
-		EndpointExpiry: s.endpointExpiry, Federation: view.Status, Gaps: func() int { return len(s.workload.Gaps()) },
+		EndpointExpiry: s.endpointExpiry, Federation: view.Status, Gaps: func() int { return len(s.gaps()) },
 		DataDir: s.cfg.DataDir, KeysDir: filepath.Join(s.cfg.DataDir, KeysDir),
 		Sockets:  map[string]string{"admin_socket": s.cfg.AdminSocket, "workload_socket": s.cfg.WorkloadSocket},
 		AuditLog: s.cfg.AuditLog, Integrity: s.integrity, Datastore: s.integrityCheck,
 	}
+	if s.ca != nil {
+		d.CA = s.ca
+	} else {
+		d.SPIRE = func(context.Context) error { return s.gateway.Err() }
+	}
 	return d
+}
+
+// gaps are the Workload API's federation gaps (none in gateway mode).
+func (s *Server) gaps() []workloadapi.Gap {
+	if s.workload == nil {
+		return nil
+	}
+	return s.workload.Gaps()
 }
 
 // federationGaps converts the Workload API's gaps for the admin API.
 func (s *Server) federationGaps() []adminapi.FederationGap {
 	var out []adminapi.FederationGap
-	for _, g := range s.workload.Gaps() {
+	for _, g := range s.gaps() {
 		out = append(out, adminapi.FederationGap{EntryID: g.EntryID, SPIFFEID: g.SPIFFEID, TrustDomain: g.TrustDomain})
 	}
 	return out
@@ -569,7 +604,14 @@ func (s *Server) CA() *ca.CA { return s.ca }
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.ca.Run(ctx) })
+	if s.ca != nil {
+		g.Go(func() error { return s.ca.Run(ctx) })
+	}
+	if s.gateway != nil {
+		sink := spiregw.NewSink(s.gateway, s.store, s.refresher.Changed, s.log.With(attrComponent, "spire-gateway"))
+		g.Go(func() error { return s.gateway.Run(ctx) })
+		g.Go(func() error { return sink.Run(ctx) })
+	}
 	g.Go(func() error { return s.refresher.Run(ctx) })
 	if s.reconciler != nil {
 		g.Go(func() error { return s.reconciler.Run(ctx) })
@@ -578,7 +620,9 @@ func (s *Server) Run(ctx context.Context) error {
 		g.Go(func() error { return s.telemetry.Serve(ctx, s.telemetryListener) })
 	}
 	g.Go(func() error { return s.admin.Serve(ctx, s.adminListener) })
-	g.Go(func() error { return s.workload.Serve(ctx, s.workloadListener) })
+	if s.workload != nil {
+		g.Go(func() error { return s.workload.Serve(ctx, s.workloadListener) })
+	}
 	if s.endpoint != nil {
 		g.Go(func() error { return s.endpoint.Serve(ctx, s.endpointListener) })
 	}
@@ -604,6 +648,9 @@ func (s *Server) close() {
 	}
 	if s.fetcher != nil {
 		s.fetcher.Close()
+	}
+	if s.gateway != nil {
+		_ = s.gateway.Close()
 	}
 	if s.store != nil {
 		_ = s.store.Close()
