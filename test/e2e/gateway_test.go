@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/stretchr/testify/require"
 )
 
@@ -72,6 +75,24 @@ func TestGatewayInFrontOfSPIRE(t *testing.T) {
 	}
 	waitFor(t, func() bool { return sameX509(betaBundle(), inSPIRE()) }, "SPIRE holds beta's bundle")
 
+	// A workload behind a real spire-agent of the SPIRE server gets an SVID
+	// and, through SPIRE, the partner's bundle treaty fetched.
+	token := strings.TrimSpace(strings.TrimPrefix(spire.cli("token", "generate", "-spiffeID", "spiffe://spire.test/node"), "Token: "))
+	agent := startAgentWithBundle(t, spireAgent(t), gw, spire.addr, spire.cli("bundle", "show", "-format", "pem"),
+		"join_token = "+strconv.Quote(token), "NodeAttestor \"join_token\" {\n    plugin_data {}\n  }")
+	spire.cli("entry", "create", "-parentID", "spiffe://spire.test/node", "-spiffeID", "spiffe://spire.test/workload",
+		"-selector", fmt.Sprintf("unix:uid:%d", os.Getuid()), "-federatesWith", "spiffe://beta.test")
+	betaTD := spiffeid.RequireTrustDomainFromString("beta.test")
+	partnerAuthorities := func(c *workloadapi.X509Context) int {
+		b, ok := c.Bundles.Get(betaTD)
+		if !ok {
+			return 0
+		}
+		return len(b.X509Authorities())
+	}
+	got := fetchFromAgent(t, agent, func(c *workloadapi.X509Context) bool { return len(c.SVIDs) > 0 && partnerAuthorities(c) == 1 })
+	require.Equal(t, "spiffe://spire.test/workload", got.SVIDs[0].ID.String())
+
 	// SPIRE rotates: treaty publishes SPIRE's prepared authority, and the
 	// partner gets it from treaty's endpoint before SPIRE signs with it.
 	spire.cli("localauthority", "x509", "prepare")
@@ -96,4 +117,5 @@ func TestGatewayInFrontOfSPIRE(t *testing.T) {
 	waitFor(t, func() bool { return len(inSPIRE().X509Authorities()) == 2 && sameX509(betaBundle(), inSPIRE()) },
 		"treaty writes the partner's rotated bundle into SPIRE once it is back")
 	require.GreaterOrEqual(t, endpoint.mustFetch(t).seq, before.seq, "the sequence never goes down")
+	fetchFromAgent(t, agent, func(c *workloadapi.X509Context) bool { return partnerAuthorities(c) == 2 })
 }

@@ -20,6 +20,8 @@ type spireProcess struct {
 	bin    string
 	socket string
 	fedURL string
+	// addr is the server API's address, for agents.
+	addr   string
 	log    *syncBuffer
 	conf   string
 	env    []string
@@ -27,7 +29,8 @@ type spireProcess struct {
 	exited chan struct{}
 }
 
-// startSPIRE starts spire-server for trust domain td with its bundle
+// startSPIRE starts spire-server for trust domain td (keys on disk, so that
+// it keeps its CA across a restart) with its bundle
 // endpoint (https_spiffe, SPIRE's default) on a free port. env is added to
 // the process environment (SSL_CERT_FILE for its https_web client).
 func startSPIRE(t *testing.T, bin, td string, env ...string) *spireProcess {
@@ -40,7 +43,8 @@ func startSPIRE(t *testing.T, bin, td string, env ...string) *spireProcess {
 	require.NoError(t, err)
 	_, fedPort, err := net.SplitHostPort(freePort(t))
 	require.NoError(t, err)
-	p := &spireProcess{t: t, bin: bin, socket: filepath.Join(sockDir, "api.sock"), fedURL: "https://127.0.0.1:" + fedPort, log: &syncBuffer{}}
+	p := &spireProcess{t: t, bin: bin, socket: filepath.Join(sockDir, "api.sock"), fedURL: "https://127.0.0.1:" + fedPort,
+		addr: "127.0.0.1:" + apiPort, log: &syncBuffer{}}
 	conf := fmt.Sprintf(`server {
   bind_address = "127.0.0.1"
   bind_port = "%s"
@@ -63,14 +67,16 @@ plugins {
       connection_string = "%s"
     }
   }
-  KeyManager "memory" {
-    plugin_data {}
+  KeyManager "disk" {
+    plugin_data {
+      keys_path = "%s"
+    }
   }
   NodeAttestor "join_token" {
     plugin_data {}
   }
 }
-`, apiPort, p.socket, td, dir, fedPort, filepath.Join(dir, "datastore.sqlite3"))
+`, apiPort, p.socket, td, dir, fedPort, filepath.Join(dir, "datastore.sqlite3"), filepath.Join(dir, "keys.json"))
 	p.conf, p.env = filepath.Join(dir, "server.conf"), env
 	require.NoError(t, os.WriteFile(p.conf, []byte(conf), 0o600))
 	p.start()
