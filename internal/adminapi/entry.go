@@ -419,12 +419,14 @@ func checkEntryID(id string) error {
 	if len(id) > maxEntryIDLen {
 		return fmt.Errorf("entry ID is %d characters long; at most %d are allowed", len(id), maxEntryIDLen)
 	}
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return fmt.Errorf("entry ID %q contains %q; use ASCII letters, digits, '-', '_' and '.'", id, r)
-		}
+	if i := strings.IndexFunc(id, func(r rune) bool { return !entryIDChar(r) }); i >= 0 {
+		return fmt.Errorf("entry ID %q contains %q; use ASCII letters, digits, '-', '_' and '.'", id, []rune(id[i:])[0])
 	}
 	return nil
+}
+
+func entryIDChar(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
 }
 
 // entryToProto converts an entry, keeping the fields in mask (nil: all).
