@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,7 +25,10 @@ import (
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/treatyhq/treaty/internal/adminwire"
 	"github.com/treatyhq/treaty/internal/pgtest"
 )
 
@@ -35,13 +39,14 @@ const (
 	haTrustDomain = "ha.test"
 	haPartners    = 10000
 	haReplicas    = 3
-	// haInterval is the partners' refresh hint and federation.min_refresh:
-	// short, so that several intervals fit in the window.
-	haInterval = 20 * time.Second
+	// haInterval is the partners' refresh hint and federation.min_refresh
+	// (its default, the shortest interval treaty polls at unless told
+	// otherwise): short, so that several intervals fit in the window.
+	haInterval = 30 * time.Second
 	// haSettle follows the first full sync: the first polls of a new
 	// relationship are taken before its hint is known.
 	haSettle = haInterval + haInterval/2
-	haWindow = 60 * time.Second
+	haWindow = 3 * haInterval
 	// haTwice: two polls of one partner closer than this are two polls in
 	// one interval, as one poller's jitter keeps its polls at least 0.9
 	// intervals apart.
@@ -70,8 +75,9 @@ type pollTally struct {
 	// PolledTwice counts the partners polled more than once within it.
 	MaxClose    int `json:"max_polls_of_one_partner_within_0_8_interval"`
 	PolledTwice int `json:"partners_polled_twice_within_0_8_interval"`
-	// MinGap is the shortest time between two polls of one partner.
-	MinGap time.Duration `json:"min_gap_ns"`
+	// Gaps are the times between two polls of one partner: shortest,
+	// median, 99th percentile and longest.
+	Gaps [4]time.Duration `json:"gaps_min_p50_p99_max_ns"`
 	// Unpolled counts the partners nobody polled in the window.
 	Unpolled int `json:"unpolled"`
 	// ByProcess counts the polls per server process; Unknown those whose
@@ -86,6 +92,9 @@ type haProcess struct {
 	Polls int     `json:"polls"`
 	CPU   float64 `json:"cpu_percent_of_one_core"`
 	RSSKB int     `json:"rss_kb"`
+	// Overdue counts the partners whose next poll or read of the stored
+	// bundle was more than overdueAfter late at the end of the window.
+	Overdue int `json:"overdue_at_end"`
 }
 
 // haDB is the database work over the window, all replicas together.
@@ -132,11 +141,11 @@ func (h *harness) replicaRuns(ctx context.Context) error {
 func (h *harness) haReport(single, multi haSetup) {
 	sec := h.res.section(fmt.Sprintf("9. Several replicas on PostgreSQL: polling (%d partners, refresh hint %s)", haPartners, haInterval),
 		"setup", "first full sync", fmt.Sprintf("polls in %s", haWindow), "polls per partner per interval",
-		"partners polled twice within 0.8 interval (max polls)", "closest two polls of one partner",
+		"time between two polls of one partner (min / median / p99 / max)", "partners polled twice within 0.8 interval (max polls)",
 		"DB statements per poll", "DB transactions per poll", "DB bytes per poll (to / from)", "DB connections opened")
 	sec.Note = haNote()
 	procs := h.res.section("10. Several replicas on PostgreSQL: processes over the same window",
-		"setup", "process", "share of polls", "CPU (% of one core)", "RSS")
+		"setup", "process", "share of polls", "CPU (% of one core)", "RSS", fmt.Sprintf("partners overdue > %s at the end", overdueAfter))
 	for _, s := range []haSetup{single, multi} {
 		db := []string{"—", "—", "—", "—"}
 		if s.DB != nil && s.Polls > 0 {
@@ -144,18 +153,21 @@ func (h *harness) haReport(single, multi haSetup) {
 			db = []string{fmt.Sprintf("%.1f", float64(s.DB.Statements)/polls), fmt.Sprintf("%.2f", float64(s.DB.Transactions)/polls),
 				fmt.Sprintf("%.0f / %.0f", float64(s.DB.ToDB)/polls, float64(s.DB.FromDB)/polls), fmt.Sprint(s.DB.ConnsOpened)}
 		}
+		gaps := make([]string, len(s.Gaps))
+		for i, g := range s.Gaps {
+			gaps[i] = fmt.Sprintf("%.1f s", g.Seconds())
+		}
 		sec.row(append([]string{s.Setup, s.FirstSync.Round(100 * time.Millisecond).String(), fmt.Sprint(s.Polls),
-			fmt.Sprintf("%.3f", s.PerInterval), fmt.Sprintf("%d (%d)", s.PolledTwice, s.MaxClose),
-			s.MinGap.Round(10 * time.Millisecond).String()}, db...)...)
+			fmt.Sprintf("%.3f", s.PerInterval), strings.Join(gaps, " / "), fmt.Sprintf("%d (%d)", s.PolledTwice, s.MaxClose)}, db...)...)
 		for _, p := range s.Processes {
 			share := "—"
 			if s.Polls > 0 {
 				share = fmt.Sprintf("%.1f %%", 100*float64(p.Polls)/float64(s.Polls))
 			}
-			procs.row(s.Setup, p.Name, share, fmt.Sprintf("%.1f %%", p.CPU), fmt.Sprintf("%.1f MiB", float64(p.RSSKB)/1024))
+			procs.row(s.Setup, p.Name, share, fmt.Sprintf("%.1f %%", p.CPU), fmt.Sprintf("%.1f MiB", float64(p.RSSKB)/1024), fmt.Sprint(p.Overdue))
 		}
 		if s.DB != nil {
-			procs.row(s.Setup, "PostgreSQL (all its processes)", "—", fmt.Sprintf("%.1f %%", s.DB.CPU), "—")
+			procs.row(s.Setup, "PostgreSQL (all its processes)", "—", fmt.Sprintf("%.1f %%", s.DB.CPU), "—", "—")
 		}
 	}
 	sec.check(fmt.Sprintf("%d replicas: polls per partner per interval within 2 %% of one SQLite node's", haReplicas),
@@ -173,13 +185,15 @@ func haNote() string {
 		"one after the other in the same run. Relationships are created through the admin API of one node (the first replica). "+
 		"After the first full sync and %s to settle, a %s window: polls are counted on the partner side, per partner and per server process "+
 		"(the process is found from the connection's socket in /proc). Polls per partner per interval = polls / (partners × window / interval); "+
-		"one poller's jitter spreads its polls 0.9–1.1 intervals apart, so two polls of one partner less than 0.8 intervals apart are two polls in one interval. "+
+		"one poller's jitter spreads its polls 0.9–1.1 intervals apart, so two polls of one partner less than 0.8 intervals apart are two polls in one interval, "+
+		"and times between polls well past 1.1 intervals mean the pollers fell behind. Overdue: partners whose next poll, or read of the bundle another replica stored, "+
+		"was more than %s late at the end of the window (the federation status of that process's admin API). "+
 		"Database figures cover all replicas, followers' reads of the bundle a poller stored included, divided by the polls: "+
 		"statements are pg_stat_statements calls in treaty's database (BEGIN and COMMIT count), transactions are pg_stat_database commits and rollbacks, "+
 		"bytes are counted by a forwarding proxy between each replica and PostgreSQL (the wire protocol, LISTEN/NOTIFY included, without TLS), "+
 		"connections opened are those the replicas opened through it in the window. PostgreSQL's CPU is its postmaster's and all its processes', exited ones included. "+
 		"Everything shares one machine with the harness and the partners' server.",
-		haPartners, haInterval, haInterval, haReplicas, haSettle, haWindow)
+		haPartners, haInterval, haInterval, haReplicas, haSettle, haWindow, overdueAfter)
 }
 
 func haAbs(x float64) float64 { return max(x, -x) }
@@ -323,9 +337,51 @@ func (h *harness) haWindow(ctx context.Context, res *haSetup, procs []*proc, fle
 		if res.DB, err = db.end(ctx, to.Sub(from)); err != nil {
 			return err
 		}
+		for i, s := range res.DB.Top[:min(5, len(res.DB.Top))] {
+			logf("   statement %d: %d calls, %d rows: %s", i+1, s.Calls, s.Rows, s.Query)
+		}
+	}
+	for i, p := range procs {
+		n, err := overdue(ctx, p)
+		if err != nil {
+			logf("   %v", err)
+			n = -1
+		}
+		res.Processes[i].Overdue = n
 	}
 	logf("   %s: %d polls, %.3f per partner per interval, %d partners polled twice, split %v", res.Setup, res.Polls, res.PerInterval, res.PolledTwice, res.ByProcess)
 	return nil
+}
+
+// overdueAfter is how late a partner's next poll (or read of the bundle
+// another replica stored) must be to count as overdue: its node has fallen
+// behind.
+const overdueAfter = 2 * time.Second
+
+// overdue counts p's partners whose next poll or read is overdue, from
+// the federation status of its admin API (as treaty federation status
+// reads it, with room for 10,000 partners' status in one answer).
+func overdue(ctx context.Context, p *proc) (int, error) {
+	conn, err := p.dial()
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	raw := &structpb.Struct{}
+	if err := conn.Invoke(ctx, adminwire.StatusMethod, &emptypb.Empty{}, raw, grpc.MaxCallRecvMsgSize(64<<20)); err != nil {
+		return 0, fmt.Errorf("federation status of %s: %w", p.name, err)
+	}
+	var st adminwire.StatusResponse
+	if err := adminwire.FromStruct(raw, &st); err != nil {
+		return 0, fmt.Errorf("federation status of %s: %w", p.name, err)
+	}
+	now, n := time.Now(), 0
+	for _, r := range st.Relationships {
+		if next, err := time.Parse(time.RFC3339, r.NextAttempt); err == nil && now.Sub(next) > overdueAfter {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // waitSynced waits until the store behind conn holds a bundle of every
@@ -532,7 +588,8 @@ func holdsSocket(pid int, inode string) bool {
 func (f *pollLog) tally(from, to time.Time, nproc int) pollTally {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	t := pollTally{ByProcess: make([]int, nproc), MinGap: -1}
+	t := pollTally{ByProcess: make([]int, nproc)}
+	var gaps []time.Duration
 	for _, polls := range f.polls {
 		var at []time.Time
 		for _, p := range polls {
@@ -546,22 +603,24 @@ func (f *pollLog) tally(from, to time.Time, nproc int) pollTally {
 				t.Unknown++
 			}
 		}
-		t.add(at)
+		gaps = t.add(at, gaps)
 	}
-	if t.MinGap < 0 {
-		t.MinGap = 0
+	if len(gaps) > 0 {
+		slices.Sort(gaps)
+		t.Gaps = [4]time.Duration{gaps[0], gaps[len(gaps)/2], gaps[len(gaps)*99/100], gaps[len(gaps)-1]}
 	}
 	intervals := float64(to.Sub(from)) / float64(haInterval)
 	t.PerInterval = float64(t.Polls) / (float64(len(f.polls)) * intervals)
 	return t
 }
 
-// add counts one partner's polls, in order of arrival.
-func (t *pollTally) add(at []time.Time) {
+// add counts one partner's polls, in order of arrival, and returns gaps
+// with the times between them appended.
+func (t *pollTally) add(at []time.Time, gaps []time.Duration) []time.Duration {
 	t.Polls += len(at)
 	if len(at) == 0 {
 		t.Unpolled++
-		return
+		return gaps
 	}
 	most := 0
 	for i := range at {
@@ -571,15 +630,14 @@ func (t *pollTally) add(at []time.Time) {
 		}
 		most = max(most, n)
 		if i > 0 {
-			if gap := at[i].Sub(at[i-1]); t.MinGap < 0 || gap < t.MinGap {
-				t.MinGap = gap
-			}
+			gaps = append(gaps, at[i].Sub(at[i-1]))
 		}
 	}
 	t.MaxClose = max(t.MaxClose, most)
 	if most > 1 {
 		t.PolledTwice++
 	}
+	return gaps
 }
 
 // haDatabase is the PostgreSQL of the replicas: pgtest's cluster with
