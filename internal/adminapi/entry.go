@@ -419,12 +419,16 @@ func checkEntryID(id string) error {
 	if len(id) > maxEntryIDLen {
 		return fmt.Errorf("entry ID is %d characters long; at most %d are allowed", len(id), maxEntryIDLen)
 	}
-	if i := strings.IndexFunc(id, func(r rune) bool { return !entryIDChar(r) }); i >= 0 {
-		return fmt.Errorf("entry ID %q contains %q; use ASCII letters, digits, '-', '_' and '.'", id, []rune(id[i:])[0])
+	for _, r := range id {
+		if !entryIDChar(r) {
+			return fmt.Errorf("entry ID %q contains %q; use ASCII letters, digits, '-', '_' and '.'", id, r)
+		}
 	}
 	return nil
 }
 
+// entryIDChar reports whether r may appear in an entry ID (SPIRE's
+// validEntryIDChars).
 func entryIDChar(r rune) bool {
 	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
 }
