@@ -1,11 +1,19 @@
 package adminapi
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"github.com/stretchr/testify/require"
@@ -199,4 +207,34 @@ func TestRelationshipReconcileRoundTrip(t *testing.T) {
 	got = list()
 	require.Equal(t, update.GetBundleEndpointUrl(), got[1].GetBundleEndpointUrl())
 	require.Equal(t, "spiffe://gamma.test/spire/server", got[1].GetHttpsSpiffe().GetEndpointSpiffeId())
+}
+
+// TestWebhookCertificate replays what spire-controller-manager does in
+// Kubernetes mode for its admission webhook: it reads the bundle (every
+// X.509 authority must parse, every JWT key must have an ID and a PKIX
+// key) and mints a 24-hour X509-SVID from a CSR carrying the webhook
+// service's DNS name, which the API server then checks.
+func TestWebhookCertificate(t *testing.T) {
+	conn := start(t)
+	xb, _ := bundles(t, conn)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	const dnsName = "spire-controller-manager-webhook-service.spire-system.svc"
+	id := &url.URL{Scheme: "spiffe", Host: "alpha.test", Path: "/spire-controller-manager-webhook"}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{dnsName}, URIs: []*url.URL{id}}, key)
+	require.NoError(t, err)
+
+	resp, err := svidv1.NewSVIDClient(conn).MintX509SVID(t.Context(), &svidv1.MintX509SVIDRequest{Csr: der, Ttl: int32((24 * time.Hour).Seconds())})
+	require.NoError(t, err)
+	require.Equal(t, id.Path, resp.GetSvid().GetId().GetPath())
+	var chain []*x509.Certificate
+	for _, c := range resp.GetSvid().GetCertChain() {
+		cert, err := x509.ParseCertificate(c)
+		require.NoError(t, err)
+		chain = append(chain, cert)
+	}
+	require.NotEmpty(t, chain)
+	require.Equal(t, []string{dnsName}, chain[0].DNSNames, "the API server checks the webhook's DNS name")
+	_, _, err = x509svid.Verify(chain, xb)
+	require.NoError(t, err, "the certificate chains to the bundle SCM puts in the webhook configuration")
 }
