@@ -263,6 +263,9 @@ type Store interface {
 	DeleteRelationship(ctx context.Context, td spiffeid.TrustDomain) error
 	PutBootstrapBundle(ctx context.Context, b Bundle) (bool, error)
 	JoinInvite(ctx context.Context, r Relationship, b Bundle, nonce string) error
+	// Partners' authenticated fetches of the local bundle (Receipt).
+	PutReceipts(ctx context.Context, receipts []Receipt) error
+	ListReceipts(ctx context.Context) ([]Receipt, error)
 
 	// Registration entries.
 	CreateEntry(ctx context.Context, e Entry) (Entry, error)

@@ -92,6 +92,7 @@ func fill(t *testing.T, s datastore.Store) {
 	require.NoError(t, err)
 	require.True(t, held)
 	require.NoError(t, s.PutSealedKey(ctx, "x509-aa", []byte("sealed")))
+	require.NoError(t, s.PutReceipts(ctx, []datastore.Receipt{{TrustDomain: partnerTD, Sequence: 3, FetchedAt: at}}))
 }
 
 // records is everything a store holds, read through the datastore API.
@@ -106,6 +107,7 @@ type records struct {
 	Nodes         []datastore.AttestedNode
 	Lease         datastore.Lease
 	SealedKey     []byte
+	Receipts      []datastore.Receipt
 }
 
 func read(t *testing.T, s datastore.Store) records {
@@ -132,6 +134,8 @@ func read(t *testing.T, s datastore.Store) records {
 	r.Lease, err = s.Lease(ctx, "poll/beta.test")
 	require.NoError(t, err)
 	r.SealedKey, err = s.SealedKey(ctx, "x509-aa")
+	require.NoError(t, err)
+	r.Receipts, err = s.ListReceipts(ctx)
 	require.NoError(t, err)
 	return r
 }
@@ -199,7 +203,7 @@ func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 	for _, td := range res.Tables {
 		require.Positive(t, td.Rows, "table %s: fill writes every kind of record", td.Table)
 	}
-	require.Equal(t, int64(22), res.Rows())
+	require.Equal(t, int64(23), res.Rows())
 	sourceDigest, err := Digest(ctx, from)
 	require.NoError(t, err)
 	require.Equal(t, sourceDigest, res.Tables)

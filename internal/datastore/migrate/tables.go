@@ -102,6 +102,9 @@ var schema = []table{
 	{name: "sealed_keys", key: []string{"name"}, columns: []column{
 		{"name", text}, {"sealed", bytes}, {"created_at", integer},
 	}},
+	{name: "receipts", key: []string{"trust_domain"}, columns: []column{
+		{"trust_domain", text}, {"sequence", integer}, {"fetched_at", integer},
+	}},
 }
 
 // versionTable records the schema version; Copy compares it rather than
