@@ -24,14 +24,14 @@ mkdir -p "$work/unit" "$work/e2e"
 echo "cover: unit tests" >&2
 mapfile -t pkgs < <(go list ./... | grep -v "^$module/test/")
 failed=()
-go test -count=1 -cover -coverpkg=./... "${pkgs[@]}" -args -test.gocoverdir="$work/unit" >&2 || failed+=("unit")
+go test -count=1 -cover -coverpkg=./... "${pkgs[@]}" -args -test.gocoverdir="$work/unit" 2>&1 | tee "$work/unit.log" >&2 || failed+=("unit")
 
 echo "cover: end-to-end tests" >&2
 # Every e2e test runs, spire-server and Pebble included (built once, cached).
 TREATY_SPIRE_DIR="${TREATY_SPIRE_DIR:-$(tools/spire/build.sh | tail -n1)}"
 TREATY_PEBBLE_DIR="${TREATY_PEBBLE_DIR:-$(tools/pebble/build.sh | tail -n1)}"
 export TREATY_SPIRE_DIR TREATY_PEBBLE_DIR
-TREATY_COVERDIR="$work/e2e" go test -count=1 -timeout 30m -cover -coverpkg=./... ./test/e2e/ -args -test.gocoverdir="$work/e2e" >&2 || failed+=("end-to-end")
+TREATY_COVERDIR="$work/e2e" go test -count=1 -timeout 30m -cover -coverpkg=./... ./test/e2e/ -args -test.gocoverdir="$work/e2e" 2>&1 | tee "$work/e2e.log" >&2 || failed+=("end-to-end")
 
 # percent prints "package percent" for the packages under internal/ and cmd/.
 percent() {
@@ -81,7 +81,9 @@ low=()
 	fi
 	if ((${#failed[@]})); then
 		echo
-		echo "**Some ${failed[*]} tests failed in this run: the figures undercount.**"
+		echo "**Some ${failed[*]} tests failed in this run: the figures undercount.** Failed:"
+		echo
+		{ grep -h -- '^--- FAIL' "$work/unit.log" "$work/e2e.log" || true; } | sed 's/^--- FAIL: /- /'
 	fi
 } >"$out"
 cat "$out"
