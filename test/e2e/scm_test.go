@@ -254,7 +254,8 @@ func staticEntry(name, spec string) string {
 }
 
 // scmPartnerBundle makes a SPIFFE bundle (JSON, one line) for td holding a
-// fresh self-signed CA, and the line authorities() prints for it.
+// fresh self-signed CA and a JWT key, and the line authorities() prints for
+// it.
 func scmPartnerBundle(t *testing.T, td string) (string, string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -269,9 +270,14 @@ func scmPartnerBundle(t *testing.T, td string) (string, string) {
 	cert, err := x509.ParseCertificate(der)
 	require.NoError(t, err)
 	b := spiffebundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString(td), []*x509.Certificate{cert})
+	jwtKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	kid := td + "-jwt-1"
+	require.NoError(t, b.AddJWTAuthority(kid, &jwtKey.PublicKey))
+	b.SetSequenceNumber(1)
 	doc, err := b.Marshal()
 	require.NoError(t, err)
-	return string(doc), authorities(&types.Bundle{X509Authorities: []*types.X509Certificate{{Asn1: der}}})
+	return string(doc), authorities(&types.Bundle{X509Authorities: []*types.X509Certificate{{Asn1: der}}, JwtAuthorities: []*types.JWTKey{{KeyId: kid}}})
 }
 
 // TestSCMAgainstTreaty runs the real spire-controller-manager, unchanged, in
