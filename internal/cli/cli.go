@@ -102,6 +102,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	for _, c := range more {
 		cmds = append(cmds, external(c))
 	}
+	cmds = append(cmds, docCommands(cmds)...)
 	if len(args) > 0 && (args[0] == "-version" || args[0] == "--version") {
 		args = append([]string{"version"}, args[1:]...)
 	}
