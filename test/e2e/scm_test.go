@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -284,7 +285,8 @@ func scmPartnerBundle(t *testing.T, td string) (string, string) {
 // static-manifest mode against treaty's admin socket, and the same files
 // through a second manager against a real spire-server: relationships and
 // entries appear, change when the files change and disappear when they are
-// removed, both servers end in the same state at every step, and the
+// removed, both servers end in the same state at every step, a workload
+// gets the SVID and partner bundle the files declare from treaty, and the
 // manager working against treaty logs no error.
 func TestSCMAgainstTreaty(t *testing.T) {
 	scm := scmBinary(t)
@@ -323,6 +325,14 @@ func TestSCMAgainstTreaty(t *testing.T) {
   selectors: ["unix:uid:1001"]
   admin: true
 `))
+	// This test process, as a workload of treaty's.
+	uid := strconv.Itoa(os.Getuid())
+	m.put("self.yaml", staticEntry("self", `  spiffeID: spiffe://alpha.test/self
+  parentID: spiffe://alpha.test/spire/server
+  selectors: ["unix:uid:`+uid+`"]
+  federatesWith: ["beta.test"]
+`))
+	self := "spiffe://alpha.test/self id=scm parent=spiffe://alpha.test/spire/server selectors=[unix:uid:" + uid + "] federatesWith=[beta.test] x509ttl=0 jwtttl=0 dns=[] hint=\"\" admin=false downstream=false storeSVID=false"
 	require.NoError(t, os.WriteFile(filepath.Join(m.dir, "README.txt"), []byte("not a manifest: the manager reads *.yaml only\n"), 0o600))
 
 	onTreaty := startSCM(t, scm, td, treaty.socket, m.dir)
@@ -343,9 +353,19 @@ func TestSCMAgainstTreaty(t *testing.T) {
 		Entries: []string{
 			"spiffe://alpha.test/db id=scm parent=spiffe://alpha.test/spire/server selectors=[unix:uid:1001] federatesWith=[] x509ttl=0 jwtttl=0 dns=[] hint=\"\" admin=true downstream=false storeSVID=false",
 			manual,
+			self,
 			"spiffe://alpha.test/web id=scm parent=spiffe://alpha.test/spire/agent/k8s_psat/e2e/node-1 selectors=[k8s:ns:web k8s:sa:web] federatesWith=[beta.test] x509ttl=3600 jwtttl=300 dns=[web.alpha.test] hint=\"web\" admin=false downstream=false storeSVID=false",
 		},
 	})
+
+	// The entry and the partner bundle declared in the files reach this
+	// workload through treaty's Workload API.
+	svidDir := t.TempDir()
+	waitFor(t, func() bool {
+		out, _, err := runCmd(treatyBin, "x509", "fetch", "-socketPath", treaty.workload, "-write", svidDir)
+		return err == nil && strings.Contains(out, "spiffe://alpha.test/self")
+	}, "no SVID for the entry from self.yaml:\n"+treaty.log.String())
+	require.FileExists(t, filepath.Join(svidDir, "federated", "beta.test.pem"), "the bundle from beta.yaml")
 
 	// Steady: what treaty lists back equals what the files declare, so the
 	// manager finds nothing to update. Three reconciles (gcInterval 1 s)
@@ -381,12 +401,13 @@ func TestSCMAgainstTreaty(t *testing.T) {
 		Entries: []string{
 			"spiffe://alpha.test/api id=scm parent=spiffe://alpha.test/spire/server selectors=[unix:gid:50 unix:uid:1002] federatesWith=[] x509ttl=0 jwtttl=0 dns=[] hint=\"\" admin=false downstream=true storeSVID=false",
 			manual,
+			self,
 			"spiffe://alpha.test/web id=scm parent=spiffe://alpha.test/spire/agent/k8s_psat/e2e/node-1 selectors=[k8s:ns:web k8s:sa:web] federatesWith=[beta.test gamma.test] x509ttl=7200 jwtttl=0 dns=[web.alpha.test www.alpha.test] hint=\"web-v2\" admin=false downstream=false storeSVID=false",
 		},
 	})
 
 	// Removed with the files.
-	for _, name := range []string{"beta.yaml", "gamma.yaml", "web.yaml", "api.yaml"} {
+	for _, name := range []string{"beta.yaml", "gamma.yaml", "web.yaml", "api.yaml", "self.yaml"} {
 		m.remove(name)
 	}
 	check("remove", adminState{Entries: []string{manual}})
