@@ -89,6 +89,11 @@ type Config struct {
 	// CA then reads the authorities again before each periodic rotation,
 	// besides whenever Reload is called.
 	Shared bool
+	// Receipts, when set, tells which partners fetched which local bundle:
+	// automatic activation of a prepared X.509 authority then also waits
+	// until every partner with a receipt was served a bundle holding it,
+	// until the active authority's deadline (see Rotate).
+	Receipts Receipts
 	// Upstream, when set, signs the X.509 authorities.
 	Upstream *Upstream
 	// Now returns the current time; default time.Now.
@@ -134,6 +139,11 @@ type CA struct {
 	// read at; a change commits only if it is still the stored one.
 	revision uint64
 	changed  chan struct{}
+	// firstSeq holds, per prepared X.509 authority, the sequence of the
+	// first local bundle known to publish it; waiting is what activation
+	// last logged it waits for.
+	firstSeq map[string]uint64
+	waiting  string
 
 	confirm confirmer
 }
@@ -147,7 +157,7 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	if cfg.TrustDomain.IsZero() || cfg.Store == nil || cfg.Keys == nil {
 		return nil, errors.New("ca: trust domain, store and key store are required")
 	}
-	c := &CA{cfg: cfg, log: cfg.Logger, changed: make(chan struct{})}
+	c := &CA{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), firstSeq: map[string]uint64{}}
 	if err := c.load(ctx); err != nil {
 		return nil, err
 	}

@@ -27,6 +27,9 @@ type change struct {
 	delKeys []string
 	newKeys []string
 	journal []datastore.JournalEvent
+	// receipts are the partners' fetches automatic activation of an X.509
+	// authority waits for (Config.Receipts).
+	receipts []datastore.Receipt
 }
 
 // begin starts a change. The caller holds c.mu.
@@ -203,6 +206,8 @@ func (ch *change) apply(next *spiffebundle.Bundle, doc []byte) {
 		c.log.Info("local bundle updated", attrSequence, seq)
 	}
 	c.authorities, c.published, c.document = ch.next, next, doc
+	seq, _ := next.SequenceNumber()
+	c.notePublished(seq)
 	close(c.changed)
 	c.changed = make(chan struct{})
 	for _, name := range ch.delKeys {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/treatyhq/treaty/internal/datastore"
@@ -20,22 +21,34 @@ import (
 //   - at five sixths of its lifetime, the successor is activated, but only
 //     once it has been published for MinPublishedHints refresh hints, unless
 //     the active authority would otherwise outlive its ability to sign SVIDs
-//     of full lifetime.
+//     of full lifetime;
+//   - with Config.Receipts, a prepared X.509 successor also waits until
+//     every partner with a receipt was served a bundle holding it; at the
+//     deadline (the active authority could no longer sign SVIDs of full
+//     lifetime) it is activated anyway, and the partners that lack it are
+//     logged as an error. Partners without receipts are unknown and do not
+//     hold it back.
 //
 // When another replica changed the authorities meanwhile, Rotate reads
 // them again and decides once more.
 func (c *CA) Rotate(ctx context.Context) error {
+	receipts, err := c.listReceipts(ctx)
+	if err != nil {
+		// Partners become unknown: the rule without receipts applies.
+		c.log.Warn("could not read partners' receipts; rotating as if there were none", attrError, err)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	err := c.rotateLocked(ctx)
+	err = c.rotateLocked(ctx, receipts)
 	if errors.Is(err, ErrConflict) {
-		err = c.rotateLocked(ctx)
+		err = c.rotateLocked(ctx, receipts)
 	}
 	return err
 }
 
-func (c *CA) rotateLocked(ctx context.Context) error {
+func (c *CA) rotateLocked(ctx context.Context, receipts []datastore.Receipt) error {
 	ch := c.begin()
+	ch.receipts = receipts
 	for _, kind := range []datastore.AuthorityKind{datastore.KindX509, datastore.KindJWT} {
 		if err := ch.rotate(kind); err != nil {
 			return ch.abort(err)
@@ -93,13 +106,25 @@ func (ch *change) maybeActivate(active, prepared *authority, lifetime time.Durat
 	due := !ch.now.Before(active.NotBefore.Add(lifetime * 5 / 6))
 	spread := published >= MinPublishedHints*cfg.RefreshHint
 	urgent := !ch.now.Add(svidTTL).Before(active.NotAfter)
+	var cov Coverage
+	if prepared.Kind == datastore.KindX509 {
+		cov = ch.c.coverage(prepared, ch.receipts)
+	}
 	switch {
-	case due && spread:
+	case due && spread && len(cov.Lack) == 0:
 		ch.activate(prepared, "active authority reached five sixths of its lifetime")
 	case urgent:
-		ch.c.log.Warn("activating an authority published for less than the safe number of refresh hints; partners may reject SVIDs it signs until they refresh",
-			attrKind, prepared.Kind, attrAuthorityID, prepared.ID, "published_for", published.String())
+		if !spread {
+			ch.c.log.Warn("activating an authority published for less than the safe number of refresh hints; partners may reject SVIDs it signs until they refresh",
+				attrKind, prepared.Kind, attrAuthorityID, prepared.ID, "published_for", published.String())
+		}
+		if len(cov.Lack) > 0 {
+			ch.c.log.Error("activating the next X.509 authority at its deadline although partners have not fetched it; they will reject SVIDs it signs until they fetch the bundle",
+				attrAuthorityID, prepared.ID, attrPartners, strings.Join(cov.Lacking(), ","), attrSequence, cov.Sequence)
+		}
 		ch.activate(prepared, "active authority about to expire")
+	case due && spread:
+		ch.c.waitFor(prepared, cov)
 	}
 }
 

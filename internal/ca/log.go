@@ -7,6 +7,7 @@ const (
 	attrError       = "error"
 	attrKey         = "key"
 	attrSequence    = "sequence"
+	attrPartners    = "partners"
 	attrReason      = "reason"
 	attrEvent       = "event"
 	attrExpiresAt   = "expires_at"

@@ -1,0 +1,99 @@
+package ca
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/datastore"
+)
+
+var (
+	beta  = spiffeid.RequireTrustDomainFromString("beta.test")
+	gamma = spiffeid.RequireTrustDomainFromString("gamma.test")
+)
+
+// receiptsEnv is a CA whose partners' receipts are read from its own store;
+// it has prepared a successor at half life (bundle sequence 2).
+func receiptsEnv(t *testing.T) (*env, *CA, *AuthorityInfo) {
+	e := newEnv(t)
+	e.cfg.Receipts = receiptsOf{e}
+	c := e.open()
+	e.now = e.now.Add(12*time.Hour + time.Minute)
+	require.NoError(t, c.Rotate(t.Context()))
+	prepared := c.State(datastore.KindX509).Prepared
+	require.NotNil(t, prepared)
+	require.Equal(t, uint64(2), seq(t, c))
+	return e, c, prepared
+}
+
+// receiptsOf reads the receipts of the store env has open now.
+type receiptsOf struct{ e *env }
+
+func (r receiptsOf) ListReceipts(ctx context.Context) ([]datastore.Receipt, error) {
+	return r.e.store.ListReceipts(ctx)
+}
+
+func (e *env) fetched(t *testing.T, td spiffeid.TrustDomain, seq uint64) {
+	t.Helper()
+	require.NoError(t, e.store.PutReceipts(t.Context(), []datastore.Receipt{{TrustDomain: td, Sequence: seq, FetchedAt: e.now}}))
+}
+
+func TestActivationWaitsForPartnersWithReceipts(t *testing.T) {
+	e, c, prepared := receiptsEnv(t)
+	e.fetched(t, beta, 2)
+	e.fetched(t, gamma, 1) // gamma went offline before the successor was published
+
+	e.now = e.now.Add(8 * time.Hour) // five sixths, published long enough
+	require.NoError(t, c.Rotate(t.Context()))
+	require.Equal(t, prepared.ID, c.State(datastore.KindX509).Prepared.ID, "activated although gamma lacks it")
+	cov, ok, err := c.NextAuthorityCoverage(t.Context())
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, uint64(2), cov.Sequence)
+	require.Equal(t, []string{"gamma.test"}, cov.Lacking())
+	require.Len(t, cov.Have, 1)
+
+	e.now = e.now.Add(time.Hour)
+	e.fetched(t, gamma, 2) // gamma is back
+	require.NoError(t, c.Rotate(t.Context()))
+	require.Equal(t, prepared.ID, c.State(datastore.KindX509).Active.ID)
+	_, ok, err = c.NextAuthorityCoverage(t.Context())
+	require.NoError(t, err)
+	require.False(t, ok, "nothing prepared any more")
+}
+
+func TestActivationAtTheDeadlineWithoutPartners(t *testing.T) {
+	e, c, prepared := receiptsEnv(t)
+	e.fetched(t, gamma, 1)
+	e.now = e.now.Add(11*time.Hour - time.Minute - time.Second) // an hour and a second before the active authority expires
+	require.NoError(t, c.Rotate(t.Context()))
+	require.Equal(t, prepared.ID, c.State(datastore.KindX509).Prepared.ID)
+	e.now = e.now.Add(time.Second) // the active authority could no longer sign an SVID of full lifetime
+	require.NoError(t, c.Rotate(t.Context()))
+	require.Equal(t, prepared.ID, c.State(datastore.KindX509).Active.ID, "the deadline goes ahead without gamma")
+}
+
+func TestPartnersWithoutReceiptsAreUnknown(t *testing.T) {
+	e, c, prepared := receiptsEnv(t)
+	e.now = e.now.Add(8 * time.Hour)
+	require.NoError(t, c.Rotate(t.Context()))
+	require.Equal(t, prepared.ID, c.State(datastore.KindX509).Active.ID, "no receipts: the rule without receipts")
+}
+
+// After a restart the CA no longer knows which bundle first published the
+// prepared authority: it counts from the one published at the restart (here
+// the same), never from an earlier one.
+func TestCoverageAfterRestartCountsFromThePublishedBundle(t *testing.T) {
+	e, c, _ := receiptsEnv(t)
+	c = e.open()
+	e.fetched(t, beta, 2)
+	cov, ok, err := c.NextAuthorityCoverage(t.Context())
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, uint64(2), cov.Sequence)
+	require.Equal(t, []string{}, cov.Lacking())
+}
