@@ -128,6 +128,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Authorities != nil {
 		localauthorityv1.RegisterLocalAuthorityServer(s.grpc, &localAuthorityService{ca: cfg.Authorities})
 	}
+	if signer, ok := cfg.Authorities.(BundleSigner); ok { // the CA, which holds the JWT keys
+		s.grpc.RegisterService(&signedBundleServiceDesc, &signedBundleService{ca: signer})
+	}
 	trustdomainv1.RegisterTrustDomainServer(s.grpc, &trustDomainService{
 		local: cfg.Bundle.TrustDomain(), store: cfg.Relationships, refresher: cfg.Refresher, now: time.Now,
 	})
