@@ -66,11 +66,18 @@ func runBundleShow(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "bundle show")
 	socketPath, format, output := socketFlag(fs), formatFlag(fs), outputFlag(fs)
 	id := fs.String("id", "", "show the federated bundle of this trust domain (e.g. spiffe://partner.example) instead of our own")
+	sign := fs.Bool("sign", false, "with -format spiffe: our bundle signed by its JWT authorities, for bundle set -verify (docs/offline-federation.md)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := checkFormatOutput(*format, *output); err != nil {
 		return err
+	}
+	if *sign {
+		if *format != formatSPIFFE || *id != "" {
+			return usagef("-sign signs our own bundle as a SPIFFE bundle: use -format spiffe, without -id")
+		}
+		return showSigned(ctx, e, *socketPath, *output)
 	}
 	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
 		client := bundlev1.NewBundleClient(conn)
@@ -265,8 +272,15 @@ func runBundleSet(ctx context.Context, e *env, args []string) error {
 	socketPath, format := socketFlag(fs), formatFlag(fs)
 	id := fs.String("id", "", "SPIFFE ID of the partner trust domain, e.g. spiffe://partner.example (required)")
 	path := fs.String("path", "", "file holding the bundle (default: read standard input)")
+	verify := fs.Bool("verify", false, "the file is a signed bundle (bundle show -sign): store it only if a key of the bundle held signed it and it is not older")
+	pin := fs.String("pinSHA256", "", "with -verify and no bundle held yet: the fingerprint the partner's bundle must have")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *verify {
+		return setSigned(ctx, e, *socketPath, *id, *path, *pin)
+	} else if *pin != "" {
+		return usagef("-pinSHA256 checks a signed bundle: add -verify")
 	}
 	if *id == "" {
 		return usagef("-id is required: the trust domain the bundle belongs to, e.g. -id spiffe://partner.example")
