@@ -63,7 +63,7 @@ func TestCompletionScripts(t *testing.T) {
 			if err != nil {
 				t.Skipf("%s not installed: syntax not checked", shell)
 			}
-			cmd := exec.Command(sh, "-n")
+			cmd := exec.CommandContext(t.Context(), sh, "-n")
 			cmd.Stdin = strings.NewReader(out)
 			b, err := cmd.CombinedOutput()
 			require.NoError(t, err, "%s -n: %s", shell, b)

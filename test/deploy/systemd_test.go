@@ -54,7 +54,7 @@ func testUnit(t *testing.T) string {
 
 func TestSystemdVerify(t *testing.T) {
 	analyze := systemdAnalyze(t)
-	out, err := exec.Command(analyze, "verify", "--man=no", testUnit(t)).CombinedOutput()
+	out, err := exec.CommandContext(t.Context(), analyze, "verify", "--man=no", testUnit(t)).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
@@ -64,7 +64,7 @@ func TestSystemdVerify(t *testing.T) {
 // 2.0 "OK"; a unit without sandboxing scores 9.6).
 func TestSystemdSandbox(t *testing.T) {
 	analyze := systemdAnalyze(t)
-	out, err := exec.Command(analyze, "security", "--offline=yes", "--threshold=20", "--no-pager", testUnit(t)).CombinedOutput()
+	out, err := exec.CommandContext(t.Context(), analyze, "security", "--offline=yes", "--threshold=20", "--no-pager", testUnit(t)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("systemd-analyze security: %v\n%s", err, lastLines(string(out), 15))
 	}
