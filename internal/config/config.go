@@ -181,6 +181,14 @@ type Federation struct {
 	// CAFile holds extra PEM roots for https_web partners, for endpoints
 	// with certificates from an enterprise CA (ca_file).
 	CAFile string
+	// SignedBundlesDir is a directory of partners' signed bundle files
+	// (treaty bundle show -sign), e.g. a git checkout, applied every 10s
+	// (signed_bundles_dir; docs/offline-federation.md).
+	SignedBundlesDir string
+	// SignedBundlePins are, by partner trust domain, the fingerprints a
+	// partner's first signed file must have while no bundle is held for it
+	// (signed_bundle_pins).
+	SignedBundlePins map[spiffeid.TrustDomain]string
 }
 
 // Telemetry configures the metrics endpoint.

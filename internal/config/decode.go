@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -100,7 +101,36 @@ func (d *decoder) federation(e yamldoc.Entry, path string) {
 	d.duration(m["min_refresh"], path+".min_refresh", &d.c.Federation.MinRefresh)
 	d.duration(m["max_refresh"], path+".max_refresh", &d.c.Federation.MaxRefresh)
 	text(d, m["ca_file"], path+".ca_file", &d.c.Federation.CAFile)
+	text(d, m["signed_bundles_dir"], path+".signed_bundles_dir", &d.c.Federation.SignedBundlesDir)
+	d.pins(m["signed_bundle_pins"], path+".signed_bundle_pins")
 }
+
+// pins decodes signed_bundle_pins: trust domain → bundle fingerprint.
+func (d *decoder) pins(e yamldoc.Entry, path string) {
+	m := d.mapping(e, path)
+	if len(m) == 0 {
+		return
+	}
+	d.c.Federation.SignedBundlePins = map[spiffeid.TrustDomain]string{}
+	for name, pe := range m {
+		var fp string
+		text(d, pe, path+"."+name, &fp)
+		td, err := spiffeid.TrustDomainFromString(name)
+		if err != nil {
+			d.fail(path+"."+name, "%q is not a trust domain: %v", name, err)
+			continue
+		}
+		if !pinPattern.MatchString(fp) {
+			d.fail(path+"."+name, "%q is not a bundle fingerprint: want the 64 hex digits of SHA-256 that treaty bundle show -sign and bundle inspect print", fp)
+			continue
+		}
+		d.c.Federation.SignedBundlePins[td] = fp
+	}
+}
+
+// pinPattern is a bundle fingerprint: hex SHA-256, optionally prefixed
+// "sha256:" and with colons between bytes.
+var pinPattern = regexp.MustCompile(`^(?i)(sha256:)?([0-9a-f]{2}:?){31}[0-9a-f]{2}$`)
 
 func (d *decoder) telemetry(e yamldoc.Entry, path string) {
 	m := d.mapping(e, path)
