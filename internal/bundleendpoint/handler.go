@@ -52,6 +52,8 @@ type handler struct {
 	// (Config.Confirm).
 	confirm func(ctx context.Context) error
 	source  Source
+	// receipts, when set, records partners' authenticated fetches.
+	receipts *Receipts
 }
 
 // advance serves doc from now on if it differs from what is served, and
@@ -98,6 +100,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) int {
 		h.advance(h.source.Document())
 	}
 	resp := h.current.Load()
+	if h.receipts != nil && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && r.Method == http.MethodGet {
+		h.receipts.record(r.Context(), r.TLS.PeerCertificates, resp.seq)
+	}
 	// Canonical keys assigned directly: no per-request allocation. A 304
 	// carries ETag and Cache-Control too (RFC 9110, section 15.4.5).
 	hdr := w.Header()

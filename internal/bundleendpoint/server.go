@@ -92,6 +92,10 @@ type Config struct {
 	// sequence go down from one replica to the next. When it fails the
 	// endpoint answers with what it has.
 	Confirm func(ctx context.Context) error
+	// Receipts, when set, makes the endpoint ask for a client certificate,
+	// never requiring one, and records the fetches of partners that
+	// present their federation client's X509-SVID; Run it alongside.
+	Receipts *Receipts
 	// Observe, when set, is called after every request with its status
 	// code and duration (metrics).
 	Observe func(code int, d time.Duration)
@@ -120,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, handler: &handler{observe: cfg.Observe, confirm: cfg.Confirm, source: cfg.Source}}
+	s := &Server{cfg: cfg, log: log, handler: &handler{observe: cfg.Observe, confirm: cfg.Confirm, source: cfg.Source, receipts: cfg.Receipts}}
 	if cfg.RateLimit > 0 {
 		s.handler.limiter = newLimiter(cfg.RateLimit, cfg.Now)
 	}
@@ -207,6 +211,12 @@ func (s *Server) tlsConfig() (*tls.Config, error) {
 		ClientAuth:       tls.NoClientCert,
 		NextProtos:       []string{"h2", "http/1.1"},
 	}
+	if s.cfg.Receipts != nil {
+		// Asked for, never required, not verified here: a client without
+		// one (SPIRE, go-spiffe, curl) is served as before; Receipts
+		// authenticates the ones that come.
+		cfg.ClientAuth = tls.RequestClientCert
+	}
 	switch s.cfg.Profile {
 	case profile.HTTPSSPIFFE:
 		s.svid = &svidCert{id: s.cfg.EndpointSPIFFEID, source: s.cfg.SVIDSource, now: s.cfg.Now}
@@ -277,6 +287,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	return nil
 }
+
+// Receipts returns Config.Receipts, which the caller runs; nil when unset.
+func (s *Server) Receipts() *Receipts { return s.cfg.Receipts }
 
 // Addr is the address the endpoint listens on, for logs and tests.
 func (s *Server) Addr() string { return s.cfg.Address }

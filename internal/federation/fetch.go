@@ -66,6 +66,10 @@ type FetcherConfig struct {
 	MaxBodyBytes int64
 	// RootCAs authenticate https_web endpoints; nil means the system roots.
 	RootCAs *x509.CertPool
+	// ClientSVID, when set, is presented to endpoints that ask for a
+	// client certificate (a treaty partner records our fetches with it);
+	// nil fetches anonymously.
+	ClientSVID *ClientSVID
 	// Logger receives debug events; nil discards them.
 	Logger *slog.Logger
 }
@@ -126,7 +130,7 @@ func NewFetcher(cfg FetcherConfig) *Fetcher {
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := &Fetcher{cfg: cfg, log: log, spiffe: map[spiffeKey]*spiffeClient{}}
-	f.web = f.newClient(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs})
+	f.web = f.newClient(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs, GetClientCertificate: f.clientCertificate()})
 	return f
 }
 
@@ -240,7 +244,9 @@ func (f *Fetcher) spiffeClient(rel Relationship, trust *x509bundle.Bundle) *http
 			c.client.CloseIdleConnections()
 			f.log.Debug("endpoint trust bundle changed; reconnecting", attrTrustDomain, rel.TrustDomain.Name())
 		}
-		c = &spiffeClient{trust: trust, client: f.newClient(spiffeTLSConfig(rel.EndpointSPIFFEID, trust))}
+		tlsConfig := spiffeTLSConfig(rel.EndpointSPIFFEID, trust)
+		tlsConfig.GetClientCertificate = f.clientCertificate()
+		c = &spiffeClient{trust: trust, client: f.newClient(tlsConfig)}
 		f.spiffe[key] = c
 	}
 	c.lastUsed = now
@@ -259,6 +265,15 @@ func (f *Fetcher) prune(now time.Time) {
 			delete(f.spiffe, key)
 		}
 	}
+}
+
+// clientCertificate returns the GetClientCertificate of the fetcher's TLS
+// configurations: ClientSVID's, or nil (anonymous).
+func (f *Fetcher) clientCertificate() func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if f.cfg.ClientSVID == nil {
+		return nil
+	}
+	return f.cfg.ClientSVID.GetClientCertificate
 }
 
 // newClient returns a bounded client that does not follow redirects.

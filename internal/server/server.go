@@ -255,6 +255,7 @@ func (s *Server) startCA(ctx context.Context) error {
 		X509SVIDTTL: s.cfg.CA.X509SVIDTTL,
 		JWTSVIDTTL:  s.cfg.CA.JWTSVIDTTL,
 		Upstream:    up,
+		Receipts:    partnerReceipts{s.store},
 		Shared:      s.shared(),
 		Logger:      s.log.With(attrComponent, "ca"),
 	})
@@ -275,7 +276,11 @@ func (s *Server) startRefresher(ctx context.Context) error {
 		}
 	}
 	s.webRoots = roots
-	s.fetcher = federation.NewFetcher(federation.FetcherConfig{RootCAs: roots, Logger: s.log.With(attrComponent, "fetcher")})
+	s.fetcher = federation.NewFetcher(federation.FetcherConfig{
+		RootCAs:    roots,
+		ClientSVID: federation.NewClientSVID(s.cfg.TrustDomain, s.local, nil, s.log.With(attrComponent, "fetcher")),
+		Logger:     s.log.With(attrComponent, "fetcher"),
+	})
 	s.polls = telemetry.NewPolls() // served when telemetry.address is set
 	rc := federation.RefresherConfig{
 		Store:            s.store,
@@ -397,7 +402,11 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 		Observe:           s.observeEndpoint(),
 		Source:            s.local,
 		Confirm:           s.confirmBundle(),
-		Logger:            s.log.With(attrComponent, "bundleendpoint"),
+		Receipts: bundleendpoint.NewReceipts(bundleendpoint.ReceiptsConfig{
+			Partners: partnerBundles{s.store, s.cfg.TrustDomain}, Store: s.store,
+			Logger: s.log.With(attrComponent, "bundleendpoint"),
+		}),
+		Logger: s.log.With(attrComponent, "bundleendpoint"),
 	})
 	if err != nil {
 		return err
@@ -625,6 +634,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.endpoint != nil {
 		g.Go(func() error { return s.endpoint.Serve(ctx, s.endpointListener) })
+		g.Go(func() error { return s.endpoint.Receipts().Run(ctx) })
 	}
 	if s.agents != nil {
 		g.Go(func() error { return s.agents.Serve(ctx, s.agentsListener) })

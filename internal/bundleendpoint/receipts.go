@@ -1,0 +1,139 @@
+package bundleendpoint
+
+import (
+	"context"
+	"crypto/x509"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/profile"
+)
+
+// DefaultFlushInterval is how often Receipts writes the fetches it saw.
+const DefaultFlushInterval = 10 * time.Second
+
+// Partners holds the X.509 authorities of the bundles stored for partner
+// trust domains, never the local one's.
+type Partners interface {
+	// X509Authorities returns the X.509 authorities of the bundle stored
+	// for td, or an error if there is none.
+	X509Authorities(ctx context.Context, td spiffeid.TrustDomain) ([]*x509.Certificate, error)
+}
+
+// ReceiptStore keeps receipts (datastore.Store is one).
+type ReceiptStore interface {
+	PutReceipts(ctx context.Context, receipts []datastore.Receipt) error
+}
+
+// ReceiptsConfig configures Receipts. Partners and Store are required.
+type ReceiptsConfig struct {
+	Partners Partners
+	Store    ReceiptStore
+	// FlushInterval is how often the fetches seen are written, at most one
+	// row per partner each time; zero means DefaultFlushInterval.
+	FlushInterval time.Duration
+	// Now returns the current time; default time.Now.
+	Now func() time.Time
+	// Logger receives write failures; nil discards.
+	Logger *slog.Logger
+}
+
+// Receipts records, per partner trust domain, the latest authenticated
+// fetch of the local bundle: a client that presents an X509-SVID for
+// profile.FederationClientID of its trust domain, which verifies with the
+// bundle stored for that trust domain (SPIFFE X509-SVID standard, section
+// 5). Any other client is served all the same and recorded nowhere. The
+// fetches are kept in memory and written in one batch per FlushInterval by
+// Run, so a partner polling often costs no more than one write per
+// interval. Receipts is safe for concurrent use.
+type Receipts struct {
+	cfg ReceiptsConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	pending map[spiffeid.TrustDomain]datastore.Receipt
+}
+
+// NewReceipts returns Receipts; Run writes what it records.
+func NewReceipts(cfg ReceiptsConfig) *Receipts {
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Receipts{cfg: cfg, log: log, pending: map[spiffeid.TrustDomain]datastore.Receipt{}}
+}
+
+// record notes that the client that presented chain was served the bundle
+// with sequence seq, if chain authenticates a partner's federation client.
+func (r *Receipts) record(ctx context.Context, chain []*x509.Certificate, seq uint64) {
+	id, err := x509svid.IDFromCert(chain[0])
+	if err != nil || id.Path() != profile.FederationClientPath {
+		return
+	}
+	authorities, err := r.cfg.Partners.X509Authorities(ctx, id.TrustDomain())
+	if err != nil {
+		return
+	}
+	if _, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(id.TrustDomain(), authorities)); err != nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending[id.TrustDomain()] = datastore.Receipt{TrustDomain: id.TrustDomain(), Sequence: seq, FetchedAt: r.cfg.Now()}
+}
+
+// Run writes the recorded fetches every FlushInterval until ctx is done,
+// and once more then.
+func (r *Receipts) Run(ctx context.Context) error {
+	timer := time.NewTimer(r.cfg.FlushInterval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+			defer cancel()
+			r.flush(flushCtx)
+			return nil
+		case <-timer.C:
+		}
+		r.flush(ctx)
+		timer.Reset(r.cfg.FlushInterval)
+	}
+}
+
+// flush writes the pending receipts; if that fails they are kept for the
+// next time, unless a newer fetch replaced them meanwhile.
+func (r *Receipts) flush(ctx context.Context) {
+	r.mu.Lock()
+	batch := make([]datastore.Receipt, 0, len(r.pending))
+	for _, rc := range r.pending {
+		batch = append(batch, rc)
+	}
+	clear(r.pending)
+	r.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	if err := r.cfg.Store.PutReceipts(ctx, batch); err != nil {
+		r.log.Warn("could not record partners' fetches; will retry", attrError, err)
+		r.mu.Lock()
+		for _, rc := range batch {
+			if _, newer := r.pending[rc.TrustDomain]; !newer {
+				r.pending[rc.TrustDomain] = rc
+			}
+		}
+		r.mu.Unlock()
+	}
+}
