@@ -625,6 +625,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.reconciler != nil {
 		g.Go(func() error { return s.reconciler.Run(ctx) })
 	}
+	if d := s.signedBundles(); d != nil {
+		g.Go(func() error { return d.Run(ctx) })
+	}
 	if s.telemetry != nil {
 		g.Go(func() error { return s.telemetry.Serve(ctx, s.telemetryListener) })
 	}
