@@ -25,7 +25,7 @@ import (
 
 var td = spiffeid.RequireTrustDomainFromString("alpha.test")
 
-func newKey(t *testing.T, id string) signedbundle.Key {
+func newKey(t testing.TB, id string) signedbundle.Key {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -34,7 +34,7 @@ func newKey(t *testing.T, id string) signedbundle.Key {
 
 // publish builds the bundle of keys with sequence seq and signs it with
 // signers.
-func publish(t *testing.T, seq uint64, keys []signedbundle.Key, signers ...signedbundle.Key) (*spiffebundle.Bundle, []byte) {
+func publish(t testing.TB, seq uint64, keys []signedbundle.Key, signers ...signedbundle.Key) (*spiffebundle.Bundle, []byte) {
 	t.Helper()
 	b := spiffebundle.New(td)
 	for _, k := range keys {
