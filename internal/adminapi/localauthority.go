@@ -2,6 +2,10 @@ package adminapi
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
 
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
 	"google.golang.org/grpc"
@@ -24,6 +28,7 @@ type LocalAuthorities interface {
 	Revoke(ctx context.Context, kind datastore.AuthorityKind, id string) (ca.AuthorityInfo, error)
 	TaintUpstream(ctx context.Context, skid string) (string, error)
 	RevokeUpstream(ctx context.Context, skid string) (string, error)
+	NextAuthorityCoverage(ctx context.Context) (ca.Coverage, bool, error)
 }
 
 // localAuthorityService implements SPIRE's LocalAuthority API for X.509
@@ -83,14 +88,60 @@ func (s *localAuthorityService) prepare(ctx context.Context, kind datastore.Auth
 
 // activate activates the prepared authority. An early activation's
 // warning goes back in the adminwire.WarningHeader, as well as to the log.
+// An X.509 authority that partners with receipts lack is activated only
+// with the adminwire.ForceHeader.
 func (s *localAuthorityService) activate(ctx context.Context, kind datastore.AuthorityKind, id string) (*localauthorityv1.AuthorityState, error) {
 	return change(true, id, func() (ca.AuthorityInfo, error) {
+		if kind == datastore.KindX509 && !forced(ctx) {
+			if err := s.partnersHave(ctx, id); err != nil {
+				return ca.AuthorityInfo{}, err
+			}
+		}
 		info, warning, err := s.ca.Activate(ctx, kind, id)
 		if err == nil && warning != "" {
 			_ = grpc.SetHeader(ctx, metadata.Pairs(adminwire.WarningHeader, warning)) // only fails outside a call
 		}
 		return info, err
 	})
+}
+
+// forced reports whether the call carries the adminwire.ForceHeader.
+func forced(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return slices.Contains(md.Get(adminwire.ForceHeader), "true")
+}
+
+// partnersHave refuses to activate the prepared X.509 authority id while
+// partners with receipts have not fetched a bundle holding it.
+func (s *localAuthorityService) partnersHave(ctx context.Context, id string) error {
+	cov, ok, err := s.ca.NextAuthorityCoverage(ctx)
+	if err != nil {
+		return fmt.Errorf("read which partners fetched the bundle: %w", err)
+	}
+	if !ok || cov.AuthorityID != id || len(cov.Lack) == 0 {
+		return nil
+	}
+	now := time.Now()
+	lack := make([]string, len(cov.Lack))
+	for i, r := range cov.Lack {
+		lack[i] = fmt.Sprintf("%s (last fetched sequence %d, %s ago)", r.TrustDomain.Name(), r.Sequence, ago(now, r.FetchedAt))
+	}
+	return fmt.Errorf("%d of %d partners have not fetched a bundle holding authority %s (sequence %d or later) and would reject SVIDs it signs: %s; "+
+		"wait until they fetch it (treaty federation status shows who has it), or activate anyway with "+
+		"treaty localauthority x509 activate -authorityID %s -force: %w",
+		len(cov.Lack), len(cov.Lack)+len(cov.Have), id, cov.Sequence, strings.Join(lack, ", "), id, ca.ErrFailedPrecondition)
+}
+
+// ago is how long before now t was, for people: "26h", "4m".
+func ago(now, t time.Time) string {
+	d := now.Sub(t)
+	switch {
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	}
+	return fmt.Sprintf("%ds", int(d.Seconds()))
 }
 
 func (s *localAuthorityService) taint(ctx context.Context, kind datastore.AuthorityKind, id string) (*localauthorityv1.AuthorityState, error) {

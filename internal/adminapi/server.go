@@ -162,7 +162,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	debugv1.RegisterDebugServer(s.grpc, &debugService{started: cmp.Or(cfg.Started, time.Now()), now: time.Now,
 		bundles: cfg.Store, entries: cfg.Entries, agents: cfg.Agents, local: cfg.Bundle, svid: cfg.ServerSVID})
-	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, relationships: cfg.Relationships, endpointExpiry: cfg.EndpointExpiry, gaps: cfg.FederationGaps})
+	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, relationships: cfg.Relationships, endpointExpiry: cfg.EndpointExpiry, gaps: cfg.FederationGaps, authorities: cfg.Authorities})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
 }

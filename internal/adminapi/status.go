@@ -12,6 +12,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/adminwire"
 	"github.com/treatyhq/treaty/internal/bundle"
+	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/federation"
 )
 
@@ -47,6 +48,8 @@ type statusService struct {
 	relationships  RelationshipStore
 	endpointExpiry func() time.Time
 	gaps           func() []FederationGap
+	// authorities, when set, say which partners have the next authority.
+	authorities LocalAuthorities
 }
 
 // FederationGap is a registration entry that federates with a trust domain
@@ -75,7 +78,28 @@ func (s *statusService) status(ctx context.Context, _ *emptypb.Empty) (*structpb
 			out.FederationGaps = append(out.FederationGaps, adminwire.FederationGap{EntryID: g.EntryID, SPIFFEID: g.SPIFFEID, TrustDomain: g.TrustDomain})
 		}
 	}
+	if s.authorities != nil {
+		cov, ok, err := s.authorities.NextAuthorityCoverage(ctx)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "read which partners fetched the bundle: %v", err)
+		}
+		if ok {
+			out.NextAuthority = nextAuthority(cov)
+		}
+	}
 	return wireStruct(out)
+}
+
+// nextAuthority converts the coverage of the prepared X.509 authority.
+func nextAuthority(cov ca.Coverage) *adminwire.NextAuthority {
+	out := &adminwire.NextAuthority{AuthorityID: cov.AuthorityID, Sequence: cov.Sequence, Partners: []adminwire.Receipt{}}
+	for _, r := range cov.Lack {
+		out.Partners = append(out.Partners, adminwire.Receipt{TrustDomain: r.TrustDomain.Name(), Sequence: r.Sequence, FetchedAt: timeString(r.FetchedAt)})
+	}
+	for _, r := range cov.Have {
+		out.Partners = append(out.Partners, adminwire.Receipt{TrustDomain: r.TrustDomain.Name(), Sequence: r.Sequence, FetchedAt: timeString(r.FetchedAt), HasNextAuthority: true})
+	}
+	return out
 }
 
 // managedBy maps the trust domains of relationships managed by onboarding

@@ -40,6 +40,13 @@ const (
 // can have it, for one. Clients show each value; SPIRE's ignore them.
 const WarningHeader = "treaty-warning"
 
+// ForceHeader is the request header (gRPC metadata) key with which
+// treaty's CLI (localauthority x509 activate -force) activates a prepared
+// X.509 authority that partners with receipts have not fetched yet.
+// Without it the server refuses with FailedPrecondition and names them, so
+// SPIRE's CLI, which cannot send it, only activates once they all hold it.
+const ForceHeader = "treaty-force"
+
 // DefaultInviteTTL is how long an invite is valid when the request names
 // no TTL (the CLI's -ttl default, and the server's for a zero TTLSeconds).
 const DefaultInviteTTL = 24 * time.Hour

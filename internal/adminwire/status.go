@@ -10,6 +10,30 @@ type StatusResponse struct {
 	// FederationGaps are the registration entries that federate with a
 	// trust domain the server holds no bundle for.
 	FederationGaps []FederationGap `json:"federation_gaps"`
+	// NextAuthority is who has the prepared X.509 authority; absent when
+	// none is prepared.
+	NextAuthority *NextAuthority `json:"next_authority,omitempty"`
+}
+
+// NextAuthority says which partners with receipts (their treaty fetched
+// our bundle presenting its federation client SVID) hold the prepared
+// X.509 authority: those last served a bundle with at least Sequence.
+// Partners without receipts are unknown and not listed.
+type NextAuthority struct {
+	AuthorityID string `json:"authority_id"`
+	// Sequence is the first local bundle's spiffe_sequence that holds it.
+	Sequence uint64    `json:"sequence,string"`
+	Partners []Receipt `json:"partners"`
+}
+
+// Receipt is a partner's latest authenticated fetch of our bundle.
+type Receipt struct {
+	TrustDomain string `json:"trust_domain"`
+	Sequence    uint64 `json:"sequence,string"`
+	FetchedAt   string `json:"fetched_at"`
+	// HasNextAuthority says whether that bundle held the prepared
+	// authority.
+	HasNextAuthority bool `json:"has_next_authority"`
 }
 
 // RelationshipStatus is the freshness of one partner's bundle.

@@ -51,13 +51,20 @@ type ReceiptsConfig struct {
 // 5). Any other client is served all the same and recorded nowhere. The
 // fetches are kept in memory and written in one batch per FlushInterval by
 // Run, so a partner polling often costs no more than one write per
-// interval. Receipts is safe for concurrent use.
+// interval, and a new sequence served to it one write more, at once.
+// Receipts is safe for concurrent use.
 type Receipts struct {
 	cfg ReceiptsConfig
 	log *slog.Logger
 
+	// kick asks Run to write at once: a partner was served a sequence it
+	// had not been served before, which a rotation may be waiting for.
+	kick chan struct{}
+
 	mu      sync.Mutex
 	pending map[spiffeid.TrustDomain]datastore.Receipt
+	// served is the sequence each partner was last known to be served.
+	served map[spiffeid.TrustDomain]uint64
 }
 
 // NewReceipts returns Receipts; Run writes what it records.
@@ -72,7 +79,8 @@ func NewReceipts(cfg ReceiptsConfig) *Receipts {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Receipts{cfg: cfg, log: log, pending: map[spiffeid.TrustDomain]datastore.Receipt{}}
+	return &Receipts{cfg: cfg, log: log, kick: make(chan struct{}, 1),
+		pending: map[spiffeid.TrustDomain]datastore.Receipt{}, served: map[spiffeid.TrustDomain]uint64{}}
 }
 
 // record notes that the client that presented chain was served the bundle
@@ -86,16 +94,26 @@ func (r *Receipts) record(ctx context.Context, chain []*x509.Certificate, seq ui
 	if err != nil {
 		return
 	}
-	if _, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(id.TrustDomain(), authorities)); err != nil {
+	now := r.cfg.Now()
+	if _, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(id.TrustDomain(), authorities), x509svid.WithTime(now)); err != nil {
 		return
 	}
+	td := id.TrustDomain()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pending[id.TrustDomain()] = datastore.Receipt{TrustDomain: id.TrustDomain(), Sequence: seq, FetchedAt: r.cfg.Now()}
+	r.pending[td] = datastore.Receipt{TrustDomain: td, Sequence: seq, FetchedAt: now}
+	if last, ok := r.served[td]; !ok || last != seq {
+		r.served[td] = seq
+		select {
+		case r.kick <- struct{}{}:
+		default: // a write is due already
+		}
+	}
 }
 
-// Run writes the recorded fetches every FlushInterval until ctx is done,
-// and once more then.
+// Run writes the recorded fetches every FlushInterval, and at once when a
+// partner was served a new sequence, until ctx is done, and once more
+// then.
 func (r *Receipts) Run(ctx context.Context) error {
 	timer := time.NewTimer(r.cfg.FlushInterval)
 	defer timer.Stop()
@@ -106,6 +124,7 @@ func (r *Receipts) Run(ctx context.Context) error {
 			defer cancel()
 			r.flush(flushCtx)
 			return nil
+		case <-r.kick:
 		case <-timer.C:
 		}
 		r.flush(ctx)

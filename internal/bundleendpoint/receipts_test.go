@@ -12,7 +12,10 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
+	"slices"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/federation"
@@ -120,16 +123,25 @@ func (p partnerSet) X509Authorities(_ context.Context, td spiffeid.TrustDomain) 
 
 // memStore keeps the receipts written to it, or fails.
 type memStore struct {
+	mu   sync.Mutex
 	fail bool
 	put  []datastore.Receipt
 }
 
 func (s *memStore) PutReceipts(_ context.Context, rs []datastore.Receipt) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.fail {
 		return errors.New("database is locked")
 	}
 	s.put = append(s.put, rs...)
 	return nil
+}
+
+func (s *memStore) written() []datastore.Receipt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.put)
 }
 
 // getWith fetches the bundle presenting cert, trusting any server.
@@ -170,4 +182,33 @@ func selfSigned(t *testing.T, id spiffeid.ID) tls.Certificate {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	require.NoError(t, err)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// A partner served a new sequence is written at once; the same sequence
+// again waits for the next interval.
+func TestReceiptsWriteANewSequenceAtOnce(t *testing.T) {
+	beta, _ := catest.New(t, betaTD)
+	svid, err := beta.MintX509SVID(profile.FederationClientID(betaTD))
+	require.NoError(t, err)
+	partners := partnerSet{betaTD: beta.Bundle().X509Authorities()}
+	now := time.Now() // the SVID's time; the bubble's clock starts in 2000
+	synctest.Test(t, func(t *testing.T) {
+		store := &memStore{}
+		r := NewReceipts(ReceiptsConfig{Partners: partners, Store: store, FlushInterval: time.Minute, Now: func() time.Time { return now }})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+		go func() { done <- r.Run(ctx) }()
+
+		r.record(t.Context(), svid.Certificates, 7)
+		synctest.Wait()
+		require.Len(t, store.written(), 1, "a new sequence is written at once")
+		r.record(t.Context(), svid.Certificates, 7)
+		synctest.Wait()
+		require.Len(t, store.written(), 1, "the same sequence waits")
+		time.Sleep(time.Minute) // the flush interval, on the bubble's clock
+		synctest.Wait()
+		require.Len(t, store.written(), 2)
+		cancel()
+		require.NoError(t, <-done)
+	})
 }

@@ -432,7 +432,30 @@ func printStatus(e *env, resp adminwire.StatusResponse, now time.Time) error {
 		e.printf("\n%s\n", n)
 	}
 	printGaps(e, resp.FederationGaps)
+	printNextAuthority(e, resp.NextAuthority, now)
 	return nil
+}
+
+// printNextAuthority says which partners with receipts hold the prepared
+// X.509 authority, naming those that do not.
+func printNextAuthority(e *env, next *adminwire.NextAuthority, now time.Time) {
+	if next == nil || len(next.Partners) == 0 {
+		return
+	}
+	have := 0
+	var lack []string
+	for _, p := range next.Partners {
+		if p.HasNextAuthority {
+			have++
+			continue
+		}
+		lack = append(lack, fmt.Sprintf("%s last fetched sequence %d, %s", p.TrustDomain, p.Sequence, ago(p.FetchedAt, now)))
+	}
+	line := fmt.Sprintf("\nour next authority %s (sequence %d): %d/%d partners have it", next.AuthorityID, next.Sequence, have, len(next.Partners))
+	if len(lack) > 0 {
+		line += "; " + strings.Join(lack, "; ")
+	}
+	e.printf("%s\n", line)
 }
 
 // printGaps lists entries that federate with trust domains without a bundle.

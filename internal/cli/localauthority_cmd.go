@@ -167,8 +167,15 @@ func actOnAuthority(k authorityKind, verb, done string, needsID bool) func(conte
 		if needsID {
 			id = fs.String("authorityID", "", "ID of the authority (see `treaty localauthority "+k.word+" show`)")
 		}
+		force := new(bool)
+		if k.word == "x509" && verb == "activate" {
+			force = fs.Bool("force", false, "activate even though partners have not fetched the bundle holding the authority; they reject SVIDs it signs until they do")
+		}
 		if err := parseOutput(fs, args, output); err != nil {
 			return err
+		}
+		if *force {
+			ctx = metadata.AppendToOutgoingContext(ctx, adminwire.ForceHeader, "true")
 		}
 		if needsID && *id == "" {
 			return usagef("-authorityID is required; find it with `treaty localauthority %s show`", k.word)
