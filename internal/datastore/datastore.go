@@ -215,6 +215,17 @@ type Lease struct {
 	ExpiresAt time.Time
 }
 
+// PollRecord is what the last polls of one partner found: kept across
+// restarts so that "last success" survives one during the partner's outage.
+type PollRecord struct {
+	TrustDomain         spiffeid.TrustDomain
+	LastAttempt         time.Time
+	LastSuccess         time.Time
+	ConsecutiveFailures int
+	LastError           string
+	LastReason          string
+}
+
 // SealedKey is a private key stored sealed in the database.
 type SealedKey struct {
 	Name      string
@@ -266,6 +277,9 @@ type Store interface {
 	// Partners' authenticated fetches of the local bundle (Receipt).
 	PutReceipts(ctx context.Context, receipts []Receipt) error
 	ListReceipts(ctx context.Context) ([]Receipt, error)
+	// What polling each partner last found (PollRecord).
+	SavePollRecords(ctx context.Context, records []PollRecord) error
+	ListPollRecords(ctx context.Context) ([]PollRecord, error)
 
 	// Registration entries.
 	CreateEntry(ctx context.Context, e Entry) (Entry, error)

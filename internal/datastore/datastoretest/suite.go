@@ -52,6 +52,7 @@ func Run(t *testing.T, newDB func(t *testing.T) DB) {
 		{"Leases", x.testLeases},
 		{"LeaseRaceHasOneWinner", x.testLeaseRaceHasOneWinner},
 		{"SealedKeys", x.testSealedKeys},
+		{"PollRecords", x.testPollRecords},
 		{"Receipts", x.testReceipts},
 	}
 	for _, tc := range tests {

@@ -93,6 +93,8 @@ func fill(t *testing.T, s datastore.Store) {
 	require.True(t, held)
 	require.NoError(t, s.PutSealedKey(ctx, "x509-aa", []byte("sealed")))
 	require.NoError(t, s.PutReceipts(ctx, []datastore.Receipt{{TrustDomain: partnerTD, Sequence: 3, FetchedAt: at}}))
+	require.NoError(t, s.SavePollRecords(ctx, []datastore.PollRecord{{TrustDomain: partnerTD, LastAttempt: at, LastSuccess: at.Add(-time.Minute),
+		ConsecutiveFailures: 1, LastError: "timeout", LastReason: "timeout"}}))
 }
 
 // records is everything a store holds, read through the datastore API.
@@ -108,6 +110,7 @@ type records struct {
 	Lease         datastore.Lease
 	SealedKey     []byte
 	Receipts      []datastore.Receipt
+	Polls         []datastore.PollRecord
 }
 
 func read(t *testing.T, s datastore.Store) records {
@@ -136,6 +139,8 @@ func read(t *testing.T, s datastore.Store) records {
 	r.SealedKey, err = s.SealedKey(ctx, "x509-aa")
 	require.NoError(t, err)
 	r.Receipts, err = s.ListReceipts(ctx)
+	require.NoError(t, err)
+	r.Polls, err = s.ListPollRecords(ctx)
 	require.NoError(t, err)
 	return r
 }
@@ -203,7 +208,7 @@ func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 	for _, td := range res.Tables {
 		require.Positive(t, td.Rows, "table %s: fill writes every kind of record", td.Table)
 	}
-	require.Equal(t, int64(23), res.Rows())
+	require.Equal(t, int64(24), res.Rows())
 	sourceDigest, err := Digest(ctx, from)
 	require.NoError(t, err)
 	require.Equal(t, sourceDigest, res.Tables)

@@ -105,6 +105,10 @@ var schema = []table{
 	{name: "receipts", key: []string{"trust_domain"}, columns: []column{
 		{"trust_domain", text}, {"sequence", integer}, {"fetched_at", integer},
 	}},
+	{name: "partner_polls", key: []string{"trust_domain"}, columns: []column{
+		{"trust_domain", text}, {"last_attempt", integer}, {"last_success", integer},
+		{"consecutive_failures", integer}, {"last_error", text}, {"last_reason", text},
+	}},
 }
 
 // versionTable records the schema version; Copy compares it rather than
