@@ -29,6 +29,9 @@ type Store struct {
 	db *sql.DB
 }
 
+// maxIdleConns is how many connections stay open while idle.
+const maxIdleConns = 32
+
 // busyTimeout is how long a statement waits for the write lock; only
 // treaty's own connections take it, and they hold it briefly.
 const busyTimeout = 10 * time.Second
@@ -59,6 +62,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open datastore %s: %w", path, err)
 	}
+	// Keep connections open between bursts: opening one costs its pragmas
+	// and a read of the schema, which under many concurrent readers (agents
+	// syncing) was most of the work.
+	db.SetMaxIdleConns(maxIdleConns)
 	s := &Store{Store: sqlstore.New(db, dialect), db: db}
 	if err := s.checkUnlocked(ctx, path); err != nil {
 		_ = db.Close()
