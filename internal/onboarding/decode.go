@@ -20,7 +20,7 @@ const (
 // treaty's bundleEndpointURLs.
 var specKeys = []string{
 	"className", "trustDomain", "bundleEndpointURL", "bundleEndpointURLs",
-	"bundleEndpointProfile", "trustDomainBundle",
+	"bundleEndpointProfile", "trustDomainBundle", "trustDomainBundleSHA256",
 }
 
 // The two shapes of an onboarding file: a whole resource, or its spec at
@@ -76,6 +76,9 @@ type rawSpec struct {
 	profileType        value
 	endpointSPIFFEID   value
 	trustDomainBundle  value
+	// trustDomainBundleSHA256 pins a signed trustDomainBundle's
+	// fingerprint while no bundle is held (docs/offline-federation.md).
+	trustDomainBundleSHA256 value
 }
 
 // decoder walks the node tree of one file. It knows the line of every key
@@ -151,6 +154,7 @@ func (d *decoder) specOf(e yamldoc.Entry, line int) *rawSpec {
 	s.bundleEndpointURL = d.text(m["bundleEndpointURL"], "bundleEndpointURL")
 	s.bundleEndpointURLs, s.urlsLine = d.list(m["bundleEndpointURLs"], "bundleEndpointURLs")
 	s.trustDomainBundle = d.text(m["trustDomainBundle"], "trustDomainBundle")
+	s.trustDomainBundleSHA256 = d.text(m["trustDomainBundleSHA256"], "trustDomainBundleSHA256")
 	d.profile(m["bundleEndpointProfile"], s)
 	d.misspelt(d.spec, "trustDomain", &s.trustDomain)
 	d.misspelt(d.spec, "bundleEndpointURL", &s.bundleEndpointURL)

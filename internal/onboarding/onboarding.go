@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/treatyhq/treaty/internal/federation"
+	"github.com/treatyhq/treaty/internal/signedbundle"
 	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
@@ -46,6 +47,8 @@ type File struct {
 	trustDomainLine int // the line of trustDomain, for directory problems
 	bundleText      []byte
 	bundleLine      int // the line of trustDomainBundle
+	signed          *signedbundle.Signed
+	pin             string
 }
 
 // Parse parses data, the content of the onboarding file at path, which is
@@ -95,6 +98,8 @@ func parse(data []byte, path string) (*File, string, []yamldoc.Problem) {
 		trustDomainLine: spec.trustDomain.line,
 		bundleText:      b.bundleText,
 		bundleLine:      b.bundleLine,
+		signed:          b.signed,
+		pin:             b.pin,
 	}, spec.className.text, nil
 }
 

@@ -28,6 +28,7 @@ type Store interface {
 	UpdateRelationship(ctx context.Context, r datastore.Relationship, bootstrap *datastore.Bundle) (bool, error)
 	DeleteRelationship(ctx context.Context, td spiffeid.TrustDomain) error
 	PutBootstrapBundle(ctx context.Context, b datastore.Bundle) (bool, error)
+	FederatedBundle(ctx context.Context, td spiffeid.TrustDomain) (datastore.Bundle, error)
 }
 
 // Reloader is told when relationships changed (the refresher).
@@ -187,6 +188,9 @@ func (r *Reconciler) upsert(ctx context.Context, f File, have map[spiffeid.Trust
 	rel := f.Relationship
 	rec := rel.Record(r.cfg.Now())
 	boot, err := r.bootstrap(rel)
+	if err == nil && f.signed != nil {
+		boot, err = r.verifySigned(ctx, f, boot)
+	}
 	if err != nil {
 		return false, err
 	}

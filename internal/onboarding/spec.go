@@ -11,6 +11,7 @@ import (
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/profile"
+	"github.com/treatyhq/treaty/internal/signedbundle"
 	"github.com/treatyhq/treaty/internal/yamldoc"
 )
 
@@ -25,6 +26,10 @@ type builder struct {
 	// Check to look at the bootstrap material more closely.
 	bundleText []byte
 	bundleLine int
+	// signed is trustDomainBundle when it is a signed bundle, and pin
+	// trustDomainBundleSHA256 (signed.go).
+	signed *signedbundle.Signed
+	pin    string
 }
 
 func (b *builder) build(s *rawSpec) {
@@ -33,6 +38,7 @@ func (b *builder) build(s *rawSpec) {
 	b.profile(s)
 	b.endpointSPIFFEID(s)
 	b.bundle(s.trustDomainBundle)
+	b.pin = s.trustDomainBundleSHA256.text
 }
 
 func (b *builder) trustDomain(v value, line int) {
@@ -193,6 +199,9 @@ func (b *builder) bundle(v value) {
 		if b.rel.Profile == profile.HTTPSSPIFFE {
 			b.warnings = append(b.warnings, fmt.Sprintf("the relationship cannot authenticate the endpoint until a bundle for %s is stored (treaty bundle set)", td.Name()))
 		}
+		return
+	case signedbundle.IsSigned([]byte(v.text)):
+		b.signedBundle(v)
 		return
 	}
 	res, err := bundle.Parse(td, []byte(v.text), bundle.Options{RequireKeys: true})

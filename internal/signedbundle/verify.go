@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 
@@ -71,6 +72,17 @@ func Parse(raw []byte) (*Signed, error) {
 	return s, nil
 }
 
+// IsSigned reports whether data looks like a signed bundle file (a JSON
+// object with "spiffe_bundle" and "signatures"), so that a place that takes
+// either a bundle or a signed one knows which to parse it as.
+func IsSigned(data []byte) bool {
+	var probe struct {
+		Bundle     json.RawMessage `json:"spiffe_bundle"`
+		Signatures json.RawMessage `json:"signatures"`
+	}
+	return json.Unmarshal(data, &probe) == nil && len(probe.Bundle) > 0 && len(probe.Signatures) > 0
+}
+
 // decodeFile decodes the file's JSON and checks it has both members.
 func decodeFile(raw []byte) (file, error) {
 	var f file
@@ -78,6 +90,9 @@ func decodeFile(raw []byte) (file, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
 		return f, fmt.Errorf("not a signed bundle (want {\"spiffe_bundle\": …, \"signatures\": […]}): %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return f, errors.New("not a signed bundle: more follows the JSON object")
 	}
 	switch {
 	case len(f.Bundle) == 0:
