@@ -1,7 +1,7 @@
 # treaty's developer commands. `make test` is what CI runs (with lint).
 GO ?= go
 
-.PHONY: all test lint build e2e fuzz spire pebble clean
+.PHONY: all test test-deploy lint build e2e fuzz spire pebble clean release image
 
 all: build
 
@@ -9,6 +9,16 @@ all: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	$(MAKE) test-deploy
+
+## test-deploy: what ships, in its own modules: the release build (reproducible, checksums, SBOM)
+## and the OCI image (tools/release), the Helm chart rendered and decoded (tools/chart). Without -race:
+## nothing of ours runs concurrently there, and the race detector makes compressing the image
+## minutes slower. tools/chart parses with this checkout's internal/config (-mod=mod: its go.sum
+## follows the main module's)
+test-deploy:
+	cd tools/release && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...
+	cd tools/chart && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod -count=1 ./...
 
 ## lint: no build outputs tracked (tools/check-tracked.sh), then golangci-lint at the version pinned in tools/lint/go.mod
 lint:
@@ -50,7 +60,23 @@ pebble:
 	tools/pebble/build.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
+
+# VERSION names a release; default: git describe of HEAD (v* tags).
+VERSION ?= $(shell git describe --tags --always --match 'v*' HEAD)
+
+## release: dist/ with treaty for linux and darwin on amd64 and arm64 (tar.gz), a CycloneDX SBOM of each,
+## the OCI image of the linux ones and SHA256SUMS, from a clean checkout of HEAD; built twice, the second
+## time from scratch, and refused unless both give the same bytes
+release:
+	rm -rf dist
+	cd tools/release && $(GO) run . -out $(CURDIR)/dist -version $(VERSION) -platforms all -image -check
+
+## image: dist/image/treaty_VERSION_image.oci.tar for this machine's architecture, without a container
+## engine (skopeo copy oci-archive:… docker://…, or podman load -i …)
+image:
+	rm -rf dist/image
+	cd tools/release && $(GO) run . -out $(CURDIR)/dist/image -version $(VERSION) -platforms linux/$$($(GO) env GOARCH) -image
 
 ## vulncheck: known vulnerabilities in dependencies (needs vuln.go.dev)
 .PHONY: vulncheck
