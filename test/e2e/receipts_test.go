@@ -131,7 +131,7 @@ func TestRotationWaitsForPartners(t *testing.T) {
 	require.Contains(t, alpha.treaty("federation", "status"), "2/3 partners have it; delta.test last fetched sequence 1")
 
 	// Past five sixths: without receipts alpha would have activated.
-	due := first.expires(t).Add(-30 * time.Second) // five sixths of 150 s and the 30 s backdating
+	due := first.expires(t).Add(-30 * time.Second)   // five sixths of 150 s and the 30 s backdating
 	time.Sleep(time.Until(due.Add(3 * time.Second))) // let the due point pass; nothing to wait on
 	require.Equal(t, next, x509Authorities(t, alpha).Prepared.AuthorityID, "activated although delta lacks the authority")
 	require.Contains(t, alpha.log.String(), "waits for partners to fetch it")
