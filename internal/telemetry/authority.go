@@ -1,6 +1,9 @@
 package telemetry
 
 import (
+	"context"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/treatyhq/treaty/internal/ca"
@@ -19,6 +22,8 @@ var (
 		"When our own authority expires (Unix time), by kind (x509, jwt) and state (active, prepared, old); a state without an authority has no series.", []string{"kind", "state"}, nil)
 	descAuthorityPrepared = prometheus.NewDesc("treaty_authority_prepared",
 		"1 while a successor of the active authority of this kind is prepared and published, 0 otherwise.", []string{"kind"}, nil)
+	descNextAuthorityPartners = prometheus.NewDesc("treaty_authority_next_partners",
+		"Partners with receipts (their treaty fetched our bundle with its federation client SVID) that have (has=yes) or lack (has=no) the prepared X.509 authority; no series while none is prepared (docs/rotation.md).", []string{"has"}, nil)
 	descBuildInfo = prometheus.NewDesc("treaty_build_info",
 		"Always 1; labelled with treaty's version, VCS revision and the Go version that built it.", []string{"version", "revision", "goversion"}, nil)
 	descWorkloadStreams = prometheus.NewDesc("treaty_workload_streams",
@@ -30,9 +35,37 @@ var (
 // authorityCollector reads our authorities' state at scrape time.
 type authorityCollector struct{ source AuthoritySource }
 
+// coverageSource says which partners have the prepared X.509 authority
+// (ca.CA); an AuthoritySource that is one also feeds
+// treaty_authority_next_partners.
+type coverageSource interface {
+	NextAuthorityCoverage(ctx context.Context) (ca.Coverage, bool, error)
+}
+
+// coverageTimeout bounds the read of the receipts at scrape time.
+const coverageTimeout = 2 * time.Second
+
 func (c *authorityCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descAuthorityExpiry
 	ch <- descAuthorityPrepared
+	ch <- descNextAuthorityPartners
+}
+
+// collectCoverage sends treaty_authority_next_partners, if the source
+// knows it and a successor is prepared.
+func (c *authorityCollector) collectCoverage(ch chan<- prometheus.Metric) {
+	src, ok := c.source.(coverageSource)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), coverageTimeout)
+	defer cancel()
+	cov, prepared, err := src.NextAuthorityCoverage(ctx)
+	if err != nil || !prepared {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descNextAuthorityPartners, prometheus.GaugeValue, float64(len(cov.Have)), "yes")
+	ch <- prometheus.MustNewConstMetric(descNextAuthorityPartners, prometheus.GaugeValue, float64(len(cov.Lack)), "no")
 }
 
 func (c *authorityCollector) Collect(ch chan<- prometheus.Metric) {
@@ -52,6 +85,7 @@ func (c *authorityCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descAuthorityPrepared, prometheus.GaugeValue, prepared, string(kind))
 	}
+	c.collectCoverage(ch)
 }
 
 // buildInfo is treaty_build_info.
