@@ -157,6 +157,7 @@ func (r *Refresher) record(e *entry, attempt time.Time, res *bundle.Result, endp
 	st := &e.status
 	prevReason, prevFailures := st.LastReason, st.ConsecutiveFailures
 	st.LastAttempt, st.Endpoint = attempt, RedactURL(endpoint)
+	r.unsaved[e.rel.TrustDomain] = true
 	if r.cfg.Leases != nil {
 		st.PolledBy = r.cfg.Replica
 	}

@@ -59,8 +59,11 @@ type RefresherConfig struct {
 	// Replica names this replica in the leases; a zero Replica gets a
 	// random name.
 	Replica string
-	Now     func() time.Time
-	Logger  *slog.Logger
+	// Polls, when set, keeps what the polls found across restarts: loaded
+	// by the first Reload, written every savePollsEvery.
+	Polls  PollRecords
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Refresher polls every partner's bundle endpoint on one scheduler (a timer
@@ -86,6 +89,10 @@ type Refresher struct {
 	queue   entryHeap
 	wake    chan struct{}
 	changed chan struct{}
+	// unsaved are the partners polled since their records were last
+	// saved (with Polls); restored is set once the records were loaded.
+	unsaved  map[spiffeid.TrustDomain]bool
+	restored bool
 }
 
 // entry is the scheduling and status state of one relationship.
@@ -125,7 +132,7 @@ func NewRefresher(cfg RefresherConfig) *Refresher {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Refresher{cfg: cfg, log: log, entries: map[spiffeid.TrustDomain]*entry{},
-		wake: make(chan struct{}, 1), changed: make(chan struct{})}
+		wake: make(chan struct{}, 1), changed: make(chan struct{}), unsaved: map[spiffeid.TrustDomain]bool{}}
 }
 
 // Changed returns a channel closed the next time a federated bundle is
@@ -144,7 +151,18 @@ func (r *Refresher) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, td := range r.apply(recs) {
+	removed := r.apply(recs)
+	if r.cfg.Polls != nil && !r.restored {
+		polls, err := r.cfg.Polls.ListPollRecords(ctx)
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.restorePolls(polls)
+		r.restored = true
+		r.mu.Unlock()
+	}
+	for _, td := range removed {
 		r.release(ctx, td)
 	}
 	return nil
@@ -232,9 +250,12 @@ func (r *Refresher) Run(ctx context.Context) error {
 		close(jobs)
 		wg.Wait()
 		r.releaseLeases(context.WithoutCancel(ctx))
+		r.savePolls(context.WithoutCancel(ctx))
 	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	save := time.NewTicker(savePollsEvery)
+	defer save.Stop()
 	for {
 		due, wait := r.nextDue()
 		if due != nil {
@@ -251,6 +272,8 @@ func (r *Refresher) Run(ctx context.Context) error {
 			return nil
 		case <-r.wake:
 		case <-timer.C:
+		case <-save.C:
+			r.savePolls(ctx)
 		}
 	}
 }

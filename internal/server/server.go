@@ -287,6 +287,7 @@ func (s *Server) startRefresher(ctx context.Context) error {
 		Fetcher:          s.polls.Wrap(s.fetcher),
 		LocalTrustDomain: s.cfg.TrustDomain,
 		LocalBundle:      s.local.Bundle,
+		Polls:            s.store,
 		MinRefresh:       s.cfg.Federation.MinRefresh,
 		MaxRefresh:       s.cfg.Federation.MaxRefresh,
 		Logger:           s.log.With(attrComponent, "federation"),

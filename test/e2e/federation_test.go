@@ -19,6 +19,7 @@ type relationshipStatus struct {
 	Sequence            uint64  `json:"sequence,string"`
 	LastError           string  `json:"last_error"`
 	LastReason          string  `json:"last_reason"`
+	LastSuccess         string  `json:"last_success"`
 }
 
 func federationStatus(t *testing.T, s *server, td string) relationshipStatus {
