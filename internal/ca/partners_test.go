@@ -88,8 +88,8 @@ func TestPartnersWithoutReceiptsAreUnknown(t *testing.T) {
 // prepared authority: it counts from the one published at the restart (here
 // the same), never from an earlier one.
 func TestCoverageAfterRestartCountsFromThePublishedBundle(t *testing.T) {
-	e, c, _ := receiptsEnv(t)
-	c = e.open()
+	e, _, _ := receiptsEnv(t)
+	c := e.open()
 	e.fetched(t, beta, 2)
 	cov, ok, err := c.NextAuthorityCoverage(t.Context())
 	require.NoError(t, err)

@@ -62,6 +62,9 @@ type Doctor struct {
 	// layer of; its CA is SPIRE's, so the ca and rotation checks give way
 	// to this one.
 	SPIRE func(ctx context.Context) error
+	// NextAuthority, when set, says which partners with receipts have the
+	// prepared X.509 authority (ca.CA.NextAuthorityCoverage).
+	NextAuthority func(ctx context.Context) (ca.Coverage, bool, error)
 	// Datastore describes the store Integrity checks and what to do when
 	// the check fails; zero means the SQLite file in DataDir.
 	Datastore DatastoreCheck
@@ -81,7 +84,34 @@ func (d *Doctor) Run(ctx context.Context) []finding.Finding {
 	if d.SPIRE != nil {
 		return append([]finding.Finding{d.spire(ctx)}, rest...)
 	}
-	return append([]finding.Finding{d.ca(), d.rotation()}, rest...)
+	own := []finding.Finding{d.ca(), d.rotation()}
+	if d.NextAuthority != nil {
+		own = append(own, d.nextAuthority(ctx))
+	}
+	return append(own, rest...)
+}
+
+// nextAuthority warns while partners with receipts lack the prepared X.509
+// authority: the rotation waits for them, and at its deadline they break.
+func (d *Doctor) nextAuthority(ctx context.Context) finding.Finding {
+	cov, prepared, err := d.NextAuthority(ctx)
+	switch {
+	case err != nil:
+		return check("next-authority", finding.Warn, "could not read which partners fetched our bundle: "+err.Error(), "check the datastore")
+	case !prepared:
+		return check("next-authority", finding.Pass, "no X.509 authority is prepared", "")
+	case len(cov.Lack) == 0:
+		return check("next-authority", finding.Pass, fmt.Sprintf("all %d partners with receipts have the next X.509 authority %s", len(cov.Have), cov.AuthorityID), "")
+	}
+	now := d.Now()
+	lack := make([]string, len(cov.Lack))
+	for i, r := range cov.Lack {
+		lack[i] = fmt.Sprintf("%s (last fetched sequence %d, %s ago)", r.TrustDomain.Name(), r.Sequence, now.Sub(r.FetchedAt).Round(time.Minute))
+	}
+	return check("next-authority", finding.Warn,
+		fmt.Sprintf("%d/%d partners have the next X.509 authority %s (sequence %d); lacking: %s", len(cov.Have), len(cov.Have)+len(cov.Lack),
+			cov.AuthorityID, cov.Sequence, strings.Join(lack, ", ")),
+		"ask them why they do not fetch our bundle (are they up, can they reach our endpoint?); activation waits for them until its deadline, then they reject SVIDs it signs")
 }
 
 func (d *Doctor) spire(ctx context.Context) finding.Finding {

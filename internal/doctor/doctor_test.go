@@ -1,10 +1,12 @@
 package doctor
 
 import (
+	"context"
 	"crypto/x509"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -72,4 +74,30 @@ func TestRelationshipsSayWhy(t *testing.T) {
 	got := d.relationships()
 	require.Equal(t, finding.Warn, got.Severity)
 	require.Equal(t, "beta.test (failing: connection refused)", got.Message)
+}
+
+func TestNextAuthority(t *testing.T) {
+	now := time.Date(2030, 1, 2, 12, 0, 0, 0, time.UTC)
+	globex := datastore.Receipt{TrustDomain: spiffeid.RequireTrustDomainFromString("globex.test"), Sequence: 41, FetchedAt: now.Add(-26 * time.Hour)}
+	acme := datastore.Receipt{TrustDomain: spiffeid.RequireTrustDomainFromString("acme.test"), Sequence: 42, FetchedAt: now}
+	for _, tc := range []struct {
+		name     string
+		cov      ca.Coverage
+		prepared bool
+		severity finding.Severity
+		message  string
+	}{
+		{"ok/nothing prepared", ca.Coverage{}, false, finding.Pass, "no X.509 authority is prepared"},
+		{"ok/all have it", ca.Coverage{AuthorityID: "ab", Sequence: 42, Have: []datastore.Receipt{acme}}, true, finding.Pass, "all 1 partners with receipts have"},
+		{"warn/a partner lacks it", ca.Coverage{AuthorityID: "ab", Sequence: 42, Have: []datastore.Receipt{acme}, Lack: []datastore.Receipt{globex}}, true, finding.Warn,
+			"1/2 partners have the next X.509 authority ab (sequence 42); lacking: globex.test (last fetched sequence 41, 26h0m0s ago)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &Doctor{Now: func() time.Time { return now }, NextAuthority: func(context.Context) (ca.Coverage, bool, error) { return tc.cov, tc.prepared, nil }}
+			f := d.nextAuthority(t.Context())
+			require.Equal(t, tc.severity, f.Severity)
+			require.Contains(t, f.Message, tc.message)
+			require.Equal(t, "docs/doctor.md#next-authority", f.Doc)
+		})
+	}
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/adminapi"
 	"github.com/treatyhq/treaty/internal/agentapi"
+	"github.com/treatyhq/treaty/internal/bundledir"
 	"github.com/treatyhq/treaty/internal/bundleendpoint"
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/config"
@@ -76,6 +77,7 @@ type Server struct {
 	webRoots          *x509.CertPool   // https_web trust: system + federation.ca_file; nil: system
 	refresher         *federation.Refresher
 	reconciler        *onboarding.Reconciler // nil without onboarding_dir
+	signedDir         *bundledir.Dir         // nil without signed_bundles_dir
 	telemetry         *telemetry.Server      // nil without telemetry.address
 	telemetryListener net.Listener
 	workload          *workloadapi.Server
@@ -307,6 +309,7 @@ func (s *Server) startRefresher(ctx context.Context) error {
 			Store: s.store, Reloader: s.refresher, Logger: s.log.With(attrComponent, "onboarding"),
 		})
 	}
+	s.signedDir = s.signedBundles()
 	return nil
 }
 
@@ -360,6 +363,7 @@ func (s *Server) listenAdmin(ctx context.Context) error {
 		Invites:        s.invites(),
 		Doctor:         s.doctor().Run,
 		FederationGaps: s.federationGaps,
+		SignedBundles:  s.signedBundleStatus,
 		Logger:         s.log.With(attrComponent, "adminapi"),
 		LogLevel:       s.logLevel,
 		Started:        s.started,
@@ -626,8 +630,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.reconciler != nil {
 		g.Go(func() error { return s.reconciler.Run(ctx) })
 	}
-	if d := s.signedBundles(); d != nil {
-		g.Go(func() error { return d.Run(ctx) })
+	if s.signedDir != nil {
+		g.Go(func() error { return s.signedDir.Run(ctx) })
 	}
 	if s.telemetry != nil {
 		g.Go(func() error { return s.telemetry.Serve(ctx, s.telemetryListener) })
