@@ -18,6 +18,11 @@ import (
 	"github.com/treatyhq/treaty/internal/socket"
 )
 
+// maxAnswer is the largest answer the CLI takes from the server: the
+// federation status of 10,000 partners is about 5 MB, over gRPC's default
+// of 4 MiB.
+const maxAnswer = 256 << 20
+
 // callTimeout bounds every admin API call the CLI makes.
 const callTimeout = 30 * time.Second
 
@@ -33,7 +38,8 @@ func dial(socketPath string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("socket path %q: %w", socketPath, err)
 	}
-	conn, err := grpc.NewClient("unix://"+abs, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+abs, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAnswer)))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", abs, err)
 	}

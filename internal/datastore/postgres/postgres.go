@@ -62,6 +62,9 @@ type Store struct {
 	where string
 }
 
+// maxIdleConns is how many connections a replica keeps open while idle.
+const maxIdleConns = 16
+
 // channel is the LISTEN/NOTIFY channel on which replicas announce changes.
 const channel = "treaty_changes"
 
@@ -119,6 +122,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	pc.RuntimeParams["application_name"] = "treaty"
 	where := fmt.Sprintf("PostgreSQL at %s, database %q, user %q", net.JoinHostPort(pc.Host, fmt.Sprint(pc.Port)), pc.Database, pc.User)
 	db := stdlib.OpenDB(*pc)
+	// Keep connections open between polls: each new one costs PostgreSQL
+	// a backend process and a password exchange, and the refresher's
+	// workers would otherwise open and close them many times a second.
+	db.SetMaxIdleConns(maxIdleConns)
 	d := dialect
 	d.Unreachable = func(err error) error { return unreachable(where, err) }
 	s := &Store{Store: sqlstore.New(db, d), db: db, pc: pc, where: where}
