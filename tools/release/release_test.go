@@ -140,7 +140,7 @@ func TestSBOM(t *testing.T) {
 	if bom.BOMFormat != "CycloneDX" || bom.SpecVersion != "1.5" {
 		t.Errorf("format %s %s, want CycloneDX 1.5", bom.BOMFormat, bom.SpecVersion)
 	}
-	if c := bom.Metadata.Component; c.Name != "github.com/treatyhq/treaty/cmd/treaty" || c.Version != testVersion {
+	if c := bom.Metadata.Component; c.Name != "github.com/treatyhq/treaty" || c.Version != testVersion {
 		t.Errorf("main component %s@%s", c.Name, c.Version)
 	}
 	purls := map[string]bool{}
@@ -205,8 +205,8 @@ func TestImage(t *testing.T) {
 	root := t.TempDir()
 	files := extract(t, img, root)
 	wantOwner(t, files, "usr/local/bin/treaty", 0, 0o755)
-	wantOwner(t, files, "var/lib/treaty/", 65532, 0o700)
-	wantOwner(t, files, "run/treaty/", 65532, 0o700)
+	wantOwner(t, files, "var/lib/treaty", 65532, 0o700)
+	wantOwner(t, files, "run/treaty", 65532, 0o700)
 	wantOwner(t, files, "etc/passwd", 0, 0o644)
 	binary := filepath.Join(root, "usr/local/bin/treaty")
 	wantStatic(t, binary)
@@ -357,7 +357,7 @@ func untarReader(t *testing.T, r io.Reader, dir string) map[string]*tar.Header {
 		if err != nil {
 			t.Fatal(err)
 		}
-		headers[h.Name] = h
+		headers[strings.TrimSuffix(h.Name, "/")] = h
 		path := filepath.Join(dir, filepath.FromSlash(h.Name))
 		if !strings.HasPrefix(path, dir) {
 			t.Fatalf("tar entry %s escapes", h.Name)
