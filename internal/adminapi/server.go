@@ -32,6 +32,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/treatyhq/treaty/internal/adminwire"
 	"github.com/treatyhq/treaty/internal/finding"
 	"github.com/treatyhq/treaty/internal/socket"
 )
@@ -81,6 +82,9 @@ type Config struct {
 	// FederationGaps, when set, adds to the status report the entries that
 	// federate with trust domains the server holds no bundle for.
 	FederationGaps func() []FederationGap
+	// SignedBundles, when set, adds the files of the signed bundles
+	// directory to the status report.
+	SignedBundles func() []adminwire.SignedBundleFile
 	// EndpointExpiry, when set, adds the bundle endpoint certificate's
 	// expiry to the status report.
 	EndpointExpiry func() time.Time
@@ -162,7 +166,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	debugv1.RegisterDebugServer(s.grpc, &debugService{started: cmp.Or(cfg.Started, time.Now()), now: time.Now,
 		bundles: cfg.Store, entries: cfg.Entries, agents: cfg.Agents, local: cfg.Bundle, svid: cfg.ServerSVID})
-	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, relationships: cfg.Relationships, endpointExpiry: cfg.EndpointExpiry, gaps: cfg.FederationGaps, authorities: cfg.Authorities})
+	s.grpc.RegisterService(&statusServiceDesc, &statusService{refresher: cfg.Refresher, relationships: cfg.Relationships, endpointExpiry: cfg.EndpointExpiry, gaps: cfg.FederationGaps, authorities: cfg.Authorities, signedBundles: cfg.SignedBundles})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
 }

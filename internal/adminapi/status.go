@@ -50,6 +50,8 @@ type statusService struct {
 	gaps           func() []FederationGap
 	// authorities, when set, say which partners have the next authority.
 	authorities LocalAuthorities
+	// signedBundles, when set, reports the signed bundles directory.
+	signedBundles func() []adminwire.SignedBundleFile
 }
 
 // FederationGap is a registration entry that federates with a trust domain
@@ -77,6 +79,9 @@ func (s *statusService) status(ctx context.Context, _ *emptypb.Empty) (*structpb
 		for _, g := range s.gaps() {
 			out.FederationGaps = append(out.FederationGaps, adminwire.FederationGap{EntryID: g.EntryID, SPIFFEID: g.SPIFFEID, TrustDomain: g.TrustDomain})
 		}
+	}
+	if s.signedBundles != nil {
+		out.SignedBundles = s.signedBundles()
 	}
 	if s.authorities != nil {
 		cov, ok, err := s.authorities.NextAuthorityCoverage(ctx)

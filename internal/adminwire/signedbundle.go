@@ -5,6 +5,22 @@ package adminwire
 // server, which holds the keys. The call is audited like a change.
 const SignBundleMethod = "/treaty.admin.v1.SignedBundles/Sign"
 
+// SignedBundleFile is what became of one file of the signed bundles
+// directory (federation.signed_bundles_dir) at its last read.
+type SignedBundleFile struct {
+	File        string `json:"file"`
+	TrustDomain string `json:"trust_domain"`
+	Sequence    uint64 `json:"sequence,string"`
+	// Result is applied, unchanged, refused, unreadable, skipped or
+	// failed; Reason says why for all but the first two.
+	Result string `json:"result"`
+	Reason string `json:"reason"`
+	// KeyID is the JWT authority whose signature verified.
+	KeyID string `json:"kid"`
+	// At is when the file was read, RFC 3339.
+	At string `json:"at"`
+}
+
 // SignBundleResponse is our bundle, signed.
 type SignBundleResponse struct {
 	// File is the signed bundle file, as `treaty bundle set -verify` reads it.

@@ -10,6 +10,9 @@ type StatusResponse struct {
 	// FederationGaps are the registration entries that federate with a
 	// trust domain the server holds no bundle for.
 	FederationGaps []FederationGap `json:"federation_gaps"`
+	// SignedBundles are the files of the signed bundles directory, when
+	// one is configured.
+	SignedBundles []SignedBundleFile `json:"signed_bundles,omitempty"`
 	// NextAuthority is who has the prepared X.509 authority; absent when
 	// none is prepared.
 	NextAuthority *NextAuthority `json:"next_authority,omitempty"`

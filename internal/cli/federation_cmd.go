@@ -397,6 +397,7 @@ func printStatus(e *env, resp adminwire.StatusResponse, now time.Time) error {
 	if len(resp.Relationships) == 0 {
 		e.printf("No federation relationships. Create one with `treaty federation create`.\n")
 		printGaps(e, resp.FederationGaps)
+		printSignedBundles(e, resp.SignedBundles)
 		return nil
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -433,6 +434,7 @@ func printStatus(e *env, resp adminwire.StatusResponse, now time.Time) error {
 	}
 	printGaps(e, resp.FederationGaps)
 	printNextAuthority(e, resp.NextAuthority, now)
+	printSignedBundles(e, resp.SignedBundles)
 	return nil
 }
 

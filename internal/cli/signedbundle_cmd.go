@@ -128,3 +128,22 @@ func heldBundle(ctx context.Context, client bundlev1.BundleClient, td spiffeid.T
 	sb, err := apiToSPIFFE(b)
 	return sb, err == nil, err
 }
+
+// printSignedBundles lists the files of the signed bundles directory
+// (federation status), with why each refused one was refused.
+func printSignedBundles(e *env, files []adminwire.SignedBundleFile) {
+	if len(files) == 0 {
+		return
+	}
+	e.printf("\nSigned bundles directory (federation.signed_bundles_dir):\n")
+	for _, f := range files {
+		line := fmt.Sprintf("  %s: %s", f.File, f.Result)
+		if f.TrustDomain != "" {
+			line += fmt.Sprintf(" (%s sequence %d)", f.TrustDomain, f.Sequence)
+		}
+		if f.Reason != "" {
+			line += ": " + f.Reason
+		}
+		e.printf("%s\n", line)
+	}
+}

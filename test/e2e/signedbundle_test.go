@@ -18,7 +18,7 @@ import (
 // configuration, then follows alpha through two rotations of its JWT
 // authority, each ending with the key beta started from gone, with no step
 // on beta's side. Tampered, replayed and rolled-back files are refused, and
-// beta's log says why.
+// beta's log and federation status say why.
 func TestSignedBundleDirectory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e")
@@ -80,6 +80,9 @@ func TestSignedBundleDirectory(t *testing.T) {
 			return regexp.MustCompile(`signed bundle refused.*file=` + regexp.QuoteMeta(tc.file) + `.*` + regexp.QuoteMeta(tc.reason)).MatchString(beta.log.String())
 		}, tc.name+": no refusal in beta's log:\n"+beta.log.String())
 		require.Equal(t, held, beta.treaty("bundle", "show", "-id", "spiffe://alpha.test", "-format", "spiffe"), tc.name+": the bundle held is unchanged")
+		status := beta.treaty("federation", "status")
+		require.Contains(t, status, "  "+tc.file+": refused (alpha.test sequence", tc.name+": federation status names the file")
+		require.Contains(t, status, tc.reason, tc.name+": federation status says why")
 		require.NoError(t, os.Remove(filepath.Join(repo, tc.file)))
 		writeAtomic(t, filepath.Join(repo, "alpha.json"), current)
 	}
