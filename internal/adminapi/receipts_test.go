@@ -45,6 +45,9 @@ func TestActivateWaitsForPartnersUnlessForced(t *testing.T) {
 	require.NoError(t, err)
 	id := prep.GetPreparedAuthority().GetAuthorityId()
 	beta, gamma := spiffeid.RequireTrustDomainFromString("beta.test"), spiffeid.RequireTrustDomainFromString("gamma.test")
+	for _, p := range []spiffeid.TrustDomain{beta, gamma} { // receipts count for partners whose bundle we hold
+		require.NoError(t, store.SetFederatedBundle(ctx, datastore.Bundle{TrustDomain: p, Document: []byte(`{"keys":[]}`), Sequence: 1}))
+	}
 	require.NoError(t, store.PutReceipts(ctx, []datastore.Receipt{
 		{TrustDomain: beta, Sequence: 1, FetchedAt: time.Now().Add(-26 * time.Hour)},
 		{TrustDomain: gamma, Sequence: 2, FetchedAt: time.Now()},

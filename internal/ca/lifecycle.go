@@ -32,7 +32,7 @@ import (
 // When another replica changed the authorities meanwhile, Rotate reads
 // them again and decides once more.
 func (c *CA) Rotate(ctx context.Context) error {
-	receipts, err := c.listReceipts(ctx)
+	receipts, err := c.receiptsIfPrepared(ctx)
 	if err != nil {
 		// Partners become unknown: the rule without receipts applies.
 		c.log.Warn("could not read partners' receipts; rotating as if there were none", attrError, err)

@@ -39,7 +39,7 @@ func (c Coverage) Lacking() []string {
 // authority; ok is false when none is prepared. Without Config.Receipts
 // every partner is unknown and the coverage is empty.
 func (c *CA) NextAuthorityCoverage(ctx context.Context) (cov Coverage, ok bool, err error) {
-	receipts, err := c.listReceipts(ctx)
+	receipts, err := c.receiptsIfPrepared(ctx)
 	if err != nil {
 		return Coverage{}, false, err
 	}
@@ -52,8 +52,10 @@ func (c *CA) NextAuthorityCoverage(ctx context.Context) (cov Coverage, ok bool, 
 	return c.coverage(prepared, receipts), true, nil
 }
 
-func (c *CA) listReceipts(ctx context.Context) ([]datastore.Receipt, error) {
-	if c.cfg.Receipts == nil {
+// receiptsIfPrepared reads the receipts while an X.509 authority is
+// prepared, the only time they matter; none otherwise, without I/O.
+func (c *CA) receiptsIfPrepared(ctx context.Context) ([]datastore.Receipt, error) {
+	if c.cfg.Receipts == nil || c.State(datastore.KindX509).Prepared == nil {
 		return nil, nil
 	}
 	return c.cfg.Receipts.ListReceipts(ctx)

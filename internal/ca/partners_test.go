@@ -37,8 +37,11 @@ func (r receiptsOf) ListReceipts(ctx context.Context) ([]datastore.Receipt, erro
 	return r.e.store.ListReceipts(ctx)
 }
 
+// fetched records that td, a partner whose bundle we hold, fetched the
+// bundle with sequence seq now.
 func (e *env) fetched(t *testing.T, td spiffeid.TrustDomain, seq uint64) {
 	t.Helper()
+	require.NoError(t, e.store.SetFederatedBundle(t.Context(), datastore.Bundle{TrustDomain: td, Document: []byte(`{"keys":[]}`), Sequence: 1}))
 	require.NoError(t, e.store.PutReceipts(t.Context(), []datastore.Receipt{{TrustDomain: td, Sequence: seq, FetchedAt: e.now}}))
 }
 

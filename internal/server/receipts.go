@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -33,28 +32,4 @@ func (p partnerBundles) X509Authorities(ctx context.Context, td spiffeid.TrustDo
 		return nil, fmt.Errorf("stored bundle of %s: %w", td.Name(), err)
 	}
 	return res.Bundle.X509Authorities(), nil
-}
-
-// partnerReceipts gives the CA the receipts of the partners whose bundle
-// is still stored: a trust domain we no longer federate with does not
-// hold a rotation back.
-type partnerReceipts struct{ store datastore.Store }
-
-func (p partnerReceipts) ListReceipts(ctx context.Context) ([]datastore.Receipt, error) {
-	all, err := p.store.ListReceipts(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []datastore.Receipt
-	for _, r := range all {
-		_, err := p.store.FederatedBundle(ctx, r.TrustDomain)
-		switch {
-		case errors.Is(err, datastore.ErrNotFound):
-		case err != nil:
-			return nil, err
-		default:
-			out = append(out, r)
-		}
-	}
-	return out, nil
 }

@@ -257,7 +257,7 @@ func (s *Server) startCA(ctx context.Context) error {
 		X509SVIDTTL: s.cfg.CA.X509SVIDTTL,
 		JWTSVIDTTL:  s.cfg.CA.JWTSVIDTTL,
 		Upstream:    up,
-		Receipts:    partnerReceipts{s.store},
+		Receipts:    s.store,
 		Shared:      s.shared(),
 		Logger:      s.log.With(attrComponent, "ca"),
 	})

@@ -13,7 +13,7 @@ import (
 
 // Receipts keep each partner's latest fetch: a later one replaces it, an
 // earlier one (a replica flushing late) does not, and all 64 bits of the
-// sequence survive.
+// sequence survive. Only partners whose bundle is stored are listed.
 func (x suite) testReceipts(t *testing.T) {
 	s, _ := x.openStore(t)
 	ctx := t.Context()
@@ -24,9 +24,14 @@ func (x suite) testReceipts(t *testing.T) {
 
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	beta, gamma := spiffeid.RequireTrustDomainFromString("beta.test"), spiffeid.RequireTrustDomainFromString("gamma.test")
+	delta := spiffeid.RequireTrustDomainFromString("delta.test")
+	for _, td := range []spiffeid.TrustDomain{beta, gamma} {
+		require.NoError(t, s.SetFederatedBundle(ctx, datastore.Bundle{TrustDomain: td, Document: []byte(`{"keys":[]}`), Sequence: 1, UpdatedAt: t0}))
+	}
 	require.NoError(t, s.PutReceipts(ctx, []datastore.Receipt{
 		{TrustDomain: gamma, Sequence: math.MaxUint64, FetchedAt: t0},
 		{TrustDomain: beta, Sequence: 41, FetchedAt: t0},
+		{TrustDomain: delta, Sequence: 3, FetchedAt: t0}, // no bundle stored: not listed
 	}))
 	require.NoError(t, s.PutReceipts(ctx, []datastore.Receipt{{TrustDomain: beta, Sequence: 42, FetchedAt: t0.Add(time.Minute)}}))
 	require.NoError(t, s.PutReceipts(ctx, []datastore.Receipt{{TrustDomain: beta, Sequence: 40, FetchedAt: t0.Add(-time.Minute)}}),
@@ -38,4 +43,9 @@ func (x suite) testReceipts(t *testing.T) {
 		{TrustDomain: beta, Sequence: 42, FetchedAt: t0.Add(time.Minute)},
 		{TrustDomain: gamma, Sequence: math.MaxUint64, FetchedAt: t0},
 	}, list)
+
+	require.NoError(t, s.DeleteFederatedBundle(ctx, gamma))
+	list, err = s.ListReceipts(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 1, "a partner whose bundle is deleted is no partner")
 }

@@ -31,10 +31,13 @@ func (s *Store) PutReceipts(ctx context.Context, receipts []datastore.Receipt) e
 	})
 }
 
-// ListReceipts returns every partner's latest fetch of the local bundle,
-// ordered by trust domain; none is an empty list, not an error.
+// ListReceipts returns the latest fetch of the local bundle of every
+// partner whose federated bundle is stored, ordered by trust domain: a
+// trust domain we no longer hold a bundle for is no partner, and its
+// receipt is kept but not listed. None is an empty list, not an error.
 func (s *Store) ListReceipts(ctx context.Context) ([]datastore.Receipt, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT trust_domain, sequence, fetched_at FROM receipts ORDER BY trust_domain`)
+	rows, err := s.db.QueryContext(ctx, `SELECT r.trust_domain, r.sequence, r.fetched_at FROM receipts r
+		JOIN bundles b ON b.trust_domain = r.trust_domain AND b.local = 0 ORDER BY r.trust_domain`)
 	if err != nil {
 		return nil, fmt.Errorf("list receipts: %w", err)
 	}
