@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"testing"
@@ -18,16 +19,20 @@ var (
 )
 
 // freePort returns a loopback port that was free a moment ago and that no
-// other call in this test binary has returned (the kernel may hand out the
-// same free port twice in a row).
+// other call in this test binary has returned. It is chosen below the
+// kernel's ephemeral range (32768 and up here), so that an outgoing
+// connection of any process cannot take it before the server that is to
+// listen on it starts, or while that server is restarted.
 func freePort(t *testing.T) string {
 	t.Helper()
 	portsMu.Lock()
 	defer portsMu.Unlock()
 	for range 100 {
 		var lc net.ListenConfig
-		l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
-		require.NoError(t, err)
+		l, err := lc.Listen(t.Context(), "tcp", fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))) //nolint:gosec // a port, not a secret
+		if err != nil {
+			continue // taken
+		}
 		addr := l.Addr().String()
 		require.NoError(t, l.Close())
 		if !ports[addr] {

@@ -25,7 +25,9 @@ type database struct {
 }
 
 func (d database) Open(t *testing.T) (datastore.Store, error) {
-	return Open(t.Context(), Config{DSN: d.dsn, Password: d.password})
+	// A busy machine can take seconds to fork a backend and check a
+	// password: wait longer than a server would.
+	return Open(t.Context(), Config{DSN: d.dsn, Password: d.password, ConnectTimeout: time.Minute})
 }
 
 func TestConformance(t *testing.T) {
