@@ -36,8 +36,9 @@ func (b *builder) signedBundle(v value) {
 // trustDomainBundle, if it may be stored: signed by a JWT authority of the
 // bundle held for its trust domain, or with the trustDomainBundleSHA256
 // fingerprint while none is held, and not older (docs/offline-federation.md).
-// A refused bundle is logged once and not stored, and an unchanged one not
-// stored again; the relationship itself is applied either way.
+// A refused bundle is logged once and not stored, an unchanged or older one
+// (polling found a newer one since, as for a plain trustDomainBundle) not
+// stored either; the relationship itself is applied either way.
 func (r *Reconciler) verifySigned(ctx context.Context, f File, boot *datastore.Bundle) (*datastore.Bundle, error) {
 	td := f.Relationship.TrustDomain
 	held, err := r.heldBundle(ctx, f)
@@ -45,6 +46,12 @@ func (r *Reconciler) verifySigned(ctx context.Context, f File, boot *datastore.B
 		return nil, err
 	}
 	decision, _, err := f.signed.Accept(held, f.pin)
+	if errors.Is(err, signedbundle.ErrRollback) {
+		// The relationship's polling fetched a newer bundle since the
+		// file was written: normal, as for a plain trustDomainBundle.
+		r.log.Debug("signed trustDomainBundle older than the bundle held; not stored", attrTrustDomain, td.Name(), attrFile, f.Path)
+		return nil, nil //nolint:nilnil // nothing to store is the answer
+	}
 	if err != nil {
 		if r.first("signed:" + f.Path + ":" + err.Error()) {
 			r.log.Warn("signed trustDomainBundle refused; the relationship is applied without it",
