@@ -68,9 +68,11 @@ VERSION ?= $(shell git describe --tags --always --match 'v*' HEAD)
 ## release: dist/ with treaty for linux and darwin on amd64 and arm64 (tar.gz), a CycloneDX SBOM of each,
 ## the OCI image of the linux ones and SHA256SUMS, from a clean checkout of HEAD; built twice, the second
 ## time from scratch, and refused unless both give the same bytes
+## (RELEASE_PLATFORMS=linux/amd64,linux/arm64 for linux only)
+RELEASE_PLATFORMS ?= all
 release:
 	rm -rf dist
-	cd tools/release && $(GO) run . -out $(CURDIR)/dist -version $(VERSION) -platforms all -image -check
+	cd tools/release && $(GO) run . -out $(CURDIR)/dist -version $(VERSION) -platforms $(RELEASE_PLATFORMS) -image -check
 
 ## image: dist/image/treaty_VERSION_image.oci.tar for this machine's architecture, without a container
 ## engine (skopeo copy oci-archive:… docker://…, or podman load -i …)
