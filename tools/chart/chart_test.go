@@ -17,7 +17,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/treatyhq/treaty/internal/config"
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/chart/common/util"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
@@ -28,6 +27,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/treatyhq/treaty/internal/config"
 )
 
 const chartDir = "../../deploy/helm/treaty"
