@@ -13,9 +13,10 @@ import (
 )
 
 // PeerCredentials is gRPC transport "security" for a unix socket: it
-// records the connecting process's kernel credentials (SO_PEERCRED) and
-// pins the process with a pidfd, so that whoever inspects the process later
-// can prove the pid still belongs to the process that connected.
+// records the connecting process's kernel credentials (SO_PEERCRED on
+// Linux, LOCAL_PEERCRED and LOCAL_PEERPID on macOS) and, on Linux, pins
+// the process with a pidfd, so that whoever inspects the process later can
+// prove the pid still belongs to the process that connected.
 type PeerCredentials struct{}
 
 // PeerInfo is the AuthInfo of a connection accepted with PeerCredentials.
@@ -55,7 +56,7 @@ func (p PeerInfo) Alive() bool {
 		err := unix.Kill(p.PID, 0)
 		return err == nil || errors.Is(err, unix.EPERM)
 	}
-	return unix.PidfdSendSignal(p.pidfd, 0, nil, 0) == nil
+	return pidfdAlive(p.pidfd)
 }
 
 // ServerHandshake reads the peer's credentials; it does no encryption.
@@ -68,23 +69,17 @@ func (PeerCredentials) ServerHandshake(conn net.Conn) (net.Conn, credentials.Aut
 	if err != nil {
 		return nil, nil, fmt.Errorf("unix socket: peer credentials: %w", err)
 	}
-	var cred *unix.Ucred
+	info := PeerInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, pidfd: -1}
 	var credErr error
 	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		info.PID, info.UID, info.GID, credErr = peerCredentials(int(fd))
 	}); err != nil {
 		return nil, nil, fmt.Errorf("unix socket: peer credentials: %w", err)
 	}
 	if credErr != nil {
 		return nil, nil, fmt.Errorf("unix socket: peer credentials: %w", credErr)
 	}
-	info := PeerInfo{
-		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity},
-		PID:            int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid), pidfd: -1,
-	}
-	if fd, err := unix.PidfdOpen(info.PID, 0); err == nil {
-		info.pidfd = fd
-	}
+	info.pidfd = openPidfd(info.PID)
 	return &pidfdConn{Conn: conn, pidfd: info.pidfd}, info, nil
 }
 

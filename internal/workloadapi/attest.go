@@ -65,10 +65,15 @@ func (a *attestor) attest(info socket.PeerInfo) ([]datastore.Selector, error) {
 	return sel.list(), nil
 }
 
-// groups reads the supplementary groups from /proc/<pid>/status.
+// groups reads the supplementary groups from /proc/<pid>/status. Where
+// there is no /proc at all (macOS) there are none to read: the workload is
+// attested by its uid and primary gid only.
 func (a *attestor) groups(pid int) ([]int, error) {
 	data, err := os.ReadFile(fmt.Sprintf("%s/%d/status", a.procDir, pid))
 	if errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(a.procDir); errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
 		return nil, errExited
 	}
 	if err != nil {
@@ -128,9 +133,8 @@ type hashCache struct {
 }
 
 type fileKey struct {
-	dev, ino     uint64
-	size, mtime  int64
-	mtimeNanosec int64
+	dev, ino    uint64
+	size, mtime int64 // mtime in Unix nanoseconds
 }
 
 // maxHashCache bounds the cache; it is cleared when full.
@@ -144,7 +148,7 @@ func (c *hashCache) sum(f *os.File) (string, error) {
 	st, ok := info.Sys().(*syscall.Stat_t)
 	var key fileKey
 	if ok {
-		key = fileKey{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Sec, mtimeNanosec: st.Mtim.Nsec}
+		key = fileKey{dev: uint64(st.Dev), ino: st.Ino, size: info.Size(), mtime: info.ModTime().UnixNano()} //nolint:unconvert,gosec // Dev is an int32 on macOS
 		c.mu.Lock()
 		sum, hit := c.hashes[key]
 		c.mu.Unlock()
