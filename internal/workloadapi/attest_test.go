@@ -52,3 +52,16 @@ func TestAttestRefusesExitedProcess(t *testing.T) {
 	_, err := a.attest(socket.NewPeerInfo(999999, 1, 1))
 	require.ErrorIs(t, err, errExited)
 }
+
+// Without /proc at all (macOS) a workload is attested by its uid and
+// primary gid; with /proc, a pid missing from it has exited.
+func TestGroupsWithoutProc(t *testing.T) {
+	none := &attestor{procDir: filepath.Join(t.TempDir(), "no-proc")}
+	gids, err := none.groups(1)
+	require.NoError(t, err)
+	require.Empty(t, gids)
+
+	empty := &attestor{procDir: t.TempDir()}
+	_, err = empty.groups(1)
+	require.ErrorIs(t, err, errExited)
+}
