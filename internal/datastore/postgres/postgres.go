@@ -63,7 +63,10 @@ type Store struct {
 }
 
 // maxIdleConns is how many connections a replica keeps open while idle.
-const maxIdleConns = 16
+// After PostgreSQL restarts each of them fails once before it is dropped,
+// so a transaction may run into all of them: kept below the number of
+// times a transaction runs again (sqlstore).
+const maxIdleConns = 8
 
 // channel is the LISTEN/NOTIFY channel on which replicas announce changes.
 const channel = "treaty_changes"
@@ -81,6 +84,7 @@ var dialect = sqlstore.Dialect{
 	Numbered:  true,
 	TxOptions: &sql.TxOptions{Isolation: sql.LevelSerializable},
 	Retryable: conflict,
+	Lost:      lost,
 	NotifySQL: `SELECT pg_notify('` + channel + `', ?)`,
 	LockSchema: func(ctx context.Context, conn *sql.Conn) (func(), error) {
 		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, schemaLock); err != nil {
@@ -154,19 +158,23 @@ func (s *Store) Where() string { return s.where }
 // unreachable says plainly that the database could not be reached, for a
 // failure to connect or a connection lost, and returns nil otherwise.
 func unreachable(where string, err error) error {
-	var ce *pgconn.ConnectError
-	var ne net.Error
-	var pe *pgconn.PgError
-	lost := errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "conn closed") ||
-		// Class 08: connection exception; 57P01-03: the server is shutting
-		// down or starting.
-		errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P"))
-	if lost {
+	if lost(err) {
 		return fmt.Errorf("%s is unreachable, so nothing was saved; this replica keeps serving what it holds in memory "+
 			"and retries by itself once PostgreSQL is back: %w", where, err)
 	}
 	return nil
+}
+
+// lost reports a failure to connect or a connection that broke.
+func lost(err error) bool {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	var pe *pgconn.PgError
+	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "conn closed") ||
+		// Class 08: connection exception; 57P01-03: the server is shutting
+		// down or starting.
+		errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P"))
 }
 
 // explain turns a failure to connect into what to check.

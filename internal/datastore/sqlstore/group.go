@@ -121,9 +121,7 @@ func (g *group) run(ctx context.Context, batch []*write) ([]error, error) {
 	return errs, err
 }
 
-func (g *group) retryable(err error) bool {
-	return g.db.d.Retryable != nil && g.db.d.Retryable(err)
-}
+func (g *group) retryable(err error) bool { return g.db.d.again(err) }
 
 // try is one attempt of run.
 func (g *group) try(ctx context.Context, batch []*write) ([]error, error) {
@@ -140,7 +138,7 @@ func (g *group) try(ctx context.Context, batch []*write) ([]error, error) {
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
+		return nil, &commitError{err}
 	}
 	return errs, nil
 }

@@ -42,6 +42,12 @@ type Dialect struct {
 	// GroupWrites makes writes that arrive together share one transaction
 	// (see group): worth it where a commit costs an fsync of the one file.
 	GroupWrites bool
+	// Lost, when set, reports an error that means the connection to the
+	// database broke (a restart of the database leaves the pool's idle
+	// connections broken): a transaction that failed so before its commit
+	// wrote nothing and runs again on another connection. A commit that
+	// failed so may or may not have happened, and is not run again.
+	Lost func(error) bool
 	// Unreachable, when set, turns an error that means the database could
 	// not be reached into one that says so plainly (and that nothing was
 	// saved), and returns nil for any other error.
@@ -261,13 +267,28 @@ func (s *Store) tryTx(ctx context.Context, fn func(*Tx) error) error {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return &commitError{err}
 	}
 	return nil
 }
 
-func (s *Store) retryable(err error) bool {
-	return s.db.d.Retryable != nil && s.db.d.Retryable(err)
+func (s *Store) retryable(err error) bool { return s.db.d.again(err) }
+
+// commitError is a failure of COMMIT itself.
+type commitError struct{ err error }
+
+func (e *commitError) Error() string { return "commit: " + e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }
+
+// again reports whether a failed transaction may simply run again: it lost
+// a race to a concurrent one (the engine aborted it, commit included), or
+// its connection broke before it committed.
+func (d *dialect) again(err error) bool {
+	if d.Retryable != nil && d.Retryable(err) {
+		return true
+	}
+	var ce *commitError
+	return d.Lost != nil && d.Lost(err) && !errors.As(err, &ce)
 }
 
 // Migrate brings the schema of db to the newest of migrations, a directory
