@@ -28,7 +28,7 @@ type LocalAuthorities interface {
 	Revoke(ctx context.Context, kind datastore.AuthorityKind, id string) (ca.AuthorityInfo, error)
 	TaintUpstream(ctx context.Context, skid string) (string, error)
 	RevokeUpstream(ctx context.Context, skid string) (string, error)
-	NextAuthorityCoverage(ctx context.Context) (ca.Coverage, bool, error)
+	NextAuthorityCoverage(ctx context.Context, kind datastore.AuthorityKind) (ca.Coverage, bool, error)
 }
 
 // localAuthorityService implements SPIRE's LocalAuthority API for X.509
@@ -88,12 +88,12 @@ func (s *localAuthorityService) prepare(ctx context.Context, kind datastore.Auth
 
 // activate activates the prepared authority. An early activation's
 // warning goes back in the adminwire.WarningHeader, as well as to the log.
-// An X.509 authority that partners with receipts lack is activated only
-// with the adminwire.ForceHeader.
+// An authority that partners with receipts lack is activated only with the
+// adminwire.ForceHeader.
 func (s *localAuthorityService) activate(ctx context.Context, kind datastore.AuthorityKind, id string) (*localauthorityv1.AuthorityState, error) {
 	return change(true, id, func() (ca.AuthorityInfo, error) {
-		if kind == datastore.KindX509 && !forced(ctx) {
-			if err := s.partnersHave(ctx, id); err != nil {
+		if !forced(ctx) {
+			if err := s.partnersHave(ctx, kind, id); err != nil {
 				return ca.AuthorityInfo{}, err
 			}
 		}
@@ -111,10 +111,10 @@ func forced(ctx context.Context) bool {
 	return slices.Contains(md.Get(adminwire.ForceHeader), "true")
 }
 
-// partnersHave refuses to activate the prepared X.509 authority id while
+// partnersHave refuses to activate the prepared authority id of kind while
 // partners with receipts have not fetched a bundle holding it.
-func (s *localAuthorityService) partnersHave(ctx context.Context, id string) error {
-	cov, ok, err := s.ca.NextAuthorityCoverage(ctx)
+func (s *localAuthorityService) partnersHave(ctx context.Context, kind datastore.AuthorityKind, id string) error {
+	cov, ok, err := s.ca.NextAuthorityCoverage(ctx, kind)
 	if err != nil {
 		return fmt.Errorf("read which partners fetched the bundle: %w", err)
 	}
@@ -128,8 +128,8 @@ func (s *localAuthorityService) partnersHave(ctx context.Context, id string) err
 	}
 	return fmt.Errorf("%d of %d partners have not fetched a bundle holding authority %s (sequence %d or later) and would reject SVIDs it signs: %s; "+
 		"wait until they fetch it (treaty federation status shows who has it), or activate anyway with "+
-		"treaty localauthority x509 activate -authorityID %s -force: %w",
-		len(cov.Lack), len(cov.Lack)+len(cov.Have), id, cov.Sequence, strings.Join(lack, ", "), id, ca.ErrFailedPrecondition)
+		"treaty localauthority %s activate -authorityID %s -force: %w",
+		len(cov.Lack), len(cov.Lack)+len(cov.Have), id, cov.Sequence, strings.Join(lack, ", "), kind, id, ca.ErrFailedPrecondition)
 }
 
 // ago is how long before now t was, for people: "26h", "4m".

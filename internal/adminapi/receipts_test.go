@@ -29,7 +29,7 @@ func (r *storeReceipts) ListReceipts(ctx context.Context) ([]datastore.Receipt, 
 	return r.store.ListReceipts(ctx)
 }
 
-// Activating an X.509 authority that a partner with a receipt lacks is
+// Activating an authority that a partner with a receipt lacks is
 // refused with the partner named (what SPIRE's CLI shows), and goes ahead
 // with the force header (treaty's CLI -force); the status report says who
 // has it.
@@ -74,4 +74,22 @@ func TestActivateWaitsForPartnersUnlessForced(t *testing.T) {
 	st, err = wireCall(t, conn)
 	require.NoError(t, err)
 	require.Nil(t, st.NextAuthority, "nothing prepared any more")
+
+	// A JWT key waits the same way: beta would refuse JWT-SVIDs it signs.
+	jwtPrep, err := client.PrepareJWTAuthority(ctx, &localauthorityv1.PrepareJWTAuthorityRequest{})
+	require.NoError(t, err)
+	kid := jwtPrep.GetPreparedAuthority().GetAuthorityId()
+	st, err = wireCall(t, conn)
+	require.NoError(t, err)
+	require.NotNil(t, st.NextJWTAuthority)
+	require.Equal(t, kid, st.NextJWTAuthority.AuthorityID)
+	require.Equal(t, uint64(3), st.NextJWTAuthority.Sequence, "first published in the bundle after the X.509 one")
+	_, err = client.ActivateJWTAuthority(ctx, &localauthorityv1.ActivateJWTAuthorityRequest{AuthorityId: kid})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "2 of 2 partners have not fetched")
+	require.Contains(t, status.Convert(err).Message(), "treaty localauthority jwt activate -authorityID "+kid+" -force")
+	require.Equal(t, kid, c.State(datastore.KindJWT).Prepared.ID, "not activated")
+	_, err = client.ActivateJWTAuthority(forced, &localauthorityv1.ActivateJWTAuthorityRequest{AuthorityId: kid})
+	require.NoError(t, err)
+	require.Equal(t, kid, c.State(datastore.KindJWT).Active.ID)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/treatyhq/treaty/internal/adminwire"
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/federation"
 )
 
@@ -84,18 +85,22 @@ func (s *statusService) status(ctx context.Context, _ *emptypb.Empty) (*structpb
 		out.SignedBundles = s.signedBundles()
 	}
 	if s.authorities != nil {
-		cov, ok, err := s.authorities.NextAuthorityCoverage(ctx)
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "read which partners fetched the bundle: %v", err)
-		}
-		if ok {
-			out.NextAuthority = nextAuthority(cov)
+		for kind, next := range map[datastore.AuthorityKind]**adminwire.NextAuthority{
+			datastore.KindX509: &out.NextAuthority, datastore.KindJWT: &out.NextJWTAuthority,
+		} {
+			cov, ok, err := s.authorities.NextAuthorityCoverage(ctx, kind)
+			if err != nil {
+				return nil, status.Errorf(codes.Unavailable, "read which partners fetched the bundle: %v", err)
+			}
+			if ok {
+				*next = nextAuthority(cov)
+			}
 		}
 	}
 	return wireStruct(out)
 }
 
-// nextAuthority converts the coverage of the prepared X.509 authority.
+// nextAuthority converts the coverage of a prepared authority.
 func nextAuthority(cov ca.Coverage) *adminwire.NextAuthority {
 	out := &adminwire.NextAuthority{AuthorityID: cov.AuthorityID, Sequence: cov.Sequence, Partners: []adminwire.Receipt{}}
 	for _, r := range cov.Lack {

@@ -16,11 +16,14 @@ type StatusResponse struct {
 	// NextAuthority is who has the prepared X.509 authority; absent when
 	// none is prepared.
 	NextAuthority *NextAuthority `json:"next_authority,omitempty"`
+	// NextJWTAuthority is who has the prepared JWT key; absent when none
+	// is prepared.
+	NextJWTAuthority *NextAuthority `json:"next_jwt_authority,omitempty"`
 }
 
 // NextAuthority says which partners with receipts (their treaty fetched
-// our bundle presenting its federation client SVID) hold the prepared
-// X.509 authority: those last served a bundle with at least Sequence.
+// our bundle presenting its federation client SVID) hold a prepared
+// authority: those last served a bundle with at least Sequence.
 // Partners without receipts are unknown and not listed.
 type NextAuthority struct {
 	AuthorityID string `json:"authority_id"`

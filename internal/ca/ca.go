@@ -139,11 +139,11 @@ type CA struct {
 	// read at; a change commits only if it is still the stored one.
 	revision uint64
 	changed  chan struct{}
-	// firstSeq holds, per prepared X.509 authority, the sequence of the
-	// first local bundle known to publish it; waiting is what activation
-	// last logged it waits for.
+	// firstSeq holds, per prepared authority stored without its
+	// PublishedSequence, the sequence counted from instead; waiting is, per
+	// kind, what activation last logged it waits for.
 	firstSeq map[string]uint64
-	waiting  string
+	waiting  map[datastore.AuthorityKind]string
 
 	confirm confirmer
 }
@@ -157,7 +157,7 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	if cfg.TrustDomain.IsZero() || cfg.Store == nil || cfg.Keys == nil {
 		return nil, errors.New("ca: trust domain, store and key store are required")
 	}
-	c := &CA{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), firstSeq: map[string]uint64{}}
+	c := &CA{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), firstSeq: map[string]uint64{}, waiting: map[datastore.AuthorityKind]string{}}
 	if err := c.load(ctx); err != nil {
 		return nil, err
 	}

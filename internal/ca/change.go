@@ -172,6 +172,7 @@ func (ch *change) commit(ctx context.Context) error {
 		if doc, err = bundle.Marshal(next); err != nil {
 			return ch.abort(fmt.Errorf("encode bundle: %w", err))
 		}
+		ch.published(seq + 1)
 	}
 	if err := c.cfg.Store.CommitAuthorities(ctx, ch.datastoreChange(next, doc)); err != nil {
 		err = ch.abort(err)
@@ -186,6 +187,17 @@ func (ch *change) commit(ctx context.Context) error {
 	c.revision++
 	ch.apply(next, doc)
 	return nil
+}
+
+// published records seq as the first bundle to hold the authorities the
+// change writes without one: those it prepares, and (conservatively, later
+// than they really were) ones stored before treaty kept the sequence.
+func (ch *change) published(seq uint64) {
+	for _, a := range ch.put {
+		if a.PublishedSequence == 0 {
+			a.PublishedSequence = seq
+		}
+	}
 }
 
 func (ch *change) datastoreChange(next *spiffebundle.Bundle, doc []byte) datastore.AuthorityChange {
@@ -206,8 +218,7 @@ func (ch *change) apply(next *spiffebundle.Bundle, doc []byte) {
 		c.log.Info("local bundle updated", attrSequence, seq)
 	}
 	c.authorities, c.published, c.document = ch.next, next, doc
-	seq, _ := next.SequenceNumber()
-	c.notePublished(seq)
+	c.forgetPublished()
 	close(c.changed)
 	c.changed = make(chan struct{})
 	for _, name := range ch.delKeys {

@@ -22,8 +22,8 @@ import (
 //     once it has been published for MinPublishedHints refresh hints, unless
 //     the active authority would otherwise outlive its ability to sign SVIDs
 //     of full lifetime;
-//   - with Config.Receipts, a prepared X.509 successor also waits until
-//     every partner with a receipt was served a bundle holding it; at the
+//   - with Config.Receipts, a prepared successor (X.509 or JWT) also waits
+//     until every partner with a receipt was served a bundle holding it; at the
 //     deadline (the active authority could no longer sign SVIDs of full
 //     lifetime) it is activated anyway, and the partners that lack it are
 //     logged as an error. Partners without receipts are unknown and do not
@@ -106,10 +106,7 @@ func (ch *change) maybeActivate(active, prepared *authority, lifetime time.Durat
 	due := !ch.now.Before(active.NotBefore.Add(lifetime * 5 / 6))
 	spread := published >= MinPublishedHints*cfg.RefreshHint
 	urgent := !ch.now.Add(svidTTL).Before(active.NotAfter)
-	var cov Coverage
-	if prepared.Kind == datastore.KindX509 {
-		cov = ch.c.coverage(prepared, ch.receipts)
-	}
+	cov := ch.c.coverage(prepared, ch.receipts)
 	switch {
 	case due && spread && len(cov.Lack) == 0:
 		ch.activate(prepared, "active authority reached five sixths of its lifetime")
@@ -119,8 +116,8 @@ func (ch *change) maybeActivate(active, prepared *authority, lifetime time.Durat
 				attrKind, prepared.Kind, attrAuthorityID, prepared.ID, "published_for", published.String())
 		}
 		if len(cov.Lack) > 0 {
-			ch.c.log.Error("activating the next X.509 authority at its deadline although partners have not fetched it; they will reject SVIDs it signs until they fetch the bundle",
-				attrAuthorityID, prepared.ID, attrPartners, strings.Join(cov.Lacking(), ","), attrSequence, cov.Sequence)
+			ch.c.log.Error("activating the next authority at its deadline although partners have not fetched it; they will reject SVIDs it signs until they fetch the bundle",
+				attrKind, prepared.Kind, attrAuthorityID, prepared.ID, attrPartners, strings.Join(cov.Lacking(), ","), attrSequence, cov.Sequence)
 		}
 		ch.activate(prepared, "active authority about to expire")
 	case due && spread:

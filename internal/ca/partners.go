@@ -15,13 +15,14 @@ type Receipts interface {
 	ListReceipts(ctx context.Context) ([]datastore.Receipt, error)
 }
 
-// Coverage says which partners with receipts hold the prepared X.509
-// authority: those whose last fetch was served a bundle with a sequence at
-// least the one that first published it.
+// Coverage says which partners with receipts hold a prepared authority:
+// those whose last fetch was served a bundle with a sequence at least the
+// one that first published it.
 type Coverage struct {
+	Kind        datastore.AuthorityKind
 	AuthorityID string
-	// Sequence is the spiffe_sequence of the first local bundle known to
-	// publish the authority (after a restart, the one published then).
+	// Sequence is the spiffe_sequence of the first local bundle that held
+	// the authority (datastore.Authority.PublishedSequence).
 	Sequence   uint64
 	Have, Lack []datastore.Receipt
 }
@@ -35,27 +36,27 @@ func (c Coverage) Lacking() []string {
 	return names
 }
 
-// NextAuthorityCoverage returns the Coverage of the prepared X.509
-// authority; ok is false when none is prepared. Without Config.Receipts
-// every partner is unknown and the coverage is empty.
-func (c *CA) NextAuthorityCoverage(ctx context.Context) (cov Coverage, ok bool, err error) {
+// NextAuthorityCoverage returns the Coverage of the prepared authority of
+// kind; ok is false when none is prepared. Without Config.Receipts every
+// partner is unknown and the coverage is empty.
+func (c *CA) NextAuthorityCoverage(ctx context.Context, kind datastore.AuthorityKind) (cov Coverage, ok bool, err error) {
 	receipts, err := c.receiptsIfPrepared(ctx)
 	if err != nil {
 		return Coverage{}, false, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	prepared := c.begin().inState(datastore.KindX509, datastore.StatePrepared)
+	prepared := c.begin().inState(kind, datastore.StatePrepared)
 	if prepared == nil {
 		return Coverage{}, false, nil
 	}
 	return c.coverage(prepared, receipts), true, nil
 }
 
-// receiptsIfPrepared reads the receipts while an X.509 authority is
-// prepared, the only time they matter; none otherwise, without I/O.
+// receiptsIfPrepared reads the receipts while an authority is prepared,
+// the only time they matter; none otherwise, without I/O.
 func (c *CA) receiptsIfPrepared(ctx context.Context) ([]datastore.Receipt, error) {
-	if c.cfg.Receipts == nil || c.State(datastore.KindX509).Prepared == nil {
+	if c.cfg.Receipts == nil || (c.State(datastore.KindX509).Prepared == nil && c.State(datastore.KindJWT).Prepared == nil) {
 		return nil, nil
 	}
 	return c.cfg.Receipts.ListReceipts(ctx)
@@ -64,7 +65,7 @@ func (c *CA) receiptsIfPrepared(ctx context.Context) ([]datastore.Receipt, error
 // coverage sorts receipts by whether they hold prepared. The caller holds
 // c.mu.
 func (c *CA) coverage(prepared *authority, receipts []datastore.Receipt) Coverage {
-	cov := Coverage{AuthorityID: prepared.ID, Sequence: c.firstPublished(prepared.ID)}
+	cov := Coverage{Kind: prepared.Kind, AuthorityID: prepared.ID, Sequence: c.firstPublished(prepared)}
 	for _, r := range receipts {
 		if r.Sequence >= cov.Sequence {
 			cov.Have = append(cov.Have, r)
@@ -76,30 +77,24 @@ func (c *CA) coverage(prepared *authority, receipts []datastore.Receipt) Coverag
 }
 
 // firstPublished returns the sequence of the first local bundle known to
-// hold the authority id. One prepared by another replica, or before a
-// restart, counts from the bundle published when first asked: later than
-// the real one, so a partner is never taken to hold an authority it may
-// lack. The caller holds c.mu.
-func (c *CA) firstPublished(id string) uint64 {
-	if seq, ok := c.firstSeq[id]; ok {
+// hold a. One stored before treaty kept that sequence counts from the
+// bundle published when first asked: later than the real one, so a partner
+// is never taken to hold an authority it may lack. The caller holds c.mu.
+func (c *CA) firstPublished(a *authority) uint64 {
+	if a.PublishedSequence != 0 {
+		return a.PublishedSequence
+	}
+	if seq, ok := c.firstSeq[a.ID]; ok {
 		return seq
 	}
 	seq, _ := c.published.SequenceNumber()
-	c.firstSeq[id] = seq
+	c.firstSeq[a.ID] = seq
 	return seq
 }
 
-// notePublished records the sequence of the bundle that first holds each
-// prepared X.509 authority of the change, and forgets authorities gone.
-// The caller holds c.mu.
-func (c *CA) notePublished(seq uint64) {
-	for _, a := range c.authorities {
-		if a.Kind == datastore.KindX509 && a.State == datastore.StatePrepared {
-			if _, ok := c.firstSeq[a.ID]; !ok {
-				c.firstSeq[a.ID] = seq
-			}
-		}
-	}
+// forgetPublished drops the remembered sequences of authorities no longer
+// prepared. The caller holds c.mu.
+func (c *CA) forgetPublished() {
 	for id := range c.firstSeq {
 		if !slices.ContainsFunc(c.authorities, func(a *authority) bool { return a.ID == id && a.State == datastore.StatePrepared }) {
 			delete(c.firstSeq, id)
@@ -111,10 +106,10 @@ func (c *CA) notePublished(seq uint64) {
 // The caller holds c.mu.
 func (c *CA) waitFor(prepared *authority, cov Coverage) {
 	names := strings.Join(cov.Lacking(), ",")
-	if c.waiting == prepared.ID+" "+names {
+	if c.waiting[prepared.Kind] == prepared.ID+" "+names {
 		return
 	}
-	c.waiting = prepared.ID + " " + names
-	c.log.Warn("next X.509 authority waits for partners to fetch it before it is activated",
-		attrAuthorityID, prepared.ID, attrPartners, names, attrSequence, cov.Sequence)
+	c.waiting[prepared.Kind] = prepared.ID + " " + names
+	c.log.Warn("next authority waits for partners to fetch it before it is activated",
+		attrKind, prepared.Kind, attrAuthorityID, prepared.ID, attrPartners, names, attrSequence, cov.Sequence)
 }

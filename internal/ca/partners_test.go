@@ -8,6 +8,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/datastore"
 )
 
@@ -53,18 +54,28 @@ func TestActivationWaitsForPartnersWithReceipts(t *testing.T) {
 	e.now = e.now.Add(8 * time.Hour) // five sixths, published long enough
 	require.NoError(t, c.Rotate(t.Context()))
 	require.Equal(t, prepared.ID, c.State(datastore.KindX509).Prepared.ID, "activated although gamma lacks it")
-	cov, ok, err := c.NextAuthorityCoverage(t.Context())
+	cov, ok, err := c.NextAuthorityCoverage(t.Context(), datastore.KindX509)
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, uint64(2), cov.Sequence)
 	require.Equal(t, []string{"gamma.test"}, cov.Lacking())
 	require.Len(t, cov.Have, 1)
+	// The JWT key prepared with it waits for gamma as well: a JWT-SVID it
+	// signs would be refused for an unknown key ID.
+	jwtPrepared := c.State(datastore.KindJWT).Prepared
+	require.NotNil(t, jwtPrepared, "activated although gamma lacks it")
+	cov, ok, err = c.NextAuthorityCoverage(t.Context(), datastore.KindJWT)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, jwtPrepared.ID, cov.AuthorityID)
+	require.Equal(t, []string{"gamma.test"}, cov.Lacking())
 
 	e.now = e.now.Add(time.Hour)
 	e.fetched(t, gamma, 2) // gamma is back
 	require.NoError(t, c.Rotate(t.Context()))
 	require.Equal(t, prepared.ID, c.State(datastore.KindX509).Active.ID)
-	_, ok, err = c.NextAuthorityCoverage(t.Context())
+	require.Equal(t, jwtPrepared.ID, c.State(datastore.KindJWT).Active.ID)
+	_, ok, err = c.NextAuthorityCoverage(t.Context(), datastore.KindX509)
 	require.NoError(t, err)
 	require.False(t, ok, "nothing prepared any more")
 }
@@ -87,16 +98,55 @@ func TestPartnersWithoutReceiptsAreUnknown(t *testing.T) {
 	require.Equal(t, prepared.ID, c.State(datastore.KindX509).Active.ID, "no receipts: the rule without receipts")
 }
 
-// After a restart the CA no longer knows which bundle first published the
-// prepared authority: it counts from the one published at the restart (here
-// the same), never from an earlier one.
-func TestCoverageAfterRestartCountsFromThePublishedBundle(t *testing.T) {
-	e, _, _ := receiptsEnv(t)
-	c := e.open()
+// The sequence that first published the prepared authority is stored with
+// it: after a restart, and after later bundles (here one another replica
+// published), a partner served that sequence still has it.
+func TestCoverageAfterRestartCountsFromTheStoredSequence(t *testing.T) {
+	e, c, prepared := receiptsEnv(t)
+	e.publishedElsewhere(t, c, 5)
+	c = e.open()
+	require.GreaterOrEqual(t, seq(t, c), uint64(5))
 	e.fetched(t, beta, 2)
-	cov, ok, err := c.NextAuthorityCoverage(t.Context())
+	e.fetched(t, gamma, 1)
+	cov, ok, err := c.NextAuthorityCoverage(t.Context(), datastore.KindX509)
 	require.NoError(t, err)
 	require.True(t, ok)
+	require.Equal(t, prepared.ID, cov.AuthorityID)
 	require.Equal(t, uint64(2), cov.Sequence)
-	require.Equal(t, []string{}, cov.Lacking())
+	require.Equal(t, []string{"gamma.test"}, cov.Lacking())
+}
+
+// An authority stored without its first sequence (by a treaty before
+// schema 9) counts from the bundle published when first asked: later than
+// the real one, never earlier.
+func TestCoverageWithoutAStoredSequenceCountsFromThePublishedBundle(t *testing.T) {
+	e, c, prepared := receiptsEnv(t)
+	stored, err := e.store.ListAuthorities(t.Context())
+	require.NoError(t, err)
+	for i := range stored {
+		stored[i].PublishedSequence = 0
+	}
+	require.NoError(t, e.store.CommitAuthorities(t.Context(), datastore.AuthorityChange{Put: stored}))
+	e.publishedElsewhere(t, c, 5)
+	c = e.open()
+	e.fetched(t, beta, 2)
+	cov, ok, err := c.NextAuthorityCoverage(t.Context(), datastore.KindX509)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, prepared.ID, cov.AuthorityID)
+	require.Equal(t, seq(t, c), cov.Sequence)
+	require.Equal(t, []string{"beta.test"}, cov.Lacking())
+}
+
+// publishedElsewhere stores c's bundle again with sequence seq, as another
+// replica would after a change of its own.
+func (e *env) publishedElsewhere(t *testing.T, c *CA, seq uint64) {
+	t.Helper()
+	b := c.Bundle()
+	b.SetSequenceNumber(seq)
+	doc, err := bundle.Marshal(b)
+	require.NoError(t, err)
+	require.NoError(t, e.store.CommitAuthorities(t.Context(), datastore.AuthorityChange{LocalBundle: &datastore.Bundle{
+		TrustDomain: b.TrustDomain(), Document: doc, Sequence: seq, UpdatedAt: e.now,
+	}}))
 }

@@ -433,14 +433,15 @@ func printStatus(e *env, resp adminwire.StatusResponse, now time.Time) error {
 		e.printf("\n%s\n", n)
 	}
 	printGaps(e, resp.FederationGaps)
-	printNextAuthority(e, resp.NextAuthority, now)
+	printNextAuthority(e, "authority", resp.NextAuthority, now)
+	printNextAuthority(e, "JWT key", resp.NextJWTAuthority, now)
 	printSignedBundles(e, resp.SignedBundles)
 	return nil
 }
 
 // printNextAuthority says which partners with receipts hold the prepared
-// X.509 authority, naming those that do not.
-func printNextAuthority(e *env, next *adminwire.NextAuthority, now time.Time) {
+// authority (what names its kind), naming those that do not.
+func printNextAuthority(e *env, what string, next *adminwire.NextAuthority, now time.Time) {
 	if next == nil || len(next.Partners) == 0 {
 		return
 	}
@@ -453,7 +454,7 @@ func printNextAuthority(e *env, next *adminwire.NextAuthority, now time.Time) {
 		}
 		lack = append(lack, fmt.Sprintf("%s last fetched sequence %d, %s", p.TrustDomain, p.Sequence, ago(p.FetchedAt, now)))
 	}
-	line := fmt.Sprintf("\nour next authority %s (sequence %d): %d/%d partners have it", next.AuthorityID, next.Sequence, have, len(next.Partners))
+	line := fmt.Sprintf("\nour next %s %s (sequence %d): %d/%d partners have it", what, next.AuthorityID, next.Sequence, have, len(next.Partners))
 	if len(lack) > 0 {
 		line += "; " + strings.Join(lack, "; ")
 	}

@@ -78,6 +78,10 @@ type Authority struct {
 	ActivatedAt  time.Time
 	// DeactivatedAt is when the authority became old.
 	DeactivatedAt time.Time
+	// PublishedSequence is the spiffe_sequence of the first local bundle
+	// that held the authority: a partner served that sequence or a later
+	// one has it. 0 when not known (stored by a treaty before schema 9).
+	PublishedSequence uint64
 }
 
 // AuthorityRef names an authority.

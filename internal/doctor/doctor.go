@@ -63,8 +63,8 @@ type Doctor struct {
 	// to this one.
 	SPIRE func(ctx context.Context) error
 	// NextAuthority, when set, says which partners with receipts have the
-	// prepared X.509 authority (ca.CA.NextAuthorityCoverage).
-	NextAuthority func(ctx context.Context) (ca.Coverage, bool, error)
+	// prepared authority of a kind (ca.CA.NextAuthorityCoverage).
+	NextAuthority func(ctx context.Context, kind datastore.AuthorityKind) (ca.Coverage, bool, error)
 	// Datastore describes the store Integrity checks and what to do when
 	// the check fails; zero means the SQLite file in DataDir.
 	Datastore DatastoreCheck
@@ -91,27 +91,45 @@ func (d *Doctor) Run(ctx context.Context) []finding.Finding {
 	return append(own, rest...)
 }
 
-// nextAuthority warns while partners with receipts lack the prepared X.509
+// nextAuthority warns while partners with receipts lack a prepared
 // authority: the rotation waits for them, and at its deadline they break.
 func (d *Doctor) nextAuthority(ctx context.Context) finding.Finding {
-	cov, prepared, err := d.NextAuthority(ctx)
-	switch {
-	case err != nil:
-		return check("next-authority", finding.Warn, "could not read which partners fetched our bundle: "+err.Error(), "check the datastore")
-	case !prepared:
-		return check("next-authority", finding.Pass, "no X.509 authority is prepared", "")
-	case len(cov.Lack) == 0:
-		return check("next-authority", finding.Pass, fmt.Sprintf("all %d partners with receipts have the next X.509 authority %s", len(cov.Have), cov.AuthorityID), "")
-	}
 	now := d.Now()
-	lack := make([]string, len(cov.Lack))
-	for i, r := range cov.Lack {
-		lack[i] = fmt.Sprintf("%s (last fetched sequence %d, %s ago)", r.TrustDomain.Name(), r.Sequence, now.Sub(r.FetchedAt).Round(time.Minute))
+	var held, lacking []string
+	for _, kind := range []datastore.AuthorityKind{datastore.KindX509, datastore.KindJWT} {
+		cov, prepared, err := d.NextAuthority(ctx, kind)
+		switch {
+		case err != nil:
+			return check("next-authority", finding.Warn, "could not read which partners fetched our bundle: "+err.Error(), "check the datastore")
+		case !prepared:
+			continue
+		case len(cov.Lack) == 0:
+			held = append(held, fmt.Sprintf("all %d partners with receipts have the next %s authority %s", len(cov.Have), kindName(kind), cov.AuthorityID))
+			continue
+		}
+		lack := make([]string, len(cov.Lack))
+		for i, r := range cov.Lack {
+			lack[i] = fmt.Sprintf("%s (last fetched sequence %d, %s ago)", r.TrustDomain.Name(), r.Sequence, now.Sub(r.FetchedAt).Round(time.Minute))
+		}
+		lacking = append(lacking, fmt.Sprintf("%d/%d partners have the next %s authority %s (sequence %d); lacking: %s", len(cov.Have), len(cov.Have)+len(cov.Lack),
+			kindName(kind), cov.AuthorityID, cov.Sequence, strings.Join(lack, ", ")))
 	}
-	return check("next-authority", finding.Warn,
-		fmt.Sprintf("%d/%d partners have the next X.509 authority %s (sequence %d); lacking: %s", len(cov.Have), len(cov.Have)+len(cov.Lack),
-			cov.AuthorityID, cov.Sequence, strings.Join(lack, ", ")),
-		"ask them why they do not fetch our bundle (are they up, can they reach our endpoint?); activation waits for them until its deadline, then they reject SVIDs it signs")
+	switch {
+	case len(lacking) > 0:
+		return check("next-authority", finding.Warn, strings.Join(lacking, "; "),
+			"ask them why they do not fetch our bundle (are they up, can they reach our endpoint?); activation waits for them until its deadline, then they reject SVIDs it signs")
+	case len(held) > 0:
+		return check("next-authority", finding.Pass, strings.Join(held, "; "), "")
+	}
+	return check("next-authority", finding.Pass, "no authority is prepared", "")
+}
+
+// kindName names an authority kind for people.
+func kindName(kind datastore.AuthorityKind) string {
+	if kind == datastore.KindX509 {
+		return "X.509"
+	}
+	return "JWT"
 }
 
 func (d *Doctor) spire(ctx context.Context) finding.Finding {

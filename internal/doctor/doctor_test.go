@@ -87,13 +87,18 @@ func TestNextAuthority(t *testing.T) {
 		severity finding.Severity
 		message  string
 	}{
-		{"ok/nothing prepared", ca.Coverage{}, false, finding.Pass, "no X.509 authority is prepared"},
+		{"ok/nothing prepared", ca.Coverage{}, false, finding.Pass, "no authority is prepared"},
 		{"ok/all have it", ca.Coverage{AuthorityID: "ab", Sequence: 42, Have: []datastore.Receipt{acme}}, true, finding.Pass, "all 1 partners with receipts have"},
 		{"warn/a partner lacks it", ca.Coverage{AuthorityID: "ab", Sequence: 42, Have: []datastore.Receipt{acme}, Lack: []datastore.Receipt{globex}}, true, finding.Warn,
 			"1/2 partners have the next X.509 authority ab (sequence 42); lacking: globex.test (last fetched sequence 41, 26h0m0s ago)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := &Doctor{Now: func() time.Time { return now }, NextAuthority: func(context.Context) (ca.Coverage, bool, error) { return tc.cov, tc.prepared, nil }}
+			d := &Doctor{Now: func() time.Time { return now }, NextAuthority: func(_ context.Context, kind datastore.AuthorityKind) (ca.Coverage, bool, error) {
+				if kind == datastore.KindJWT {
+					return ca.Coverage{}, false, nil
+				}
+				return tc.cov, tc.prepared, nil
+			}}
 			f := d.nextAuthority(t.Context())
 			require.Equal(t, tc.severity, f.Severity)
 			require.Contains(t, f.Message, tc.message)

@@ -23,7 +23,7 @@ var (
 	descAuthorityPrepared = prometheus.NewDesc("treaty_authority_prepared",
 		"1 while a successor of the active authority of this kind is prepared and published, 0 otherwise.", []string{"kind"}, nil)
 	descNextAuthorityPartners = prometheus.NewDesc("treaty_authority_next_partners",
-		"Partners with receipts (their treaty fetched our bundle with its federation client SVID) that have (has=yes) or lack (has=no) the prepared X.509 authority; no series while none is prepared (docs/rotation.md).", []string{"has"}, nil)
+		"Partners with receipts (their treaty fetched our bundle with its federation client SVID) that have (has=yes) or lack (has=no) the prepared authority of the kind (x509 or jwt); no series while none is prepared (docs/rotation.md).", []string{"kind", "has"}, nil)
 	descBuildInfo = prometheus.NewDesc("treaty_build_info",
 		"Always 1; labelled with treaty's version, VCS revision and the Go version that built it.", []string{"version", "revision", "goversion"}, nil)
 	descWorkloadStreams = prometheus.NewDesc("treaty_workload_streams",
@@ -35,11 +35,10 @@ var (
 // authorityCollector reads our authorities' state at scrape time.
 type authorityCollector struct{ source AuthoritySource }
 
-// coverageSource says which partners have the prepared X.509 authority
-// (ca.CA); an AuthoritySource that is one also feeds
-// treaty_authority_next_partners.
+// coverageSource says which partners have a prepared authority (ca.CA);
+// an AuthoritySource that is one also feeds treaty_authority_next_partners.
 type coverageSource interface {
-	NextAuthorityCoverage(ctx context.Context) (ca.Coverage, bool, error)
+	NextAuthorityCoverage(ctx context.Context, kind datastore.AuthorityKind) (ca.Coverage, bool, error)
 }
 
 // coverageTimeout bounds the read of the receipts at scrape time.
@@ -51,21 +50,21 @@ func (c *authorityCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descNextAuthorityPartners
 }
 
-// collectCoverage sends treaty_authority_next_partners, if the source
-// knows it and a successor is prepared.
-func (c *authorityCollector) collectCoverage(ch chan<- prometheus.Metric) {
+// collectCoverage sends treaty_authority_next_partners for kind, if the
+// source knows it and a successor of that kind is prepared.
+func (c *authorityCollector) collectCoverage(ch chan<- prometheus.Metric, kind datastore.AuthorityKind) {
 	src, ok := c.source.(coverageSource)
 	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), coverageTimeout)
 	defer cancel()
-	cov, prepared, err := src.NextAuthorityCoverage(ctx)
+	cov, prepared, err := src.NextAuthorityCoverage(ctx, kind)
 	if err != nil || !prepared {
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(descNextAuthorityPartners, prometheus.GaugeValue, float64(len(cov.Have)), "yes")
-	ch <- prometheus.MustNewConstMetric(descNextAuthorityPartners, prometheus.GaugeValue, float64(len(cov.Lack)), "no")
+	ch <- prometheus.MustNewConstMetric(descNextAuthorityPartners, prometheus.GaugeValue, float64(len(cov.Have)), string(kind), "yes")
+	ch <- prometheus.MustNewConstMetric(descNextAuthorityPartners, prometheus.GaugeValue, float64(len(cov.Lack)), string(kind), "no")
 }
 
 func (c *authorityCollector) Collect(ch chan<- prometheus.Metric) {
@@ -84,8 +83,8 @@ func (c *authorityCollector) Collect(ch chan<- prometheus.Metric) {
 			prepared = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descAuthorityPrepared, prometheus.GaugeValue, prepared, string(kind))
+		c.collectCoverage(ch, kind)
 	}
-	c.collectCoverage(ch)
 }
 
 // buildInfo is treaty_build_info.

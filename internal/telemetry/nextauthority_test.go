@@ -12,15 +12,15 @@ import (
 )
 
 // coveredAuthorities are authorities that also say who has the prepared
-// X.509 authority.
+// X.509 authority; no JWT key is prepared.
 type coveredAuthorities struct {
 	authorities
 	cov      ca.Coverage
 	prepared bool
 }
 
-func (a coveredAuthorities) NextAuthorityCoverage(context.Context) (ca.Coverage, bool, error) {
-	return a.cov, a.prepared, nil
+func (a coveredAuthorities) NextAuthorityCoverage(_ context.Context, kind datastore.AuthorityKind) (ca.Coverage, bool, error) {
+	return a.cov, a.prepared && kind == datastore.KindX509, nil
 }
 
 func TestNextAuthorityPartners(t *testing.T) {
@@ -31,7 +31,7 @@ func TestNextAuthorityPartners(t *testing.T) {
 		want     []string
 		absent   string
 	}{
-		{"ok/prepared", true, []string{`treaty_authority_next_partners{has="yes"} 3`, `treaty_authority_next_partners{has="no"} 1`}, ""},
+		{"ok/prepared", true, []string{`treaty_authority_next_partners{has="yes",kind="x509"} 3`, `treaty_authority_next_partners{has="no",kind="x509"} 1`}, `treaty_authority_next_partners{has="yes",kind="jwt"}`},
 		{"ok/nothing prepared, no series", false, nil, "treaty_authority_next_partners{"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -73,6 +73,7 @@ func (x suite) testCommitAuthoritiesIsAtomic(t *testing.T) {
 		KeyName: "x509-aa", PublicKey: []byte{1}, NotBefore: time.Unix(10, 0), NotAfter: time.Unix(20, 0)}
 	prepared := active
 	prepared.ID, prepared.State, prepared.KeyName = "bb", datastore.StatePrepared, "x509-bb"
+	prepared.PublishedSequence = 1 << 63 // the whole uint64 range survives
 	require.NoError(t, s.CommitAuthorities(ctx, datastore.AuthorityChange{Put: []datastore.Authority{active, prepared}}))
 
 	// A second active authority breaks the one-active rule: nothing of the
@@ -103,6 +104,9 @@ func (x suite) testCommitAuthoritiesIsAtomic(t *testing.T) {
 	states := map[string]datastore.AuthorityState{}
 	for _, a := range got {
 		states[a.ID] = a.State
+		if a.ID == "bb" {
+			require.Equal(t, uint64(1<<63), a.PublishedSequence)
+		}
 	}
 	require.Equal(t, map[string]datastore.AuthorityState{"aa": datastore.StateOld, "bb": datastore.StateActive}, states)
 	require.Equal(t, time.Unix(20, 0).UTC(), got[0].NotAfter)

@@ -61,7 +61,7 @@ var schema = []table{
 		{"kind", text}, {"id", text}, {"state", text}, {"tainted", integer}, {"key_name", text},
 		{"certificate_chain", bytes}, {"public_key", bytes}, {"upstream_skid", text},
 		{"not_before", integer}, {"not_after", integer}, {"prepared_at", integer},
-		{"activated_at", integer}, {"deactivated_at", integer},
+		{"activated_at", integer}, {"deactivated_at", integer}, {"published_sequence", integer},
 	}},
 	{name: "authority_revision", key: []string{"id"}, seeded: true, columns: []column{
 		{"id", integer}, {"revision", integer},

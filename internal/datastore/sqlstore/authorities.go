@@ -10,7 +10,7 @@ import (
 )
 
 const authorityColumns = `kind, id, state, tainted, key_name, certificate_chain, public_key,
-	upstream_skid, not_before, not_after, prepared_at, activated_at, deactivated_at`
+	upstream_skid, not_before, not_after, prepared_at, activated_at, deactivated_at, published_sequence`
 
 // ListAuthorities returns every stored local authority, X.509 first, each
 // kind ordered by the time it was prepared.
@@ -40,7 +40,7 @@ func scanAuthority(rows *sql.Rows) (datastore.Authority, error) {
 	var tainted int
 	var notBefore, notAfter, prepared, activated, deactivated int64
 	err := rows.Scan(&a.Kind, &a.ID, &a.State, &tainted, &a.KeyName, &a.CertificateChain, &a.PublicKey,
-		&a.UpstreamSKID, &notBefore, &notAfter, &prepared, &activated, &deactivated)
+		&a.UpstreamSKID, &notBefore, &notAfter, &prepared, &activated, &deactivated, (*sequence)(&a.PublishedSequence))
 	if err != nil {
 		return a, err
 	}
@@ -123,10 +123,10 @@ func putAuthorities(ctx context.Context, tx *Tx, put []datastore.Authority) erro
 	}
 	for _, a := range put {
 		_, err := tx.ExecContext(ctx, `INSERT INTO authorities (`+authorityColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			a.Kind, a.ID, a.State, boolInt(a.Tainted), a.KeyName, a.CertificateChain, a.PublicKey,
 			a.UpstreamSKID, unixNano(a.NotBefore), unixNano(a.NotAfter),
-			unixNano(a.PreparedAt), unixNano(a.ActivatedAt), unixNano(a.DeactivatedAt))
+			unixNano(a.PreparedAt), unixNano(a.ActivatedAt), unixNano(a.DeactivatedAt), sequence(a.PublishedSequence))
 		if err != nil {
 			return fmt.Errorf("put authority %s %s: %w", a.Kind, a.ID, err)
 		}
