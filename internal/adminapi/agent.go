@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/entrywire"
 )
 
 // AgentStore keeps the attested agents and the join tokens they attest with.
@@ -348,7 +349,7 @@ func (s *agentService) workloadID(p *types.SPIFFEID) (spiffeid.ID, error) {
 // keeps the ID and the fields it sets.
 func agentToProto(n datastore.AttestedNode, mask *types.AgentMask) *types.Agent {
 	all := mask == nil
-	out := &types.Agent{Id: idToProto(n.SPIFFEID)}
+	out := &types.Agent{Id: entrywire.IDToProto(n.SPIFFEID)}
 	if all || mask.GetAttestationType() {
 		out.AttestationType = n.AttestationType
 	}

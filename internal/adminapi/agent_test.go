@@ -19,6 +19,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/datastore"
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
+	"github.com/treatyhq/treaty/internal/entrywire"
 )
 
 // startAgents runs the admin API with the Agent and Entry services over a
@@ -164,7 +165,7 @@ func TestListAgentsPagingAndMask(t *testing.T) {
 func TestAgentLifecycle(t *testing.T) {
 	client, _, _ := startAgents(t, testNodes()...)
 	ctx := t.Context()
-	pid := idToProto
+	pid := entrywire.IDToProto
 
 	got, err := client.GetAgent(ctx, &agentv1.GetAgentRequest{Id: pid(agentA)})
 	require.NoError(t, err)
@@ -279,7 +280,7 @@ func TestCreateJoinToken(t *testing.T) {
 	require.NoError(t, err)
 	_, err = store.CreateAttestedNode(ctx, datastore.AttestedNode{SPIFFEID: node, AttestationType: "join_token", SerialNumber: "5", NotAfter: time.Now().Add(time.Hour)})
 	require.NoError(t, err)
-	_, err = client.DeleteAgent(ctx, &agentv1.DeleteAgentRequest{Id: idToProto(node)})
+	_, err = client.DeleteAgent(ctx, &agentv1.DeleteAgentRequest{Id: entrywire.IDToProto(node)})
 	require.NoError(t, err)
 	list, err = entries.ListEntries(ctx, &entryv1.ListEntriesRequest{})
 	require.NoError(t, err)
@@ -327,9 +328,9 @@ func TestAgentAudit(t *testing.T) {
 	chosen, err := client.CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{Ttl: 60, Token: "chosen-by-the-caller-0042"})
 	require.NoError(t, err)
 	require.Equal(t, "chosen-by-the-caller-0042", chosen.GetValue())
-	_, err = client.BanAgent(ctx, &agentv1.BanAgentRequest{Id: idToProto(agentA)})
+	_, err = client.BanAgent(ctx, &agentv1.BanAgentRequest{Id: entrywire.IDToProto(agentA)})
 	require.NoError(t, err)
-	_, err = client.DeleteAgent(ctx, &agentv1.DeleteAgentRequest{Id: idToProto(agentA)})
+	_, err = client.DeleteAgent(ctx, &agentv1.DeleteAgentRequest{Id: entrywire.IDToProto(agentA)})
 	require.NoError(t, err)
 
 	var ops []string

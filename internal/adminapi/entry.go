@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/entrywire"
 )
 
 // EntryStore keeps registration entries.
@@ -70,7 +71,7 @@ func (s *entryService) ListEntries(ctx context.Context, req *entryv1.ListEntries
 		resp.NextPageToken = strconv.Itoa(end)
 	}
 	for _, e := range entries[start:end] {
-		resp.Entries = append(resp.Entries, entryToProto(e, req.GetOutputMask()))
+		resp.Entries = append(resp.Entries, entrywire.ToProto(e, req.GetOutputMask()))
 	}
 	return resp, nil
 }
@@ -174,7 +175,7 @@ func (s *entryService) GetEntry(ctx context.Context, req *entryv1.GetEntryReques
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "read entry: %v", err)
 	}
-	return entryToProto(e, req.GetOutputMask()), nil
+	return entrywire.ToProto(e, req.GetOutputMask()), nil
 }
 
 func (s *entryService) BatchCreateEntry(ctx context.Context, req *entryv1.BatchCreateEntryRequest) (*entryv1.BatchCreateEntryResponse, error) {
@@ -187,7 +188,7 @@ func (s *entryService) BatchCreateEntry(ctx context.Context, req *entryv1.BatchC
 		}
 		if st == nil {
 			created, err := s.store.CreateEntry(ctx, e)
-			st, r.Entry = storeStatus(err, "create entry"), entryToProto(created, req.GetOutputMask())
+			st, r.Entry = storeStatus(err, "create entry"), entrywire.ToProto(created, req.GetOutputMask())
 			if err == nil {
 				s.warnMissingBundles(ctx, created)
 			} else {
@@ -212,7 +213,7 @@ func (s *entryService) existing(ctx context.Context, e datastore.Entry, err erro
 	}
 	for _, have := range all {
 		if have.ID == e.ID || (have.SPIFFEID == e.SPIFFEID && have.ParentID == e.ParentID && sameSelectors(have.Selectors, e.Selectors)) {
-			return entryToProto(have, nil)
+			return entrywire.ToProto(have, nil)
 		}
 	}
 	return nil
@@ -231,7 +232,7 @@ func (s *entryService) BatchUpdateEntry(ctx context.Context, req *entryv1.BatchU
 			updated, err := s.store.UpdateEntry(ctx, e)
 			st = storeStatus(err, "update entry")
 			if err == nil {
-				r.Entry = entryToProto(updated, req.GetOutputMask())
+				r.Entry = entrywire.ToProto(updated, req.GetOutputMask())
 				s.warnMissingBundles(ctx, updated)
 			}
 		}
@@ -254,7 +255,7 @@ func (s *entryService) mergeEntry(ctx context.Context, in *types.Entry, mask *ty
 	if mask == nil {
 		return s.entryFromProto(in)
 	}
-	merged := entryToProto(old, nil)
+	merged := entrywire.ToProto(old, nil)
 	if mask.GetSpiffeId() {
 		merged.SpiffeId = in.GetSpiffeId()
 	}
@@ -431,61 +432,6 @@ func checkEntryID(id string) error {
 // validEntryIDChars).
 func entryIDChar(r rune) bool {
 	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
-}
-
-// entryToProto converts an entry, keeping the fields in mask (nil: all).
-func entryToProto(e datastore.Entry, mask *types.EntryMask) *types.Entry {
-	all := mask == nil
-	out := &types.Entry{Id: e.ID}
-	if all || mask.GetSpiffeId() {
-		out.SpiffeId = idToProto(e.SPIFFEID)
-	}
-	if all || mask.GetParentId() {
-		out.ParentId = idToProto(e.ParentID)
-	}
-	if all || mask.GetSelectors() {
-		for _, s := range e.Selectors {
-			out.Selectors = append(out.Selectors, &types.Selector{Type: s.Type, Value: s.Value})
-		}
-	}
-	if all || mask.GetFederatesWith() {
-		out.FederatesWith = e.FederatesWith
-	}
-	if all || mask.GetX509SvidTtl() {
-		out.X509SvidTtl = int32(e.X509SVIDTTL / time.Second) //nolint:gosec // validated on the way in
-	}
-	if all || mask.GetJwtSvidTtl() {
-		out.JwtSvidTtl = int32(e.JWTSVIDTTL / time.Second) //nolint:gosec // validated on the way in
-	}
-	if all || mask.GetDnsNames() {
-		out.DnsNames = e.DNSNames
-	}
-	if all || mask.GetHint() {
-		out.Hint = e.Hint
-	}
-	if all || mask.GetAdmin() {
-		out.Admin = e.Admin
-	}
-	if all || mask.GetDownstream() {
-		out.Downstream = e.Downstream
-	}
-	if (all || mask.GetExpiresAt()) && !e.ExpiresAt.IsZero() {
-		out.ExpiresAt = e.ExpiresAt.Unix()
-	}
-	if all || mask.GetRevisionNumber() {
-		out.RevisionNumber = e.RevisionNumber
-	}
-	if all || mask.GetCreatedAt() {
-		out.CreatedAt = e.CreatedAt.Unix()
-	}
-	return out
-}
-
-func idToProto(id spiffeid.ID) *types.SPIFFEID {
-	if id.IsZero() {
-		return nil
-	}
-	return &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()}
 }
 
 func protoToID(p *types.SPIFFEID) (spiffeid.ID, error) {

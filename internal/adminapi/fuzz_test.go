@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/treatyhq/treaty/internal/bundlewire"
+	"github.com/treatyhq/treaty/internal/entrywire"
 )
 
 // FuzzRequestConversion decodes arbitrary protobuf as the entries and
@@ -30,7 +31,7 @@ func FuzzRequestConversion(f *testing.F) {
 		var in types.Entry
 		if proto.Unmarshal(data, &in) == nil {
 			if e, st := s.entryFromProto(&in); st == nil {
-				again, st2 := s.entryFromProto(entryToProto(e, nil))
+				again, st2 := s.entryFromProto(entrywire.ToProto(e, nil))
 				require.Nil(t, st2)
 				require.Equal(t, e.SPIFFEID, again.SPIFFEID)
 				require.Equal(t, e.Selectors, again.Selectors)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/treatyhq/treaty/internal/ca"
+	"github.com/treatyhq/treaty/internal/entrywire"
 )
 
 // SVIDSigner signs the SVIDs the SVID API mints, for our trust domain only.
@@ -64,7 +65,7 @@ func (s *svidService) MintX509SVID(_ context.Context, req *svidv1.MintX509SVIDRe
 	if err != nil {
 		return nil, caStatus(err)
 	}
-	out := &types.X509SVID{Id: idToProto(id), ExpiresAt: chain[0].NotAfter.Unix()}
+	out := &types.X509SVID{Id: entrywire.IDToProto(id), ExpiresAt: chain[0].NotAfter.Unix()}
 	for _, c := range chain {
 		out.CertChain = append(out.CertChain, c.Raw)
 	}
@@ -92,7 +93,7 @@ func (s *svidService) MintJWTSVID(_ context.Context, req *svidv1.MintJWTSVIDRequ
 		return nil, caStatus(err)
 	}
 	return &svidv1.MintJWTSVIDResponse{Svid: &types.JWTSVID{
-		Token: token, Id: idToProto(id), ExpiresAt: expiry.Unix(), IssuedAt: issued.Unix(),
+		Token: token, Id: entrywire.IDToProto(id), ExpiresAt: expiry.Unix(), IssuedAt: issued.Unix(),
 	}}, nil
 }
 

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/entrywire"
 )
 
 const (
@@ -76,8 +76,9 @@ func (s *entryService) GetAuthorizedEntries(ctx context.Context, req *entryv1.Ge
 		return nil, err
 	}
 	resp := &entryv1.GetAuthorizedEntriesResponse{Entries: make([]*types.Entry, 0, len(entries))}
+	mask := agentFields(req.GetOutputMask())
 	for _, e := range entries {
-		resp.Entries = append(resp.Entries, entryToProto(e, req.GetOutputMask()))
+		resp.Entries = append(resp.Entries, entryToProto(e, mask))
 	}
 	return resp, nil
 }
@@ -124,9 +125,9 @@ func (s *entryService) syncAuthorizedEntries(stream syncStream) error {
 }
 
 // initialMask checks the first request of a sync and returns its output
-// mask, which applies to the whole stream. The agent needs revision
-// numbers to tell stale entries, so they cannot be masked out; a missing
-// mask means every field.
+// mask, which applies to the whole stream, limited to what agents read
+// (agentFields). The agent needs revision numbers to tell stale entries, so
+// they cannot be masked out; a missing mask means every field.
 func initialMask(req *entryv1.SyncAuthorizedEntriesRequest) (*types.EntryMask, error) {
 	if len(req.GetIds()) > 0 {
 		return nil, status.Error(codes.InvalidArgument, "specifying IDs on initial request is not supported")
@@ -134,7 +135,7 @@ func initialMask(req *entryv1.SyncAuthorizedEntriesRequest) (*types.EntryMask, e
 	if mask := req.GetOutputMask(); mask != nil && !mask.GetRevisionNumber() {
 		return nil, status.Error(codes.InvalidArgument, "revision number cannot be masked")
 	}
-	return req.GetOutputMask(), nil
+	return agentFields(req.GetOutputMask()), nil
 }
 
 // wholeList returns the single response holding every entry, if they fit
@@ -164,7 +165,7 @@ func sendRevisions(stream syncStream, entries []datastore.Entry) error {
 	page := &entryv1.SyncAuthorizedEntriesResponse{}
 	size := 0
 	for _, e := range entries {
-		r := &entryv1.EntryRevision{Id: e.ID, RevisionNumber: e.RevisionNumber, CreatedAt: unixOrZero(e)}
+		r := &entryv1.EntryRevision{Id: e.ID, RevisionNumber: e.RevisionNumber, CreatedAt: entrywire.UnixOrZero(e.CreatedAt)}
 		if len(page.EntryRevisions) == entryPageSize || size+fieldSize(r) > maxMessageBytes {
 			page.More = true
 			if err := stream.Send(page); err != nil {
@@ -250,45 +251,25 @@ func fieldSize(m proto.Message) int {
 	return 1 + protowire.SizeBytes(proto.Size(m))
 }
 
-// entryToProto converts an entry to what an agent reads, keeping the
-// fields in mask (nil: all). Only the fields an agent uses are set: the ID
-// always; SPIFFE ID, parent ID, selectors, federated trust domains, admin,
-// downstream, hint, revision and creation time on request. treaty stores no
-// SVIDs (store_svid is always false).
-func entryToProto(e datastore.Entry, mask *types.EntryMask) *types.Entry {
+// agentFields limits mask (nil: every field) to the fields an agent reads:
+// the ID always; SPIFFE ID, parent ID, selectors, federated trust domains,
+// admin, downstream, hint, revision and creation time on request. The
+// server alone uses the rest (TTLs, DNS names, expiry) when it signs.
+func agentFields(mask *types.EntryMask) *types.EntryMask {
 	all := mask == nil
-	out := &types.Entry{Id: e.ID}
-	if all || mask.GetSpiffeId() {
-		out.SpiffeId = idToProto(e.SPIFFEID)
+	return &types.EntryMask{
+		SpiffeId: all || mask.GetSpiffeId(), ParentId: all || mask.GetParentId(), Selectors: all || mask.GetSelectors(),
+		FederatesWith: all || mask.GetFederatesWith(), Admin: all || mask.GetAdmin(), Downstream: all || mask.GetDownstream(),
+		Hint: all || mask.GetHint(), RevisionNumber: all || mask.GetRevisionNumber(), CreatedAt: all || mask.GetCreatedAt(),
 	}
-	if all || mask.GetParentId() {
-		out.ParentId = idToProto(e.ParentID)
-	}
-	if all || mask.GetSelectors() {
-		out.Selectors = make([]*types.Selector, 0, len(e.Selectors))
-		for _, sel := range e.Selectors {
-			out.Selectors = append(out.Selectors, &types.Selector{Type: sel.Type, Value: sel.Value})
-		}
-	}
-	if all || mask.GetFederatesWith() {
-		out.FederatesWith = federatesWith(e.FederatesWith)
-	}
-	if all || mask.GetAdmin() {
-		out.Admin = e.Admin
-	}
-	if all || mask.GetDownstream() {
-		out.Downstream = e.Downstream
-	}
-	if all || mask.GetHint() {
-		out.Hint = e.Hint
-	}
-	if all || mask.GetRevisionNumber() {
-		out.RevisionNumber = e.RevisionNumber
-	}
-	if all || mask.GetCreatedAt() {
-		out.CreatedAt = unixOrZero(e)
-	}
-	return out
+}
+
+// entryToProto converts an entry for an agent, keeping the fields in mask
+// (from agentFields).
+func entryToProto(e datastore.Entry, mask *types.EntryMask) *types.Entry {
+	pe := entrywire.ToProto(e, mask)
+	pe.FederatesWith = federatesWith(pe.FederatesWith)
+	return pe
 }
 
 // federatesWith returns the trust domain names an agent can read. treaty's
@@ -307,17 +288,4 @@ func federatesWith(names []string) []string {
 		}
 	}
 	return out
-}
-
-func idToProto(id spiffeid.ID) *types.SPIFFEID {
-	return &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()}
-}
-
-// unixOrZero returns the entry's creation time in Unix seconds, or zero
-// when unknown; the agent compares it to tell a recreated entry.
-func unixOrZero(e datastore.Entry) int64 {
-	if e.CreatedAt.IsZero() {
-		return 0
-	}
-	return e.CreatedAt.Unix()
 }

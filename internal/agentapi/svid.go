@@ -14,6 +14,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/ca"
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/entrywire"
 )
 
 // X509JWTSigner signs the workload SVIDs agents ask for. The local CA
@@ -98,7 +99,7 @@ func (s *svidService) newX509SVID(ctx context.Context, node datastore.AttestedNo
 		return x509Failure(s.signFailure(ctx, node, e, err))
 	}
 	s.stats.issuedX509()
-	svid := &types.X509SVID{Id: idToProto(e.SPIFFEID), ExpiresAt: chain[0].NotAfter.Unix()}
+	svid := &types.X509SVID{Id: entrywire.IDToProto(e.SPIFFEID), ExpiresAt: chain[0].NotAfter.Unix()}
 	for _, c := range chain {
 		svid.CertChain = append(svid.CertChain, c.Raw)
 	}
@@ -130,7 +131,7 @@ func (s *svidService) NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDRequ
 	}
 	s.stats.issuedJWT()
 	return &svidv1.NewJWTSVIDResponse{Svid: &types.JWTSVID{
-		Token: token, Id: idToProto(e.SPIFFEID), ExpiresAt: expiry.Unix(), IssuedAt: min(issued.Unix(), expiry.Unix()),
+		Token: token, Id: entrywire.IDToProto(e.SPIFFEID), ExpiresAt: expiry.Unix(), IssuedAt: min(issued.Unix(), expiry.Unix()),
 	}}, nil
 }
 
