@@ -35,6 +35,13 @@ type spireProcess struct {
 // the process environment (SSL_CERT_FILE for its https_web client).
 func startSPIRE(t *testing.T, bin, td string, env ...string) *spireProcess {
 	t.Helper()
+	return startSPIREWith(t, bin, td, "", env...)
+}
+
+// startSPIREWith is startSPIRE with settings added to the server block
+// (ca_ttl, say).
+func startSPIREWith(t *testing.T, bin, td, settings string, env ...string) *spireProcess {
+	t.Helper()
 	dir := t.TempDir()
 	sockDir, err := os.MkdirTemp("", "spire-e2e") //nolint:usetesting // unix socket paths must stay short; t.TempDir() paths can exceed the limit
 	require.NoError(t, err)
@@ -53,6 +60,7 @@ func startSPIRE(t *testing.T, bin, td string, env ...string) *spireProcess {
   data_dir = "%s"
   log_level = "DEBUG"
   ca_key_type = "ec-p256"
+%s
   federation {
     bundle_endpoint {
       address = "127.0.0.1"
@@ -76,7 +84,7 @@ plugins {
     plugin_data {}
   }
 }
-`, apiPort, p.socket, td, dir, fedPort, filepath.Join(dir, "datastore.sqlite3"), filepath.Join(dir, "keys.json"))
+`, apiPort, p.socket, td, dir, settings, fedPort, filepath.Join(dir, "datastore.sqlite3"), filepath.Join(dir, "keys.json"))
 	p.conf, p.env = filepath.Join(dir, "server.conf"), env
 	require.NoError(t, os.WriteFile(p.conf, []byte(conf), 0o600))
 	p.start()
