@@ -193,7 +193,9 @@ func TestRotationWaitsForPartners(t *testing.T) {
 	// fetches.
 	waitUntil(t, 30*time.Second, func() bool { return spireAuthorities(t, spire).Active.AuthorityID != spireFirst },
 		"spire-server did not activate its next authority on schedule")
-	spireSVID := mint(t, func(dir string) { spire.cli("x509", "mint", "-spiffeID", "spiffe://spire.test/workload", "-write", dir) })
+	spireSVID := mint(t, func(dir string) {
+		spire.cli("x509", "mint", "-spiffeID", "spiffe://spire.test/workload", "-write", dir)
+	})
 	_, _, err = x509svid.Verify(spireSVID, parseSPIFFE(t, "spire.test", spire.cli("bundle", "show", "-format", "spiffe")))
 	require.NoError(t, err, "SPIRE's own bundle verifies the SVID")
 	_, _, err = x509svid.Verify(spireSVID, deltaHeldSPIRE)
@@ -205,7 +207,9 @@ func TestRotationWaitsForPartners(t *testing.T) {
 	waitUntil(t, 20*time.Second, func() bool { return x509Authorities(t, alpha).Active.AuthorityID == next }, "alpha did not activate once delta had the authority")
 	require.True(t, time.Now().Before(first.expires(t).Add(-5*time.Second)), "activated at the deadline, not when delta came back")
 	require.NotContains(t, alpha.log.String(), "at its deadline")
-	alphaSVID := mint(t, func(dir string) { alpha.treaty("x509", "mint", "-spiffeID", "spiffe://alpha.test/workload", "-write", dir) })
+	alphaSVID := mint(t, func(dir string) {
+		alpha.treaty("x509", "mint", "-spiffeID", "spiffe://alpha.test/workload", "-write", dir)
+	})
 	for td, p := range partners {
 		_, _, err := x509svid.Verify(alphaSVID, parseSPIFFE(t, "alpha.test", p.treaty("bundle", "list", "-id", "spiffe://alpha.test", "-format", "spiffe")))
 		require.NoError(t, err, "%s rejects an SVID signed by alpha's new authority", td)
