@@ -100,8 +100,8 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) int {
 		h.advance(h.source.Document())
 	}
 	resp := h.current.Load()
-	if h.receipts != nil && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && r.Method == http.MethodGet {
-		h.receipts.record(r.Context(), r.TLS.PeerCertificates, resp.seq)
+	if h.receipts != nil && r.Method == http.MethodGet {
+		h.receipts.recordRequest(r, resp.seq)
 	}
 	// Canonical keys assigned directly: no per-request allocation. A 304
 	// carries ETag and Cache-Control too (RFC 9110, section 15.4.5).

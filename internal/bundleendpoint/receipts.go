@@ -3,7 +3,11 @@ package bundleendpoint
 import (
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
 	"sync"
 	"time"
 
@@ -42,7 +46,24 @@ type ReceiptsConfig struct {
 	Now func() time.Time
 	// Logger receives write failures; nil discards.
 	Logger *slog.Logger
+	// Forwarded, when set, reads the client certificate a TLS-terminating
+	// proxy passes on in a request header.
+	Forwarded Forwarded
 }
+
+// Forwarded names the request Header in which TLS-terminating proxies at
+// the addresses in Proxies pass on the client certificate they were shown:
+// URL-escaped PEM, as NGINX's $ssl_client_escaped_cert. The proxy has
+// checked that the client holds the certificate's key (the TLS handshake);
+// Receipts checks the rest as for a certificate it was shown itself.
+// From any other address the header is ignored.
+type Forwarded struct {
+	Header  string
+	Proxies []netip.Prefix
+}
+
+// maxForwardedCerts bounds the certificates read from a forwarded header.
+const maxForwardedCerts = 4
 
 // Receipts records, per partner trust domain, the latest authenticated
 // fetch of the local bundle: a client that presents an X509-SVID for
@@ -81,6 +102,73 @@ func NewReceipts(cfg ReceiptsConfig) *Receipts {
 	}
 	return &Receipts{cfg: cfg, log: log, kick: make(chan struct{}, 1),
 		pending: map[spiffeid.TrustDomain]datastore.Receipt{}, served: map[spiffeid.TrustDomain]uint64{}}
+}
+
+// recordRequest records req's fetch of the bundle with sequence seq: by
+// the client certificate req's TLS connection presented, or else by the
+// one a trusted proxy passed on (ReceiptsConfig.Forwarded).
+func (r *Receipts) recordRequest(req *http.Request, seq uint64) {
+	if req.TLS != nil && len(req.TLS.PeerCertificates) > 0 {
+		r.record(req.Context(), req.TLS.PeerCertificates, seq)
+		return
+	}
+	if chain := r.forwarded(req); len(chain) > 0 {
+		r.record(req.Context(), chain, seq)
+	}
+}
+
+// forwarded returns the certificates a trusted proxy passed on in req;
+// none when the header is absent, comes from another address, or holds no
+// certificate.
+func (r *Receipts) forwarded(req *http.Request) []*x509.Certificate {
+	f := r.cfg.Forwarded
+	if f.Header == "" {
+		return nil
+	}
+	value := req.Header.Get(f.Header)
+	if value == "" {
+		return nil
+	}
+	if !f.trusts(req.RemoteAddr) {
+		r.log.Debug("ignoring a forwarded client certificate from an address not in bundle_endpoint.trusted_proxies", attrClient, req.RemoteAddr)
+		return nil
+	}
+	text, err := url.PathUnescape(value)
+	if err != nil {
+		r.log.Debug("ignoring a forwarded client certificate that is not URL-escaped PEM", attrError, err)
+		return nil
+	}
+	var chain []*x509.Certificate
+	rest := []byte(text)
+	for len(chain) < maxForwardedCerts {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if block.Type != "CERTIFICATE" || err != nil {
+			r.log.Debug("ignoring a forwarded client certificate that does not parse", attrError, err)
+			return nil
+		}
+		chain = append(chain, cert)
+	}
+	return chain
+}
+
+// trusts reports whether remoteAddr, a request's RemoteAddr, is one of the
+// proxies.
+func (f Forwarded) trusts(remoteAddr string) bool {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, p := range f.Proxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // record notes that the client that presented chain was served the bundle

@@ -7,9 +7,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os/exec"
 	"slices"
@@ -211,4 +214,55 @@ func TestReceiptsWriteANewSequenceAtOnce(t *testing.T) {
 		cancel()
 		require.NoError(t, <-done)
 	})
+}
+
+// Behind a TLS-terminating proxy the client certificate arrives in a
+// header: it counts only from a trusted proxy's address, and only as a
+// certificate shown directly would.
+func TestReceiptsFromAForwardedCertificate(t *testing.T) {
+	beta, _ := catest.New(t, betaTD)
+	partners := partnerSet{betaTD: beta.Bundle().X509Authorities()}
+	escaped := func(cert tls.Certificate) string {
+		var text []byte
+		for _, der := range cert.Certificate {
+			text = append(text, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+		}
+		return url.PathEscape(string(text)) // as NGINX's $ssl_client_escaped_cert: %20, %0A, …
+	}
+	client := escaped(clientSVID(t, beta, profile.FederationClientID(betaTD)))
+	forwarded := Forwarded{Header: "X-SPIFFE-Client-Cert", Proxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}}
+	for _, tc := range []struct {
+		name      string
+		remote    string
+		header    string
+		forwarded Forwarded
+		recorded  bool
+	}{
+		{"ok/from a trusted proxy", "10.1.2.3:4567", client, forwarded, true},
+		{"ok/from a trusted proxy over IPv6", "[::1]:4567", client, forwarded, true},
+		{"ok/from a trusted proxy, an IPv4-mapped address", "[::ffff:10.1.2.3]:4567", client, forwarded, true},
+		{"fail/from anyone else", "192.0.2.1:4567", client, forwarded, false},
+		{"fail/no header configured", "10.1.2.3:4567", client, Forwarded{}, false},
+		{"fail/not a certificate", "10.1.2.3:4567", url.PathEscape("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), forwarded, false},
+		{"fail/not escaped PEM", "10.1.2.3:4567", "%zz", forwarded, false},
+		{"fail/another workload of the partner", "10.1.2.3:4567", escaped(clientSVID(t, beta, spiffeid.RequireFromPath(betaTD, "/web"))), forwarded, false},
+		{"fail/self-signed, naming the partner's client", "10.1.2.3:4567", escaped(selfSigned(t, profile.FederationClientID(betaTD))), forwarded, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := &memStore{}
+			r := NewReceipts(ReceiptsConfig{Partners: partners, Store: store, Forwarded: tc.forwarded})
+			req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/", nil)
+			req.RemoteAddr = tc.remote
+			req.Header.Set("X-Spiffe-Client-Cert", tc.header)
+			r.recordRequest(req, 7)
+			r.flush(t.Context())
+			if !tc.recorded {
+				require.Empty(t, store.written())
+				return
+			}
+			require.Len(t, store.written(), 1)
+			require.Equal(t, betaTD, store.written()[0].TrustDomain)
+			require.Equal(t, uint64(7), store.written()[0].Sequence)
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -155,6 +156,16 @@ type BundleEndpoint struct {
 	MaxConnsPerClient int
 	// MaxConns caps all open connections (max_conns, default 4096).
 	MaxConns int
+	// ClientCertificateHeader names the request header in which a
+	// TLS-terminating proxy in TrustedProxies passes the client
+	// certificate it was shown, URL-escaped PEM as NGINX's
+	// $ssl_client_escaped_cert (client_certificate_header); partners'
+	// receipts then survive the proxy. Empty, the default, reads none.
+	ClientCertificateHeader string
+	// TrustedProxies are the addresses (IP or CIDR prefix) whose requests
+	// may carry ClientCertificateHeader (trusted_proxies); from any other
+	// client it is ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // Web names the Web PKI certificate files of the https_web profile.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +42,8 @@ bundle_endpoint:
   rate_limit: 2.5
   max_conns_per_client: 500
   max_conns: 8000
+  client_certificate_header: X-SPIFFE-Client-Cert
+  trusted_proxies: [127.0.0.1, 10.0.0.0/8, "::1"]
 federation:
   onboarding_dir: /etc/treaty/federation
   class_name: treaty
@@ -83,11 +86,14 @@ func TestParse(t *testing.T) {
 					},
 					BundleEndpoint: BundleEndpoint{
 						Address: "0.0.0.0:8443", RefreshHint: time.Minute, Profile: profile.HTTPSWeb,
-						EndpointSPIFFEID:  spiffeid.RequireFromString("spiffe://example.org/bundle"),
-						Web:               Web{CertFile: "/etc/treaty/web.crt", KeyFile: "/etc/treaty/web.key"},
-						RateLimit:         2.5,
-						MaxConnsPerClient: 500,
-						MaxConns:          8000,
+						EndpointSPIFFEID:        spiffeid.RequireFromString("spiffe://example.org/bundle"),
+						Web:                     Web{CertFile: "/etc/treaty/web.crt", KeyFile: "/etc/treaty/web.key"},
+						RateLimit:               2.5,
+						MaxConnsPerClient:       500,
+						MaxConns:                8000,
+						ClientCertificateHeader: "X-SPIFFE-Client-Cert",
+						TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8"),
+							netip.MustParsePrefix("::1/128")},
 					},
 					Federation: Federation{OnboardingDir: "/etc/treaty/federation", ClassName: "treaty"},
 					Telemetry:  Telemetry{Address: "127.0.0.1:9988"},
@@ -237,6 +243,16 @@ func TestParseProblems(t *testing.T) {
 		{"fail/telemetry address", "trust_domain: example.org\ntelemetry:\n  address: 9988\n", 3, `telemetry.address: "9988" is not host:port`},
 		{"fail/telemetry on the bundle endpoint address", "trust_domain: example.org\nbundle_endpoint:\n  address: :8443\ntelemetry:\n  address: :8443\n", 5,
 			`telemetry.address: ":8443" is also bundle_endpoint.address`},
+		{"fail/client certificate header without proxies", "trust_domain: example.org\nbundle_endpoint:\n  client_certificate_header: X-Cert\n", 3,
+			"bundle_endpoint.client_certificate_header needs bundle_endpoint.trusted_proxies"},
+		{"fail/proxies without a header", "trust_domain: example.org\nbundle_endpoint:\n  trusted_proxies: [127.0.0.1]\n", 3,
+			"bundle_endpoint.trusted_proxies is only used with bundle_endpoint.client_certificate_header"},
+		{"fail/not a header name", "trust_domain: example.org\nbundle_endpoint:\n  client_certificate_header: 'X Cert'\n  trusted_proxies: [127.0.0.1]\n", 3,
+			`"X Cert" is not an HTTP header name`},
+		{"fail/proxy not an address", "trust_domain: example.org\nbundle_endpoint:\n  client_certificate_header: X-Cert\n  trusted_proxies: [127.0.0.1, nginx]\n", 4,
+			`bundle_endpoint.trusted_proxies[1]: "nginx" is neither an IP address nor a CIDR prefix`},
+		{"fail/proxies not a list", "trust_domain: example.org\nbundle_endpoint:\n  client_certificate_header: X-Cert\n  trusted_proxies: 127.0.0.1\n", 4,
+			`bundle_endpoint.trusted_proxies must be a list, got "127.0.0.1"; e.g. trusted_proxies: [127.0.0.1/32]`},
 		{"fail/rate limit negative", "trust_domain: example.org\nbundle_endpoint:\n  rate_limit: -1\n", 3, "bundle_endpoint.rate_limit: -1 is not allowed"},
 		{"fail/rate limit not a number", "trust_domain: example.org\nbundle_endpoint:\n  rate_limit: lots\n", 3, `bundle_endpoint.rate_limit: "lots" is not a number`},
 		{"fail/connection cap zero", "trust_domain: example.org\nbundle_endpoint:\n  max_conns_per_client: 0\n", 3, "bundle_endpoint.max_conns_per_client: \"0\" is not allowed; write a whole number from 1 to 1000000"},

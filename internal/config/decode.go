@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -92,6 +93,38 @@ func (d *decoder) bundleEndpoint(e yamldoc.Entry, path string) {
 	d.number(m["rate_limit"], path+".rate_limit", &be.RateLimit)
 	d.count(m["max_conns_per_client"], path+".max_conns_per_client", &be.MaxConnsPerClient)
 	d.count(m["max_conns"], path+".max_conns", &be.MaxConns)
+	text(d, m["client_certificate_header"], path+".client_certificate_header", &be.ClientCertificateHeader)
+	be.TrustedProxies = d.prefixes(m["trusted_proxies"], path+".trusted_proxies", "trusted_proxies: [127.0.0.1/32]")
+}
+
+// prefixes decodes a list of IP addresses and CIDR prefixes; an address
+// stands for itself alone (a /32 or /128).
+func (d *decoder) prefixes(e yamldoc.Entry, path, example string) []netip.Prefix {
+	items, ok := d.doc.List(e, path, example)
+	if !ok {
+		d.src.failed[path] = true
+		return nil
+	}
+	var out []netip.Prefix
+	for i, item := range items {
+		var s string
+		at := fmt.Sprintf("%s[%d]", path, i)
+		d.src.lines[at] = item.Value.Line
+		if text(d, item, at, &s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				d.fail(at, "%s is neither an IP address nor a CIDR prefix; e.g. %s", yamldoc.Quote(s), example)
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out
 }
 
 func (d *decoder) federation(e yamldoc.Entry, path string) {

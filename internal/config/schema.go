@@ -9,7 +9,7 @@ var schema = yamldoc.Schema{
 		"ca", "bundle_endpoint", "federation", "telemetry", "agent_api", "datastore", "spire_server"}},
 	"ca":                            {Keys: []string{"key_type", "ca_ttl", "x509_svid_ttl", "jwt_svid_ttl", "upstream", "key_seal_file"}},
 	"ca.upstream":                   {Keys: []string{"cert_file", "key_file", "bundle_file"}},
-	"bundle_endpoint":               {Keys: []string{"address", "refresh_hint", "profile", "endpoint_spiffe_id", "web", "rate_limit", "max_conns_per_client", "max_conns"}},
+	"bundle_endpoint":               {Keys: []string{"address", "refresh_hint", "profile", "endpoint_spiffe_id", "web", "rate_limit", "max_conns_per_client", "max_conns", "client_certificate_header", "trusted_proxies"}},
 	"bundle_endpoint.web":           {Keys: []string{"cert_file", "key_file", "acme"}},
 	"bundle_endpoint.web.acme":      {Keys: []string{"directory_url", "domain_name", "email", "tos_accepted", "ca_file", "renew_before"}},
 	"federation":                    {Keys: []string{"onboarding_dir", "class_name", "min_refresh", "max_refresh", "ca_file", "signed_bundles_dir", "signed_bundle_pins"}},

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -205,7 +206,27 @@ func (v *validator) bundleEndpoint() {
 		v.add("bundle_endpoint.rate_limit", "%v is not allowed; write requests per second per client IP, "+
 			"or 0 to turn rate limiting off", be.RateLimit)
 	}
+	v.forwardedClientCertificate(be)
 }
+
+// forwardedClientCertificate checks that a client certificate header comes
+// with the proxies allowed to set it, and the other way round.
+func (v *validator) forwardedClientCertificate(be BundleEndpoint) {
+	const header, proxies = "bundle_endpoint.client_certificate_header", "bundle_endpoint.trusted_proxies"
+	switch {
+	case be.ClientCertificateHeader != "" && !headerName.MatchString(be.ClientCertificateHeader):
+		v.add(header, "%s is not an HTTP header name; e.g. X-SPIFFE-Client-Cert", yamldoc.Quote(be.ClientCertificateHeader))
+	case be.ClientCertificateHeader != "" && len(be.TrustedProxies) == 0 && v.usable(proxies):
+		v.add(header, "%s needs %s, the addresses of the proxies that set it: from any other client the header "+
+			"would let anyone claim a partner's fetch; e.g. trusted_proxies: [127.0.0.1/32]", header, proxies)
+	case be.ClientCertificateHeader == "" && len(be.TrustedProxies) > 0:
+		v.add(proxies, "%s is only used with %s; set the header your proxy passes the client certificate in "+
+			"(e.g. X-SPIFFE-Client-Cert, from NGINX's $ssl_client_escaped_cert), or remove it", proxies, header)
+	}
+}
+
+// headerName matches an HTTP field name (RFC 9110 token characters).
+var headerName = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 func (v *validator) refreshHint(d time.Duration) {
 	const path = "bundle_endpoint.refresh_hint"

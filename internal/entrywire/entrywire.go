@@ -70,7 +70,8 @@ func IDToProto(id spiffeid.ID) *types.SPIFFEID {
 	return &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()}
 }
 
-// unixOrZero is t in Unix seconds, 0 when t is not set.
+// UnixOrZero is t in Unix seconds, 0 when t is not set (an agent compares
+// creation times to tell a recreated entry).
 func UnixOrZero(t time.Time) int64 {
 	if t.IsZero() {
 		return 0

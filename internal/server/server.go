@@ -409,7 +409,8 @@ func (s *Server) listenEndpoint(ctx context.Context) error {
 		Confirm:           s.confirmBundle(),
 		Receipts: bundleendpoint.NewReceipts(bundleendpoint.ReceiptsConfig{
 			Partners: partnerBundles{s.store, s.cfg.TrustDomain}, Store: s.store,
-			Logger: s.log.With(attrComponent, "bundleendpoint"),
+			Forwarded: bundleendpoint.Forwarded{Header: be.ClientCertificateHeader, Proxies: be.TrustedProxies},
+			Logger:    s.log.With(attrComponent, "bundleendpoint"),
 		}),
 		Logger: s.log.With(attrComponent, "bundleendpoint"),
 	})

@@ -222,6 +222,25 @@ func (d *Document) Bool(e Entry, field string, dst *bool) bool {
 	return true
 }
 
+// List returns the items of e, a list, each as an Entry with e's key. An
+// absent or null value gives nil and true; anything else that is not a
+// list gives nil and false after a problem that shows example.
+func (d *Document) List(e Entry, field, example string) ([]Entry, bool) {
+	n := Resolve(e.Value)
+	switch {
+	case n == nil || IsNull(n):
+		return nil, true
+	case n.Kind != yaml.SequenceNode:
+		d.Add(lineOf(e.Key, n), field, "%s must be a list, got %s; e.g. %s", field, Describe(n), example)
+		return nil, false
+	}
+	items := make([]Entry, len(n.Content))
+	for i, item := range n.Content {
+		items[i] = Entry{Key: e.Key, Value: item}
+	}
+	return items, true
+}
+
 // Join returns the path of key inside the section at path ("" for the top
 // level), as Schema names sections.
 func Join(path, key string) string {

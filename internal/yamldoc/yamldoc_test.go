@@ -118,3 +118,21 @@ func TestMisspelt(t *testing.T) {
 	require.True(t, d.Misspelt("", "bundleEndpointProfile"))
 	require.False(t, d.Misspelt("", "bundleEndpointURL"))
 }
+
+func TestList(t *testing.T) {
+	d, root := Read("", []byte("a: [x, y]\nb: ~\nc: x\n"), opts)
+	m := d.Mapping(root, Schema{"": {Keys: []string{"a", "b", "c", "d"}}}, "", "")
+	items, ok := d.List(m["a"], "a", "a: [x]")
+	require.True(t, ok)
+	require.Len(t, items, 2)
+	got, _ := d.Text(items[1], "a[1]")
+	require.Equal(t, "y", got)
+	items, ok = d.List(m["b"], "b", "b: [x]")
+	require.True(t, ok, "null is an empty list")
+	require.Empty(t, items)
+	_, ok = d.List(m["d"], "d", "d: [x]")
+	require.True(t, ok, "absent is fine")
+	_, ok = d.List(m["c"], "c", "c: [x]")
+	require.False(t, ok)
+	require.Equal(t, []Problem{{Line: 3, Field: "c", Message: `c must be a list, got "x"; e.g. c: [x]`}}, d.Problems)
+}

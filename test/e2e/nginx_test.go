@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -76,7 +77,8 @@ func TestNGINX(t *testing.T) {
 	ingressCert, ingressKey := pki.serverCertFor(t, "ingress", "ingress.local")
 
 	webAddr, spiffeAddr := freePort(t), freePort(t)
-	alphaWeb := newServer(t, "alpha.test", fmt.Sprintf("bundle_endpoint:\n  address: %s\n  profile: https_web\n  web:\n    cert_file: %s\n    key_file: %s\n", webAddr, webCert, webKey))
+	alphaWeb := newServer(t, "alpha.test", fmt.Sprintf("bundle_endpoint:\n  address: %s\n  profile: https_web\n  web:\n    cert_file: %s\n    key_file: %s\n"+
+		"  client_certificate_header: X-SPIFFE-Client-Cert\n  trusted_proxies: [127.0.0.1]\n", webAddr, webCert, webKey))
 	alphaWeb.start()
 	alphaSPIFFE := newServer(t, "alpha2.test", fmt.Sprintf("bundle_endpoint:\n  address: %s\n  profile: https_spiffe\n", spiffeAddr))
 	alphaSPIFFE.start()
@@ -116,6 +118,20 @@ func TestNGINX(t *testing.T) {
 		waitStatus(t, beta, "alpha.test", func(st relationshipStatus) bool { return st.State == "healthy" })
 		held := parseSPIFFE(t, "alpha.test", beta.treaty("bundle", "list", "-id", "spiffe://alpha.test", "-format", "spiffe"))
 		require.True(t, held.Equal(parseSPIFFE(t, "alpha.test", alphaWeb.treaty("bundle", "show", "-format", "spiffe"))))
+	})
+	t.Run("ok/receipts through TLS termination", func(t *testing.T) {
+		// Alpha holds beta's bundle, so beta's federation client SVID,
+		// shown to NGINX and passed on in the header, authenticates beta:
+		// alpha knows beta has its next authority.
+		betaDoc := filepath.Join(dir, "beta.json")
+		require.NoError(t, os.WriteFile(betaDoc, []byte(beta.treaty("bundle", "show", "-format", "spiffe")), 0o600))
+		alphaWeb.treaty("bundle", "set", "-format", "spiffe", "-id", "spiffe://beta.test", "-path", betaDoc)
+		alphaWeb.treaty("localauthority", "x509", "prepare")
+		beta.treaty("federation", "refresh", "-id", "alpha.test")
+		waitUntil(t, 10*time.Second, func() bool {
+			n := nextAuthorityStatus(t, alphaWeb)
+			return n != nil && len(n.Partners) == 1 && n.Partners[0].TrustDomain == "beta.test" && n.lacking() == ""
+		}, "alpha has no receipt from beta through NGINX:\n"+alphaWeb.treaty("federation", "status"))
 	})
 	t.Run("ok/https_spiffe behind TLS passthrough", func(t *testing.T) {
 		beta.treaty("federation", "create", "-trustDomain", "alpha2.test", "-bundleEndpointURL", "https://localhost:"+port(passAddr),
