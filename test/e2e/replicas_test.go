@@ -27,6 +27,7 @@ type replica struct {
 	*server
 	endpoint  string // bundle endpoint address
 	telemetry string // /readyz
+	agents    string // agent API address; "" without one
 }
 
 // replicaSet is a trust domain run by several replicas on one PostgreSQL.
@@ -41,6 +42,13 @@ type replicaSet struct {
 // with the same seal key.
 func newReplicaSet(t *testing.T, n int) *replicaSet {
 	t.Helper()
+	return newReplicaSetWith(t, n, false)
+}
+
+// newReplicaSetWith is newReplicaSet, each replica serving the agent API
+// on an address of its own when agents is true.
+func newReplicaSetWith(t *testing.T, n int, agents bool) *replicaSet {
+	t.Helper()
 	c := pgtest.Start(t)
 	dsn, err := c.CreateDatabase(t.Context())
 	require.NoError(t, err)
@@ -52,7 +60,12 @@ func newReplicaSet(t *testing.T, n int) *replicaSet {
 	rs := &replicaSet{t: t, db: c}
 	for range n {
 		r := &replica{endpoint: freePort(t), telemetry: freePort(t)}
-		r.server = newServer(t, "alpha.test", fmt.Sprintf(`bundle_endpoint:
+		agentAPI := ""
+		if agents {
+			r.agents = freePort(t)
+			agentAPI = fmt.Sprintf("agent_api:\n  address: %s\n", r.agents)
+		}
+		r.server = newServer(t, "alpha.test", agentAPI+fmt.Sprintf(`bundle_endpoint:
   address: %s
   profile: https_spiffe
   refresh_hint: 10s
