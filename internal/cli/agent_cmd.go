@@ -94,23 +94,16 @@ func (f *agentFilterFlags) filter() (*agentv1.ListAgentsRequest_Filter, error) {
 }
 
 func runAgentList(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "agent list")
-	socketPath, output := socketFlag(fs), outputFlag(fs)
-	var f agentFilterFlags
-	f.register(fs)
-	if err := parseOutput(fs, args, output); err != nil {
-		return err
-	}
-	filter, err := f.filter()
+	socketPath, output, filter, err := parseFiltered(e, "agent list", args, &agentFilterFlags{}, nil)
 	if err != nil {
 		return err
 	}
-	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+	return withClient(ctx, socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := listAgents(ctx, agentv1.NewAgentClient(conn), filter)
 		if err != nil {
 			return err
 		}
-		if *output == outputJSON {
+		if output == outputJSON {
 			return printJSON(e.stdout, resp)
 		}
 		if len(resp.GetAgents()) == 0 {
@@ -161,18 +154,11 @@ func printAgent(w io.Writer, a *types.Agent) {
 }
 
 func runAgentCount(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "agent count")
-	socketPath, output := socketFlag(fs), outputFlag(fs)
-	var f agentFilterFlags
-	f.register(fs)
-	if err := parseOutput(fs, args, output); err != nil {
-		return err
-	}
-	filter, err := f.filter()
+	socketPath, output, filter, err := parseFiltered(e, "agent count", args, &agentFilterFlags{}, nil)
 	if err != nil {
 		return err
 	}
-	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+	return withClient(ctx, socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := agentv1.NewAgentClient(conn).CountAgents(ctx, &agentv1.CountAgentsRequest{Filter: &agentv1.CountAgentsRequest_Filter{
 			ByAttestationType: filter.GetByAttestationType(), BySelectorMatch: filter.GetBySelectorMatch(),
 			ByExpiresBefore: filter.GetByExpiresBefore(), ByBanned: filter.GetByBanned(), ByCanReattest: filter.GetByCanReattest(),
@@ -180,7 +166,7 @@ func runAgentCount(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		if *output == outputJSON {
+		if output == outputJSON {
 			return printJSON(e.stdout, resp)
 		}
 		n := int(resp.GetCount())

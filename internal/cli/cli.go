@@ -216,3 +216,27 @@ func parseOutput(fs *flag.FlagSet, args []string, output *string) error {
 	}
 	return checkChoice("output", *output, outputPretty, outputJSON)
 }
+
+// filterFlagSet registers the filter flags of a command that lists or
+// counts, and builds its filter from them.
+type filterFlagSet[F any] interface {
+	register(fs *flag.FlagSet)
+	filter() (F, error)
+}
+
+// parseFiltered parses the flags of a command that lists or counts through
+// a filter: -socketPath, -output, the flags of f, and those extra (when
+// not nil) registers.
+func parseFiltered[F any](e *env, name string, args []string, f filterFlagSet[F], extra func(*flag.FlagSet)) (socketPath, output string, filter F, err error) {
+	fs := newFlags(e, name)
+	socket, out := socketFlag(fs), outputFlag(fs)
+	f.register(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := parseOutput(fs, args, out); err != nil {
+		return "", "", filter, err
+	}
+	filter, err = f.filter()
+	return *socket, *out, filter, err
+}

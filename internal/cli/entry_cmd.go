@@ -428,19 +428,14 @@ func (f *filterFlags) filter() (*entryv1.ListEntriesRequest_Filter, error) {
 }
 
 func runEntryShow(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "entry show")
-	socketPath, output := socketFlag(fs), outputFlag(fs)
-	entryID := fs.String("entryID", "", "show only the entry with this ID")
-	var f filterFlags
-	f.register(fs)
-	if err := parseOutput(fs, args, output); err != nil {
-		return err
-	}
-	filter, err := f.filter()
+	var entryID *string
+	socketPath, output, filter, err := parseFiltered(e, "entry show", args, &filterFlags{}, func(fs *flag.FlagSet) {
+		entryID = fs.String("entryID", "", "show only the entry with this ID")
+	})
 	if err != nil {
 		return err
 	}
-	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+	return withClient(ctx, socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
 		client := entryv1.NewEntryClient(conn)
 		resp := &entryv1.ListEntriesResponse{}
 		if *entryID != "" {
@@ -463,7 +458,7 @@ func runEntryShow(ctx context.Context, e *env, args []string) error {
 			}
 		}
 		sortEntries(resp.Entries)
-		if *output == outputJSON {
+		if output == outputJSON {
 			return printJSON(e.stdout, resp)
 		}
 		noun := "entries"
@@ -492,18 +487,11 @@ func sortEntries(entries []*types.Entry) {
 }
 
 func runEntryCount(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "entry count")
-	socketPath, output := socketFlag(fs), outputFlag(fs)
-	var f filterFlags
-	f.register(fs)
-	if err := parseOutput(fs, args, output); err != nil {
-		return err
-	}
-	filter, err := f.filter()
+	socketPath, output, filter, err := parseFiltered(e, "entry count", args, &filterFlags{}, nil)
 	if err != nil {
 		return err
 	}
-	return withClient(ctx, *socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
+	return withClient(ctx, socketPath, func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := entryv1.NewEntryClient(conn).CountEntries(ctx, &entryv1.CountEntriesRequest{Filter: &entryv1.CountEntriesRequest_Filter{
 			BySpiffeId: filter.GetBySpiffeId(), ByParentId: filter.GetByParentId(), BySelectors: filter.GetBySelectors(),
 			ByFederatesWith: filter.GetByFederatesWith(), ByHint: filter.GetByHint(), ByDownstream: filter.GetByDownstream(),
@@ -511,7 +499,7 @@ func runEntryCount(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		if *output == outputJSON {
+		if output == outputJSON {
 			return printJSON(e.stdout, resp)
 		}
 		noun := "entries"
