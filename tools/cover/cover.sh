@@ -15,7 +15,7 @@ out="${1:-docs/coverage.md}"
 module="$(go list -m)"
 
 # Packages that handle keys, bundles or invites: the aim is 80 % or more.
-trust=(adminapi agentapi bundle bundleendpoint ca datastore/postgres datastore/sqlite datastore/sqlstore federation invite keystore nodeattest workloadapi)
+trust=(adminapi agentapi bundle bundledir bundleendpoint bundlewire ca datastore/postgres datastore/sqlite datastore/sqlstore federation invite keystore nodeattest signedbundle spiregw workloadapi)
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
