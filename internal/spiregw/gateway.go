@@ -161,25 +161,26 @@ func (g *Gateway) Run(ctx context.Context) error {
 		switch {
 		case err != nil && g.down == nil && ctx.Err() == nil:
 			g.down, g.since = err, time.Now()
-			g.log.Warn("cannot read the SPIRE server's bundle; serving the last one until it answers", "error", err)
+			g.log.Warn("cannot follow the SPIRE server's bundle; serving the last one published until it can", "error", err)
 		case err != nil:
 			g.down = err
 		case g.down != nil:
-			g.log.Info("the SPIRE server answers again", "down_for", time.Since(g.since).Round(time.Second))
+			g.log.Info("following the SPIRE server's bundle again", "down_for", time.Since(g.since).Round(time.Second))
 			g.down = nil
 		}
 		g.mu.Unlock()
 	}
 }
 
-// Err says why SPIRE's bundle cannot be read, or nil while it can.
+// Err says why SPIRE's bundle cannot be followed (read from SPIRE, or
+// stored once read), or nil while it can.
 func (g *Gateway) Err() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.down == nil {
 		return nil
 	}
-	return fmt.Errorf("SPIRE server at %s unreadable since %s (%w): serving the last bundle it published",
+	return fmt.Errorf("cannot follow the bundle of the SPIRE server at %s since %s (%w): serving the last bundle published",
 		g.cfg.SocketPath, g.since.UTC().Format(time.RFC3339), g.down)
 }
 
