@@ -85,15 +85,16 @@ func (s *statusService) status(ctx context.Context, _ *emptypb.Empty) (*structpb
 		out.SignedBundles = s.signedBundles()
 	}
 	if s.authorities != nil {
-		for kind, next := range map[datastore.AuthorityKind]**adminwire.NextAuthority{
-			datastore.KindX509: &out.NextAuthority, datastore.KindJWT: &out.NextJWTAuthority,
-		} {
-			cov, ok, err := s.authorities.NextAuthorityCoverage(ctx, kind)
+		for _, k := range []struct {
+			kind datastore.AuthorityKind
+			next **adminwire.NextAuthority
+		}{{datastore.KindX509, &out.NextAuthority}, {datastore.KindJWT, &out.NextJWTAuthority}} {
+			cov, ok, err := s.authorities.NextAuthorityCoverage(ctx, k.kind)
 			if err != nil {
 				return nil, status.Errorf(codes.Unavailable, "read which partners fetched the bundle: %v", err)
 			}
 			if ok {
-				*next = nextAuthority(cov)
+				*k.next = nextAuthority(cov)
 			}
 		}
 	}

@@ -22,8 +22,10 @@ import (
 //     once it has been published for MinPublishedHints refresh hints, unless
 //     the active authority would otherwise outlive its ability to sign SVIDs
 //     of full lifetime;
-//   - with Config.Receipts, a prepared successor (X.509 or JWT) also waits
-//     until every partner with a receipt was served a bundle holding it; at the
+//   - with Config.Receipts, a prepared successor (X.509 or JWT; not an
+//     X.509 one an upstream CA signs, partners trust its root already)
+//     also waits until every partner with a receipt was served a bundle
+//     holding it; at the
 //     deadline (the active authority could no longer sign SVIDs of full
 //     lifetime) it is activated anyway, and the partners that lack it are
 //     logged as an error. Partners without receipts are unknown and do not
@@ -106,7 +108,10 @@ func (ch *change) maybeActivate(active, prepared *authority, lifetime time.Durat
 	due := !ch.now.Before(active.NotBefore.Add(lifetime * 5 / 6))
 	spread := published >= MinPublishedHints*cfg.RefreshHint
 	urgent := !ch.now.Add(svidTTL).Before(active.NotAfter)
-	cov := ch.c.coverage(prepared, ch.receipts)
+	var cov Coverage
+	if ch.c.partnersNeed(prepared) {
+		cov = ch.c.coverage(prepared, ch.receipts)
+	}
 	switch {
 	case due && spread && len(cov.Lack) == 0:
 		ch.activate(prepared, "active authority reached five sixths of its lifetime")

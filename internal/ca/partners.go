@@ -47,10 +47,18 @@ func (c *CA) NextAuthorityCoverage(ctx context.Context, kind datastore.Authority
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	prepared := c.begin().inState(kind, datastore.StatePrepared)
-	if prepared == nil {
+	if prepared == nil || !c.partnersNeed(prepared) {
 		return Coverage{}, false, nil
 	}
 	return c.coverage(prepared, receipts), true, nil
+}
+
+// partnersNeed reports whether partners must fetch a bundle holding a
+// before SVIDs it signs verify for them: every authority but an X.509 one
+// an upstream CA signs, which partners trust through the upstream root
+// their bundle holds already.
+func (c *CA) partnersNeed(a *authority) bool {
+	return a.Kind != datastore.KindX509 || c.cfg.Upstream == nil
 }
 
 // receiptsIfPrepared reads the receipts while an authority is prepared,

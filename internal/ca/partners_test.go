@@ -150,3 +150,33 @@ func (e *env) publishedElsewhere(t *testing.T, c *CA, seq uint64) {
 		TrustDomain: b.TrustDomain(), Document: doc, Sequence: seq, UpdatedAt: e.now,
 	}}))
 }
+
+// With an upstream CA, partners trust the upstream root their bundle holds:
+// a new X.509 authority (an intermediate) waits for nobody, while the JWT
+// key prepared with it still does.
+func TestUpstreamX509AuthorityWaitsForNobody(t *testing.T) {
+	e := newEnv(t)
+	e.now = time.Now()
+	certFile, keyFile, _ := writeRoot(t, t.TempDir(), e.now.Add(30*24*time.Hour))
+	up, err := LoadUpstream(certFile, keyFile, "")
+	require.NoError(t, err)
+	e.cfg.Upstream, e.cfg.Receipts = up, receiptsOf{e}
+	c := e.open()
+	e.fetched(t, gamma, seq(t, c)) // then gamma goes offline
+	e.now = e.now.Add(12*time.Hour + time.Minute)
+	require.NoError(t, c.Rotate(t.Context()))
+	prepared := c.State(datastore.KindX509).Prepared
+	require.NotNil(t, prepared)
+	_, ok, err := c.NextAuthorityCoverage(t.Context(), datastore.KindX509)
+	require.NoError(t, err)
+	require.False(t, ok, "nothing for partners to fetch")
+	cov, ok, err := c.NextAuthorityCoverage(t.Context(), datastore.KindJWT)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, []string{"gamma.test"}, cov.Lacking())
+
+	e.now = e.now.Add(8 * time.Hour)
+	require.NoError(t, c.Rotate(t.Context()))
+	require.Equal(t, prepared.ID, c.State(datastore.KindX509).Active.ID, "the intermediate is activated on schedule")
+	require.NotNil(t, c.State(datastore.KindJWT).Prepared, "the JWT key waits for gamma")
+}
