@@ -251,6 +251,8 @@ func TestParseProblems(t *testing.T) {
 			`"X Cert" is not an HTTP header name`},
 		{"fail/proxy not an address", "trust_domain: example.org\nbundle_endpoint:\n  client_certificate_header: X-Cert\n  trusted_proxies: [127.0.0.1, nginx]\n", 4,
 			`bundle_endpoint.trusted_proxies[1]: "nginx" is neither an IP address nor a CIDR prefix`},
+		{"fail/every address a proxy", "trust_domain: example.org\nbundle_endpoint:\n  client_certificate_header: X-Cert\n  trusted_proxies: ['::/0']\n", 4,
+			"bundle_endpoint.trusted_proxies: ::/0 trusts every address, so any client could claim a partner's fetch"},
 		{"fail/proxies not a list", "trust_domain: example.org\nbundle_endpoint:\n  client_certificate_header: X-Cert\n  trusted_proxies: 127.0.0.1\n", 4,
 			`bundle_endpoint.trusted_proxies must be a list, got "127.0.0.1"; e.g. trusted_proxies: [127.0.0.1/32]`},
 		{"fail/rate limit negative", "trust_domain: example.org\nbundle_endpoint:\n  rate_limit: -1\n", 3, "bundle_endpoint.rate_limit: -1 is not allowed"},

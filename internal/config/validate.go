@@ -223,6 +223,11 @@ func (v *validator) forwardedClientCertificate(be BundleEndpoint) {
 		v.add(proxies, "%s is only used with %s; set the header your proxy passes the client certificate in "+
 			"(e.g. X-SPIFFE-Client-Cert, from NGINX's $ssl_client_escaped_cert), or remove it", proxies, header)
 	}
+	for _, p := range be.TrustedProxies {
+		if p.Bits() == 0 {
+			v.add(proxies, "%s trusts every address, so any client could claim a partner's fetch; list your proxies' addresses", p)
+		}
+	}
 }
 
 // headerName matches an HTTP field name (RFC 9110 token characters).
