@@ -2,7 +2,6 @@ package bundleendpoint
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/treatyhq/treaty/internal/profile"
+	"github.com/treatyhq/treaty/internal/syncbuf"
 )
 
 // Loopback clients: every address in 127.0.0.0/8 is loopback on Linux, so a
@@ -203,23 +202,8 @@ func waitTCPClosed(conn *tls.Conn, d time.Duration) error {
 	return err
 }
 
-// lockedBuffer is a log destination safe for concurrent writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// lockedBuffer is a buffer a logger or a process may write while the test reads it.
+type lockedBuffer = syncbuf.Buffer
 
 // TestRateLimitFlood sends requests from three times as many addresses as
 // the limiter tracks, all at one instant: the table must stay bounded, the

@@ -1,14 +1,12 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,25 +23,11 @@ import (
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/profile"
+	"github.com/treatyhq/treaty/internal/syncbuf"
 )
 
-// syncBuffer is a log destination safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a buffer a logger or a process may write while the test reads it.
+type syncBuffer = syncbuf.Buffer
 
 // runStarted runs a server made by New and stops it when the test ends.
 func runStarted(t *testing.T, s *Server) {

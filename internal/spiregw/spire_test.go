@@ -1,14 +1,12 @@
 package spiregw_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/treatyhq/treaty/internal/datastore/sqlite"
+	"github.com/treatyhq/treaty/internal/syncbuf"
 )
 
 // spireVersion is the spire-server release tools/spire/build.sh builds.
@@ -209,21 +208,5 @@ func within(t *testing.T, ch <-chan struct{}, msg string) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that a process's output and the test may
-// use at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a buffer a logger or a process may write while the test reads it.
+type syncBuffer = syncbuf.Buffer

@@ -13,11 +13,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/treatyhq/treaty/internal/syncbuf"
 )
 
 // treatyBin is the binary built by TestMain.
@@ -231,21 +232,5 @@ func waitFor(t *testing.T, cond func() bool, msg string) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that the process's output goroutine and the
-// test may use at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a buffer a logger or a process may write while the test reads it.
+type syncBuffer = syncbuf.Buffer
