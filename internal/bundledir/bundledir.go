@@ -28,6 +28,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/dirstamp"
 	"github.com/treatyhq/treaty/internal/signedbundle"
 )
 
@@ -151,7 +152,7 @@ func (d *Dir) Run(ctx context.Context) error {
 		case <-timer.C:
 		}
 		now := d.cfg.Now()
-		if next := dirStamp(d.cfg.Dir); next != stamp || now.Sub(last) >= d.cfg.Interval {
+		if next := dirstamp.Of(d.cfg.Dir); next != stamp || now.Sub(last) >= d.cfg.Interval {
 			if err := d.Sync(ctx); err != nil && ctx.Err() == nil {
 				d.log.Error("signed bundles directory not read", attrError, err)
 			}
@@ -159,22 +160,6 @@ func (d *Dir) Run(ctx context.Context) error {
 		}
 		timer.Reset(d.cfg.CheckInterval)
 	}
-}
-
-// dirStamp summarises the names, sizes and times of the directory's
-// entries, so that Run notices a change without reading every file.
-func dirStamp(dir string) string {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	var b strings.Builder
-	for _, e := range entries {
-		if info, err := e.Info(); err == nil {
-			fmt.Fprintf(&b, "%s:%d:%d;", e.Name(), info.Size(), info.ModTime().UnixNano())
-		}
-	}
-	return b.String()
 }
 
 // Status returns what became of each file at the last read, by file name.

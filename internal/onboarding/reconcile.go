@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/treatyhq/treaty/internal/bundle"
 	"github.com/treatyhq/treaty/internal/datastore"
+	"github.com/treatyhq/treaty/internal/dirstamp"
 	"github.com/treatyhq/treaty/internal/federation"
 	"github.com/treatyhq/treaty/internal/yamldoc"
 )
@@ -89,7 +89,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			return nil
 		case <-timer.C:
 		}
-		if stamp := dirStamp(r.cfg.Dir); stamp != r.stamp {
+		if stamp := dirstamp.Of(r.cfg.Dir); stamp != r.stamp {
 			if err := r.Reconcile(ctx); err != nil && ctx.Err() == nil {
 				r.log.Error("onboarding directory not applied; relationships unchanged", attrError, err)
 			} else {
@@ -98,24 +98,6 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		}
 		timer.Reset(r.cfg.Interval)
 	}
-}
-
-// dirStamp summarises the names, sizes and times of the directory's
-// entries, so that Run notices a change without parsing every file.
-func dirStamp(dir string) string {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	var b strings.Builder
-	for _, e := range entries {
-		info, err := e.Info()
-		if err != nil {
-			continue
-		}
-		fmt.Fprintf(&b, "%s:%d:%d;", e.Name(), info.Size(), info.ModTime().UnixNano())
-	}
-	return b.String()
 }
 
 // Reconcile applies the directory once.
