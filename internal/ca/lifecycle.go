@@ -194,7 +194,7 @@ func (c *CA) Prepare(ctx context.Context, kind datastore.AuthorityKind) (Authori
 	ch := c.begin()
 	if p := ch.inState(kind, datastore.StatePrepared); p != nil {
 		return AuthorityInfo{}, fmt.Errorf("%s authority %s is already prepared (since %s); activate it first: %w",
-			kindName(kind), p.ID, p.PreparedAt.UTC().Format(time.RFC3339), ErrFailedPrecondition)
+			KindName(kind), p.ID, p.PreparedAt.UTC().Format(time.RFC3339), ErrFailedPrecondition)
 	}
 	a, err := ch.prepare(kind, "requested by operator")
 	if err != nil {
@@ -220,10 +220,10 @@ func (c *CA) Activate(ctx context.Context, kind datastore.AuthorityKind, id stri
 	ch := c.begin()
 	prepared := ch.inState(kind, datastore.StatePrepared)
 	if prepared == nil {
-		return AuthorityInfo{}, "", fmt.Errorf("no %s authority is prepared; prepare one first: %w", kindName(kind), ErrFailedPrecondition)
+		return AuthorityInfo{}, "", fmt.Errorf("no %s authority is prepared; prepare one first: %w", KindName(kind), ErrFailedPrecondition)
 	}
 	if prepared.ID != id {
-		return AuthorityInfo{}, "", fmt.Errorf("%q is not the prepared %s authority (that is %s): %w", id, kindName(kind), prepared.ID, ErrUnknownAuthority)
+		return AuthorityInfo{}, "", fmt.Errorf("%q is not the prepared %s authority (that is %s): %w", id, KindName(kind), prepared.ID, ErrUnknownAuthority)
 	}
 	warning := c.earlyActivationWarning(ch, prepared)
 	ch.activate(prepared, "requested by operator")
@@ -262,7 +262,7 @@ func (c *CA) Taint(ctx context.Context, kind datastore.AuthorityKind, id string)
 		return AuthorityInfo{}, err
 	}
 	if a.Tainted {
-		return AuthorityInfo{}, fmt.Errorf("%s authority %s is already tainted: %w", kindName(kind), id, ErrFailedPrecondition)
+		return AuthorityInfo{}, fmt.Errorf("%s authority %s is already tainted: %w", KindName(kind), id, ErrFailedPrecondition)
 	}
 	a.Tainted = true
 	ch.touch(a, "tainted", "requested by operator")
@@ -285,7 +285,7 @@ func (c *CA) Revoke(ctx context.Context, kind datastore.AuthorityKind, id string
 		return AuthorityInfo{}, err
 	}
 	if !a.Tainted {
-		return AuthorityInfo{}, fmt.Errorf("%s authority %s must be tainted before it is revoked: %w", kindName(kind), id, ErrFailedPrecondition)
+		return AuthorityInfo{}, fmt.Errorf("%s authority %s must be tainted before it is revoked: %w", KindName(kind), id, ErrFailedPrecondition)
 	}
 	ch.remove(a, "revoked", "requested by operator")
 	if err := ch.commit(ctx); err != nil {
@@ -300,15 +300,16 @@ func (ch *change) oldAuthority(kind datastore.AuthorityKind, id, done string) (*
 	case id == "":
 		return nil, fmt.Errorf("an authority ID is required: %w", ErrUnknownAuthority)
 	case a == nil:
-		return nil, fmt.Errorf("no %s authority has ID %q: %w", kindName(kind), id, ErrUnknownAuthority)
+		return nil, fmt.Errorf("no %s authority has ID %q: %w", KindName(kind), id, ErrUnknownAuthority)
 	case a.State != datastore.StateOld:
 		return nil, fmt.Errorf("only an old %s authority can be %s, and %s is %s; activate a new authority first: %w",
-			kindName(kind), done, id, a.State, ErrFailedPrecondition)
+			KindName(kind), done, id, a.State, ErrFailedPrecondition)
 	}
 	return a, nil
 }
 
-func kindName(kind datastore.AuthorityKind) string {
+// KindName names an authority kind for people: "X.509" or "JWT".
+func KindName(kind datastore.AuthorityKind) string {
 	if kind == datastore.KindX509 {
 		return "X.509"
 	}

@@ -104,7 +104,7 @@ func (d *Doctor) nextAuthority(ctx context.Context) finding.Finding {
 		case !prepared:
 			continue
 		case len(cov.Lack) == 0:
-			held = append(held, fmt.Sprintf("all %d partners with receipts have the next %s authority %s", len(cov.Have), kindName(kind), cov.AuthorityID))
+			held = append(held, fmt.Sprintf("all %d partners with receipts have the next %s authority %s", len(cov.Have), ca.KindName(kind), cov.AuthorityID))
 			continue
 		}
 		lack := make([]string, len(cov.Lack))
@@ -112,7 +112,7 @@ func (d *Doctor) nextAuthority(ctx context.Context) finding.Finding {
 			lack[i] = fmt.Sprintf("%s (last fetched sequence %d, %s ago)", r.TrustDomain.Name(), r.Sequence, now.Sub(r.FetchedAt).Round(time.Minute))
 		}
 		lacking = append(lacking, fmt.Sprintf("%d/%d partners have the next %s authority %s (sequence %d); lacking: %s", len(cov.Have), len(cov.Have)+len(cov.Lack),
-			kindName(kind), cov.AuthorityID, cov.Sequence, strings.Join(lack, ", ")))
+			ca.KindName(kind), cov.AuthorityID, cov.Sequence, strings.Join(lack, ", ")))
 	}
 	switch {
 	case len(lacking) > 0:
@@ -122,14 +122,6 @@ func (d *Doctor) nextAuthority(ctx context.Context) finding.Finding {
 		return check("next-authority", finding.Pass, strings.Join(held, "; "), "")
 	}
 	return check("next-authority", finding.Pass, "no authority is prepared", "")
-}
-
-// kindName names an authority kind for people.
-func kindName(kind datastore.AuthorityKind) string {
-	if kind == datastore.KindX509 {
-		return "X.509"
-	}
-	return "JWT"
 }
 
 func (d *Doctor) spire(ctx context.Context) finding.Finding {
