@@ -64,10 +64,17 @@ func (c *CA) partnersNeed(a *authority) bool {
 // receiptsIfPrepared reads the receipts while an authority is prepared,
 // the only time they matter; none otherwise, without I/O.
 func (c *CA) receiptsIfPrepared(ctx context.Context) ([]datastore.Receipt, error) {
-	if c.cfg.Receipts == nil || (c.State(datastore.KindX509).Prepared == nil && c.State(datastore.KindJWT).Prepared == nil) {
+	if c.cfg.Receipts == nil || !c.anyPrepared() {
 		return nil, nil
 	}
 	return c.cfg.Receipts.ListReceipts(ctx)
+}
+
+// anyPrepared reports whether an authority of either kind is prepared.
+func (c *CA) anyPrepared() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.ContainsFunc(c.authorities, func(a *authority) bool { return a.State == datastore.StatePrepared })
 }
 
 // coverage sorts receipts by whether they hold prepared. The caller holds
